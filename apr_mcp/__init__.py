@@ -1,0 +1,3 @@
+"""apr-mcp: adaptive parallel reasoning as an MCP server and a CLI."""
+
+__version__ = "0.1.0"

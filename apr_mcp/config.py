@@ -1,0 +1,207 @@
+"""Typed settings, read from the environment (``APR_*``) and optionally a TOML file.
+
+The environment names are a public interface; keep them stable. Precedence, highest first:
+explicit overrides (CLI flags, tool arguments) > ``APR_*`` variables > provider variables
+(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL``) > the config file
+(``APR_CONFIG``, default ``<user config dir>/apr-mcp/config.toml``) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from .errors import ConfigError
+
+__all__ = ["Backend", "Settings", "load_settings"]
+
+Backend = Literal["openai", "anthropic", "sampling", "simulated"]
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of apr-mcp. See the README's *Configuration* table."""
+
+    model_config = SettingsConfigDict(env_prefix="APR_", extra="ignore", validate_default=True)
+
+    backend: Backend | None = Field(
+        default=None, description="openai | anthropic | sampling | simulated. Unset = not configured."
+    )
+    base_url: str | None = Field(default=None, description="Endpoint root, e.g. http://localhost:11434/v1")
+    api_key: SecretStr | None = None
+    model: str | None = Field(default=None, description="Solver model id (and the default for all roles).")
+    planner_model: str | None = None
+    merger_model: str | None = None
+
+    max_concurrency: int = Field(default=8, ge=1, le=64)
+    min_threads: int = Field(default=2, ge=1, le=64, description="Lower bound of the fan-out when splitting.")
+    max_threads: int = Field(default=8, ge=1, le=64, description="Upper bound of the fan-out (cap on subtasks).")
+    max_followups: int = Field(default=4, ge=0, le=64, description="Follow-up threads a run may spawn.")
+    max_depth: int = Field(default=2, ge=0, le=8, description="How deep follow-ups may nest.")
+    early_stop_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    deadline_s: float = Field(default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s).")
+    token_budget: int | None = Field(default=None, ge=1, description="Total tokens a run may spend.")
+    merge_budget_tokens: int = Field(default=6000, ge=256, description="Token budget of the merge context.")
+    max_tokens: int = Field(default=1024, ge=16, description="Max output tokens per solver call.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    meta_controller: bool = Field(default=False, description="Ask a model to steer the run (continue/merge/split).")
+
+    cache: bool = Field(default=True, description="APR_CACHE=on/off.")
+    cache_dir: Path | None = None
+
+    timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one model call.")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+
+    # Simulated backend: latency model.
+    sim_ttft_s: float = Field(default=0.05, ge=0)
+    sim_tokens_per_s: float = Field(default=400.0, gt=0)
+
+    # Streamable HTTP server.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8765, ge=0, le=65535)
+    http_token: SecretStr | None = Field(default=None, description="Bearer token required over HTTP.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _lower_backend(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower() or None
+        return v
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in {"on", "yes", "1", "true"}:
+            return True
+        if isinstance(v, str) and v.strip().lower() in {"off", "no", "0", "false"}:
+            return False
+        return v
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Settings:
+        if self.min_threads > self.max_threads:
+            raise ValueError(f"min_threads ({self.min_threads}) > max_threads ({self.max_threads})")
+        return self
+
+    # ----- derived values -----
+
+    def effective_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.backend == "anthropic":
+            return os.environ.get("ANTHROPIC_API_KEY")
+        if self.backend == "openai":
+            return os.environ.get("OPENAI_API_KEY")
+        return None
+
+    def effective_base_url(self) -> str | None:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.backend == "openai":
+            return os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URLS["openai"]).rstrip("/")
+        if self.backend == "anthropic":
+            return DEFAULT_BASE_URLS["anthropic"]
+        return None
+
+    def role_model(self, role: Literal["planner", "solver", "merger"]) -> str | None:
+        if role == "planner":
+            return self.planner_model or self.model
+        if role == "merger":
+            return self.merger_model or self.model
+        return self.model
+
+    def effective_cache_dir(self) -> Path:
+        return self.cache_dir or Path(platformdirs.user_cache_dir("apr-mcp")) / "cache"
+
+    def require_backend(self) -> Backend:
+        """The configured backend, or a ConfigError that tells the user how to configure one."""
+        if self.backend is None:
+            raise ConfigError(NOT_CONFIGURED)
+        if self.backend in ("openai", "anthropic") and not self.model:
+            raise ConfigError(
+                f"APR_BACKEND={self.backend} needs a model: set APR_MODEL (e.g. "
+                + ("gpt-4o-mini" if self.backend == "openai" else "claude-sonnet-4-5")
+                + ", or for Ollama e.g. llama3.1)."
+            )
+        if self.backend == "anthropic" and not self.effective_api_key():
+            raise ConfigError("APR_BACKEND=anthropic needs APR_API_KEY or ANTHROPIC_API_KEY.")
+        return self.backend
+
+    def masked(self) -> dict[str, Any]:
+        """Effective configuration with secrets masked (for ``apr-mcp doctor``)."""
+        data = self.model_dump(mode="json")
+        key = self.effective_api_key()
+        data["api_key"] = _mask(key)
+        data["http_token"] = _mask(self.http_token.get_secret_value() if self.http_token else None)
+        data["base_url"] = self.effective_base_url()
+        data["cache_dir"] = str(self.effective_cache_dir())
+        data["planner_model"] = self.role_model("planner")
+        data["merger_model"] = self.role_model("merger")
+        return data
+
+
+def _mask(secret: str | None) -> str | None:
+    if not secret:
+        return None
+    if len(secret) <= 8:
+        return "****"
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+NOT_CONFIGURED = """\
+No model backend is configured. Pick one:
+  OpenAI or any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio, OpenRouter):
+    export APR_BACKEND=openai APR_MODEL=gpt-4o-mini OPENAI_API_KEY=sk-...
+    export APR_BACKEND=openai APR_BASE_URL=http://localhost:11434/v1 APR_MODEL=llama3.1   # Ollama
+  Anthropic:
+    export APR_BACKEND=anthropic APR_MODEL=claude-sonnet-4-5 ANTHROPIC_API_KEY=...
+  The host's own model (MCP sampling; VS Code supports it):
+    export APR_BACKEND=sampling
+  Try it offline with the built-in simulated model:
+    apr-mcp solve --backend simulated "Compare Python, Go and Rust for a CLI tool"
+Run `apr-mcp doctor` to check the result."""
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("APR_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir("apr-mcp")) / "config.toml"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from file + environment, with ``overrides`` (non-None values) on top."""
+    file_values: dict[str, Any] = {}
+    path = _config_file()
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        # Environment beats the file: build from env first, then let file fill only unset fields.
+        env_settings = Settings(**explicit)
+        merged = {**file_values, **{k: getattr(env_settings, k) for k in env_settings.model_fields_set}}
+        return Settings(**merged) if file_values else env_settings
+    except (ValueError, SettingsError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

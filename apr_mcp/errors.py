@@ -1,0 +1,143 @@
+"""The one exception tree of apr-mcp.
+
+```
+AprError                      everything apr-mcp raises on purpose
+├── ConfigError               a setting is missing or wrong; the message says which and how to fix it
+├── PlanError                 a plan is invalid (duplicate ids, unknown dependency, cycle, fan-out)
+├── CacheError                the disk cache cannot be opened or written
+├── BudgetExceeded            a token budget was spent before the run finished
+└── ModelError                a model backend failed; carries backend, model, status and body
+    ├── ModelHTTPError        the endpoint answered with an HTTP error status
+    │   ├── RateLimitError    429 (and 529 "overloaded"); carries retry_after seconds if given
+    │   └── ServerError       5xx: the provider failed, worth retrying
+    ├── ModelTimeoutError     connect or read timed out
+    ├── ModelConnectionError  the endpoint could not be reached
+    ├── StreamInterrupted     the response stream was cut before it finished
+    ├── ModelOutputError      the model answered, but with junk: empty, truncated or unparseable
+    └── SamplingUnavailable   the host cannot lend its model (no sampling capability)
+```
+
+Every message names what failed and, where there is one, what to do about it. ``retryable``
+tells the retry wrapper whether trying again may help.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AprError",
+    "BudgetExceeded",
+    "CacheError",
+    "ConfigError",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelHTTPError",
+    "ModelOutputError",
+    "ModelTimeoutError",
+    "PlanError",
+    "RateLimitError",
+    "SamplingUnavailable",
+    "ServerError",
+    "StreamInterrupted",
+]
+
+
+class AprError(Exception):
+    """Base class of every error apr-mcp raises on purpose."""
+
+
+class ConfigError(AprError):
+    """A setting is missing or invalid."""
+
+
+class PlanError(AprError):
+    """A plan (a list of subtasks) is invalid."""
+
+
+class CacheError(AprError):
+    """The disk cache could not be used."""
+
+
+class BudgetExceeded(AprError):
+    """A token budget was spent before the run finished."""
+
+
+class ModelError(AprError):
+    """A model backend failed.
+
+    ``backend`` is the backend name (``openai``, ``anthropic``, ``sampling``, ``simulated``),
+    ``model`` the model id, ``status_code`` and ``body`` the HTTP status and (truncated) body when
+    there was a response.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str = "",
+        model: str = "",
+        status_code: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.message = message
+        self.backend = backend
+        self.model = model
+        self.status_code = status_code
+        self.body = body[:2000] if body else body
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = "/".join(p for p in (self.backend, self.model) if p)
+        text = f"{where}: {self.message}" if where else self.message
+        if self.status_code is not None:
+            text += f" (HTTP {self.status_code})"
+        if self.body:
+            text += f": {self.body[:300]}"
+        return text
+
+
+class ModelHTTPError(ModelError):
+    """The endpoint answered with an HTTP error status."""
+
+
+class RateLimitError(ModelHTTPError):
+    """The provider rate-limited or is overloaded (429/529)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class ServerError(ModelHTTPError):
+    """The provider failed with a 5xx status."""
+
+    retryable = True
+
+
+class ModelTimeoutError(ModelError):
+    """Connecting to or reading from the endpoint timed out."""
+
+    retryable = True
+
+
+class ModelConnectionError(ModelError):
+    """The endpoint could not be reached."""
+
+    retryable = True
+
+
+class StreamInterrupted(ModelError):
+    """The response stream ended before the model finished."""
+
+    retryable = True
+
+
+class ModelOutputError(ModelError):
+    """The model answered with something unusable (empty, truncated, not the JSON asked for)."""
+
+
+class SamplingUnavailable(ModelError):
+    """The MCP host cannot run sampling requests for us."""

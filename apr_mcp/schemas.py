@@ -1,0 +1,231 @@
+"""Pydantic models shared by the engine, the MCP tools and the CLI.
+
+The chaining contract of the MCP tools rests on these: ``Plan.subtasks`` passes unchanged as
+``parallel_solve``'s ``subtasks``, and ``SolveRun.results`` passes unchanged as ``merge``'s
+``results``. Fields are therefore lenient on input (defaults everywhere a host might omit them)
+and strict on meaning (validated ids, bounded numbers).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Decision",
+    "MergeResult",
+    "MergeStrategy",
+    "Plan",
+    "RunEvent",
+    "RunMetrics",
+    "SolveResult",
+    "SolveRun",
+    "StageUsage",
+    "Subtask",
+    "ThreadAnswer",
+    "ThreadResult",
+    "ThreadStatus",
+]
+
+_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class Subtask(BaseModel):
+    """One self-contained unit of work. A thread never sees its siblings, only its own prompt
+    and the distilled results of the subtasks it depends on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=_ID, description="Unique id within the plan, e.g. 't1'.")
+    prompt: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="A self-contained instruction; it must make sense without the other subtasks.",
+    )
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Ids of subtasks whose results this one needs; it starts when they are done.",
+    )
+    priority: int = Field(
+        default=0, ge=0, le=10, description="Higher runs first when concurrency is limited."
+    )
+    spawned_from: str | None = Field(
+        default=None, description="Id of the thread whose result gave rise to this follow-up."
+    )
+
+
+class Plan(BaseModel):
+    """The planner's answer: whether to split, why, and into what."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    should_split: bool = Field(description="False means: answer with one call.")
+    reason: str = Field(default="", description="Why the question was (or was not) split.")
+    complexity: int = Field(
+        default=1, ge=1, le=10, description="Estimated complexity, 1 (trivial) to 10."
+    )
+    subtasks: list[Subtask] = Field(default_factory=list)
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=64, description="Suggested concurrency for these subtasks."
+    )
+    source: Literal["model", "heuristic", "fallback", "host"] = Field(
+        default="model", description="Who made the plan: the planner model, heuristics, a fallback or the host."
+    )
+    signals: list[str] = Field(
+        default_factory=list, description="Heuristic signals seen in the question (why split)."
+    )
+
+
+class ThreadStatus(str, Enum):
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+    skipped = "skipped"
+
+
+class ThreadAnswer(BaseModel):
+    """What a solver thread returns (the JSON the solver prompt asks for)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answer: str = Field(description="The full answer to the subtask.")
+    summary: str = Field(default="", description="One to three sentences distilling the answer.")
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    settles_question: bool = Field(
+        default=False,
+        description="True if this result alone answers the whole original question.",
+    )
+    follow_ups: list[str] = Field(
+        default_factory=list,
+        description="Self-contained new subproblems that emerged and are worth a thread of their own.",
+    )
+
+
+class ThreadResult(BaseModel):
+    """The outcome of one thread, done or not."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=_ID)
+    status: ThreadStatus = ThreadStatus.done
+    prompt: str = ""
+    answer: str | None = None
+    summary: str = ""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    latency_s: float = Field(default=0.0, ge=0.0)
+    started_s: float | None = Field(default=None, description="Start, seconds after run start.")
+    finished_s: float | None = Field(default=None, description="End, seconds after run start.")
+    cached: bool = False
+    error: str | None = None
+    reason: str | None = Field(default=None, description="Why it was cancelled or skipped.")
+    depends_on: list[str] = Field(default_factory=list)
+    spawned_from: str | None = None
+    settles_question: bool = False
+    follow_ups: list[str] = Field(default_factory=list)
+
+
+class MergeStrategy(str, Enum):
+    synthesize = "synthesize"
+    vote = "vote"
+    rank = "rank"
+
+
+class StageUsage(BaseModel):
+    """Tokens and calls spent by one stage (plan, solve, merge)."""
+
+    calls: int = 0
+    cached_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    max_context_tokens: int = 0
+
+
+class MergeResult(BaseModel):
+    answer: str
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    strategy: MergeStrategy = MergeStrategy.synthesize
+    used: list[str] = Field(default_factory=list, description="Thread ids whose results were used.")
+    dropped: list[str] = Field(
+        default_factory=list, description="Thread ids left out (failed, cancelled, or over budget)."
+    )
+    context_tokens: int = Field(default=0, description="Tokens of the prompt sent to the merger.")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+
+
+class RunMetrics(BaseModel):
+    wall_s: float = 0.0
+    critical_path_s: float = Field(
+        default=0.0, description="Longest chain of dependent model calls, in seconds."
+    )
+    tokens_in: int = 0
+    tokens_out: int = 0
+    max_context_tokens: int = Field(default=0, description="Largest prompt sent in any one call.")
+    model_calls: int = 0
+    cache_hits: int = 0
+    threads: int = 0
+    threads_done: int = 0
+    threads_failed: int = 0
+    threads_cancelled: int = 0
+    partial: bool = Field(default=False, description="True if a deadline or budget cut the run short.")
+    stages: dict[str, StageUsage] = Field(default_factory=dict)
+
+
+class Decision(BaseModel):
+    """One visible decision of the adaptive controller (split, early stop, cancel, spawn, ...)."""
+
+    at_s: float = 0.0
+    kind: Literal[
+        "split", "no_split", "width", "early_stop", "cancel", "spawn", "backoff", "recover",
+        "deadline", "budget", "meta", "fallback",
+    ]
+    thread_id: str | None = None
+    reason: str
+
+
+class RunEvent(BaseModel):
+    """Progress of a run, as the engine reports it to the CLI or the MCP server."""
+
+    kind: Literal[
+        "planned", "started", "done", "cached", "failed", "cancelled", "skipped", "spawned",
+        "merging", "decision", "finished",
+    ]
+    thread_id: str | None = None
+    message: str
+    completed: int = 0
+    total: int = 0
+
+
+class SolveRun(BaseModel):
+    """What ``parallel_solve`` returns."""
+
+    run_id: str
+    question: str
+    results: list[ThreadResult]
+    metrics: RunMetrics
+    decisions: list[Decision] = Field(default_factory=list)
+    partial: bool = False
+
+
+class SolveResult(BaseModel):
+    """What the whole pipeline (``solve``) returns."""
+
+    run_id: str
+    question: str
+    strategy: str
+    answer: str
+    confidence: float | None = None
+    plan: Plan | None = None
+    results: list[ThreadResult] = Field(default_factory=list)
+    merge: MergeResult | None = None
+    metrics: RunMetrics
+    decisions: list[Decision] = Field(default_factory=list)
+    partial: bool = False
+    backend: str = ""
+    model: str = ""
