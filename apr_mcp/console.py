@@ -1,0 +1,106 @@
+"""Terminal rendering for ``apr-mcp solve``: live per-thread progress and the result tables.
+
+Progress goes to stderr (a live table on a terminal, one line per event otherwise); the answer
+and the tables go to stdout so they can be piped.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .schemas import RunEvent, SolveResult, ThreadStatus
+
+__all__ = ["SolveConsole", "thread_table"]
+
+_STYLE = {
+    "done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow",
+    "skipped": "dim", "started": "blue", "spawned": "magenta",
+}
+
+
+class SolveConsole:
+    """Receives RunEvents while a run goes; prints the result when it is done."""
+
+    def __init__(self, *, live: bool | None = None) -> None:
+        self.err = Console(file=sys.stderr, highlight=False)
+        self.out = Console(file=sys.stdout, highlight=False)
+        self.live_enabled = self.err.is_terminal if live is None else live
+        self._threads: dict[str, tuple[str, str]] = {}
+        self._last = ""
+        self._progress = (0, 0)
+        self._live: Live | None = None
+
+    def __enter__(self) -> SolveConsole:
+        if self.live_enabled:
+            self._live = Live(self._render(), console=self.err, refresh_per_second=8, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(et, ev, tb)
+            self._live = None
+
+    async def on_event(self, event: RunEvent) -> None:
+        self._progress = (event.completed, event.total)
+        if event.thread_id:
+            self._threads[event.thread_id] = (event.kind, event.message)
+        self._last = event.message
+        if self._live is not None:
+            self._live.update(self._render())
+        else:
+            self.err.print(f"[{event.completed}/{event.total}] {event.message}", markup=False)
+
+    def _render(self) -> Table:
+        done, total = self._progress
+        table = Table(title=f"threads {done}/{total}", caption=self._last, expand=False)
+        table.add_column("thread")
+        table.add_column("state")
+        table.add_column("latest")
+        for tid, (kind, message) in self._threads.items():
+            table.add_row(tid, f"[{_STYLE.get(kind, 'white')}]{kind}[/]", message[:80])
+        return table
+
+    def print_result(self, result: SolveResult) -> None:
+        self.out.print(result.answer, markup=False)
+        self.out.print()
+        if result.results:
+            self.out.print(thread_table(result))
+        m = result.metrics
+        tail = " (partial)" if result.partial else ""
+        self.out.print(
+            f"run {result.run_id} · {result.strategy} · {m.threads} threads · "
+            f"wall {m.wall_s:.2f}s · critical path {m.critical_path_s:.2f}s · "
+            f"tokens {m.tokens_in}→{m.tokens_out} · max context {m.max_context_tokens} · "
+            f"cache hits {m.cache_hits}{tail}",
+            markup=False,
+        )
+        for d in result.decisions:
+            who = f" {d.thread_id}" if d.thread_id else ""
+            self.out.print(f"  · {d.kind}{who}: {d.reason}", markup=False)
+
+
+def thread_table(result: SolveResult) -> Table:
+    table = Table(title="threads")
+    for col in ("id", "status", "tokens in", "tokens out", "latency", "cached", "summary / error"):
+        table.add_column(col, justify="right" if col.startswith(("tokens", "latency")) else "left")
+    for r in result.results:
+        status = r.status.value if isinstance(r.status, ThreadStatus) else str(r.status)
+        detail = r.error or r.reason or r.summary or (r.answer or "")
+        table.add_row(
+            r.id,
+            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            str(r.tokens_in),
+            str(r.tokens_out),
+            f"{r.latency_s:.2f}s",
+            "yes" if r.cached else "",
+            detail[:70],
+        )
+    return table
