@@ -21,8 +21,9 @@ __all__ = ["Prompt", "load_prompt", "prompt_names"]
 
 
 def _prompt_dir() -> Path:
-    # Installed wheel: apr_mcp/prompts (force-included). Source checkout / editable: ../prompts.
-    packaged = resources.files("apr_mcp").joinpath("prompts")
+    # Installed wheel: apr_mcp/_prompts (force-included from prompts/; the leading underscore keeps
+    # it from shadowing this module). Source checkout / editable install: ../prompts.
+    packaged = resources.files("apr_mcp").joinpath("_prompts")
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "prompts"
