@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from apr_mcp.config import NOT_CONFIGURED, Settings, load_settings
+from apr_mcp.errors import ConfigError
+
+
+def test_env_names_are_the_public_interface(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APR_BACKEND", "OpenAI")
+    monkeypatch.setenv("APR_BASE_URL", "http://127.0.0.1:11434/v1/")
+    monkeypatch.setenv("APR_API_KEY", "sk-secret-123456")
+    monkeypatch.setenv("APR_MODEL", "llama3.1")
+    monkeypatch.setenv("APR_PLANNER_MODEL", "small")
+    monkeypatch.setenv("APR_MAX_CONCURRENCY", "3")
+    monkeypatch.setenv("APR_CACHE", "off")
+    s = load_settings()
+    assert s.backend == "openai"
+    assert s.effective_base_url() == "http://127.0.0.1:11434/v1"
+    assert s.effective_api_key() == "sk-secret-123456"
+    assert s.role_model("planner") == "small"
+    assert s.role_model("merger") == "llama3.1"
+    assert s.max_concurrency == 3
+    assert s.cache is False
+
+
+def test_provider_variables_are_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
+    s = load_settings(backend="openai", model="m")
+    assert s.effective_api_key() == "sk-from-openai"
+    assert s.effective_base_url() == "http://localhost:8000/v1"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "ak-anthropic")
+    assert load_settings(backend="anthropic", model="m").effective_api_key() == "ak-anthropic"
+
+
+def test_overrides_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APR_MODEL", "env-model")
+    assert load_settings(model="flag-model").model == "flag-model"
+    assert load_settings(model=None).model == "env-model"
+
+
+def test_config_file_fills_what_env_leaves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('backend = "simulated"\nmax_concurrency = 5\nmodel = "file-model"\n')
+    monkeypatch.setenv("APR_CONFIG", str(cfg))
+    monkeypatch.setenv("APR_MODEL", "env-model")
+    s = load_settings()
+    assert s.backend == "simulated" and s.max_concurrency == 5
+    assert s.model == "env-model"
+
+
+def test_bad_values_give_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("APR_MAX_CONCURRENCY", "lots")
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        load_settings()
+    monkeypatch.delenv("APR_MAX_CONCURRENCY")
+    with pytest.raises(ConfigError, match="min_threads"):
+        load_settings(min_threads=9, max_threads=4)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("backend = ")
+    monkeypatch.setenv("APR_CONFIG", str(bad))
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_settings()
+
+
+def test_unconfigured_backend_explains_how_to_configure() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings().require_backend()
+    assert str(info.value) == NOT_CONFIGURED
+    assert "APR_BACKEND=openai" in NOT_CONFIGURED and "--backend simulated" in NOT_CONFIGURED
+    with pytest.raises(ConfigError, match="APR_MODEL"):
+        Settings(backend="openai").require_backend()
+    assert Settings(backend="simulated").require_backend() == "simulated"
+
+
+def test_masked_hides_secrets() -> None:
+    s = Settings(backend="openai", model="m", api_key="sk-abcdefghijklmnop", http_token="tok")
+    masked = s.masked()
+    text = repr(masked)
+    assert "sk-abcdefghijklmnop" not in text and "tok'" not in text
+    assert masked["api_key"] == "sk-…mnop"
+    assert masked["http_token"] == "****"
