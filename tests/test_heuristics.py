@@ -1,0 +1,182 @@
+"""Table-driven tests of the split heuristics: what splits, what stays one call, and how wide."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from apr_mcp.engine.heuristics import SplitSignals, analyze, concurrency_for, width_for
+from apr_mcp.errors import ConfigError
+
+TRACEBACK = """Traceback (most recent call last):
+  File "buggy.py", line 12, in <module>
+    print(window_sums([1, 2, 3], 2))
+  File "buggy.py", line 6, in window_sums
+    total += values[i + k]
+IndexError: list index out of range"""
+
+# (question, expected hint, substring expected in some signal, minimum width)
+SPLITS = [
+    ("Compare Python, Go and Rust for writing a CLI tool", "comparison of 3 entities", 3),
+    ("Python vs Go vs Rust for a CLI?", "comparison of 3 entities", 3),
+    ("PostgreSQL versus MySQL for analytics workloads", "comparison of 2 entities", 2),
+    ("What are the pros and cons of PostgreSQL and MongoDB for an event store?", "comparison", 2),
+    ("Which of Redis, Memcached or Hazelcast is best for session caching?", "comparison of 3", 3),
+    ("Plan the launch:\n1. Pricing strategy\n2. Marketing channels\n3. Hiring plan\n4. Legal review",
+     "enumeration of 4 items", 4),
+    ("Review the proposal:\n- security\n- cost\n- maintainability", "enumeration of 3 items", 3),
+    ("Evaluate these options: a) rent an office b) go fully remote c) co-working space",
+     "inline enumeration of 3 items", 3),
+    ("What is the GDP of Japan? Who founded Toyota? When was the Shinkansen opened?",
+     "3 independent sub-questions", 3),
+    ("Our API latency doubled last week. It could be caused by the new ORM version, or by the "
+     "database index change. Which is it?", "competing hypotheses", 3),
+    ("One approach is to shard the table by tenant; another approach is to partition by time. "
+     "Which should we choose?", "competing hypotheses", 3),
+    ("Summarise the licensing terms of React, Vue, Svelte and Angular.", "list of 4 entities", 4),
+    (TRACEBACK, "stack trace", 3),
+]
+
+NO_SPLITS = [
+    ("What is the capital of France?", "short factual"),
+    ("Who wrote Hamlet?", "short factual"),
+    ("How many moons does Mars have?", "short factual"),
+    ("First compute the mean of the list, then use that result to normalise each value.", "sequential"),
+    ("Take the revenue figure, and then divide it by headcount using the result of step one.",
+     "sequential"),
+    ("What is the population of the capital of the country that hosted the 2016 Olympics?",
+     "multi-hop"),
+    ("What is the birthplace of the director of Inception?", "multi-hop"),
+    ("Steps:\n1. Download the file\n2. Then parse it\n3. Using that result, build the index",
+     "sequential"),
+    ("Translate 'good morning' into French", "short single question"),
+]
+
+
+@pytest.mark.parametrize(("question", "signal", "width"), SPLITS)
+def test_split_cases(question: str, signal: str, width: int) -> None:
+    s = analyze(question)
+    assert s.should_split_hint is True, s.signals
+    assert any(signal in x for x in s.signals), s.signals
+    assert width <= s.suggested_width <= 8
+    assert 2 <= s.complexity <= 10
+
+
+@pytest.mark.parametrize(("question", "signal"), NO_SPLITS)
+def test_no_split_cases(question: str, signal: str) -> None:
+    s = analyze(question)
+    assert s.should_split_hint is False, s.signals
+    assert any(signal in x for x in s.signals), s.signals
+    assert s.suggested_width == 1
+
+
+def test_mixed_comparison_and_sequence_defers_to_planner() -> None:
+    s = analyze("First compare Python and Go for the service, then write a migration plan for the "
+                "winner using that result.")
+    assert s.should_split_hint is None
+    assert any("comparison" in x for x in s.signals)
+    assert any("sequential" in x for x in s.signals)
+
+
+def test_long_open_question_defers_to_planner() -> None:
+    s = analyze("Explain how garbage collection works in the JVM including generational collection, "
+                "and how one would pick settings for a low-latency trading service in production.")
+    assert s.should_split_hint is None
+    assert s.suggested_width >= 2
+
+
+def test_entities_extracted_cleanly() -> None:
+    assert analyze("Compare Python, Go and Rust for a CLI").entities[:3] == ["Python", "Go", "Rust"]
+    ents = analyze("Which of Redis, Memcached or Hazelcast is best for caching?").entities
+    assert ents[:3] == ["Redis", "Memcached", "Hazelcast"]
+    assert "React" in analyze("Summarise the licensing terms of React, Vue, Svelte and Angular.").entities
+
+
+def test_pronoun_follow_up_questions_are_not_independent() -> None:
+    s = analyze("What is a monad? How is it used in Haskell?")
+    assert not any("independent sub-questions" in x for x in s.signals)
+    assert s.should_split_hint is False
+
+
+def test_error_in_text_with_code_in_context_is_debugging() -> None:
+    s = analyze("The function returns the wrong result for empty lists",
+                context="def mean(xs):\n    return sum(xs) / len(xs)\n")
+    assert s.should_split_hint is True
+    assert any("debugging" in x for x in s.signals)
+    assert s.suggested_width >= 3
+
+
+def test_trace_in_context_counts() -> None:
+    s = analyze("Why does this crash?", context=TRACEBACK)
+    assert s.should_split_hint is True
+    assert any("stack trace" in x for x in s.signals)
+
+
+def test_constraints_raise_complexity() -> None:
+    plain = analyze("Design a database schema for a small blog")
+    constrained = analyze("Design a schema that must support multi-tenancy, must be under 10 tables, "
+                          "should allow soft deletes and needs to audit every change.")
+    assert any("constraints" in x for x in constrained.signals)
+    assert constrained.complexity > plain.complexity
+
+
+def test_width_bounds_respected() -> None:
+    big = "Compare " + ", ".join(f"Lang{i}" for i in range(12)) + " and Zig for embedded work"
+    s = analyze(big, min_threads=2, max_threads=5)
+    assert s.should_split_hint is True
+    assert s.suggested_width == 5
+    s = analyze("Python vs Go for a CLI?", min_threads=4, max_threads=6)
+    assert s.suggested_width == 4
+
+
+def test_bad_bounds_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="min_threads"):
+        analyze("Compare A and B", min_threads=5, max_threads=2)
+    with pytest.raises(ConfigError):
+        width_for(3, None, 0, 4)
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        concurrency_for(3, 0)
+
+
+@pytest.mark.parametrize(
+    ("complexity", "parts", "lo", "hi", "expected"),
+    [
+        (1, None, 2, 8, 2),
+        (10, None, 2, 8, 8),
+        (5, None, 2, 8, 5),
+        (3, 4, 2, 8, 4),  # one thread per part
+        (3, 12, 2, 8, 8),  # capped
+        (9, 1, 2, 8, 7),  # one part is not countable work: complexity decides
+        (-3, None, 3, 6, 3),  # complexity clamped
+        (99, None, 3, 6, 6),
+    ],
+)
+def test_width_for(complexity: int, parts: int | None, lo: int, hi: int, expected: int) -> None:
+    assert width_for(complexity, parts, lo, hi) == expected
+
+
+def test_width_grows_with_complexity() -> None:
+    widths = [width_for(c, None, 2, 8) for c in range(1, 11)]
+    assert widths == sorted(widths)
+    assert widths[0] == 2 and widths[-1] == 8
+
+
+@pytest.mark.parametrize(("width", "cap", "expected"), [(5, 8, 5), (8, 3, 3), (1, 8, 1), (0, 4, 1)])
+def test_concurrency_for(width: int, cap: int, expected: int) -> None:
+    assert concurrency_for(width, cap) == expected
+
+
+def test_signals_serialise_for_traces() -> None:
+    s = analyze("Compare Python and Go")
+    again = SplitSignals.model_validate_json(s.model_dump_json())
+    assert again == s
+
+
+def test_fast_enough_for_every_request() -> None:
+    # Not a timing assertion on the suite's speed, a sanity bound: pure regex, no catastrophic
+    # backtracking on a long adversarial input.
+    text = ("compare " + "a, " * 2000 + "b vs c. ") + ("either x " * 500) + "?" * 100
+    start = time.perf_counter()
+    analyze(text, context="x " * 20000)
+    assert time.perf_counter() - start < 2.0
