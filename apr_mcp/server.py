@@ -1,0 +1,561 @@
+"""The MCP server: four tools, run-trace resources and slash-command prompts over the engine.
+
+This module is a thin shell. Each tool validates its arguments (pydantic, through the SDK), asks
+the engine, and renders the answer twice: structured content that follows the tool's output
+schema (the chaining contract lives in :mod:`apr_mcp.schemas`) and a short text a person or a
+host model can read. Engine failures (:class:`~apr_mcp.errors.AprError`) become ``is_error``
+results carrying the message; the server never crashes on them.
+
+The engine runs inside the request's task, so when the client cancels the request the SDK
+cancels that task, and the cancellation reaches every in-flight model stream.
+"""
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio
+import pydantic_core
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .config import Settings, load_settings
+from .engine import Engine
+from .errors import AprError
+from .llm.base import Model
+from .llm.sampling import SamplingModel
+from .schemas import MergeResult, MergeStrategy, Plan, RunEvent, SolveResult, SolveRun, Subtask, ThreadResult
+
+if TYPE_CHECKING:
+    from .cache import ResultCache
+    from .trace import RunStore
+
+__all__ = [
+    "EngineFactory",
+    "add_serve_subcommand",
+    "create_server",
+    "main",
+    "run_serve",
+    "run_server",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Builds the engine for one tool call. Receives the host-model backend bound to that call when
+#: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
+EngineFactory = Callable[[Model | None], Engine]
+
+#: Extra seconds the server waits past a run's deadline for the engine to hand back its partial
+#: results before it gives up on the call (a safety net; the engine itself honours the deadline).
+_DEADLINE_GRACE_S = 5.0
+
+INSTRUCTIONS = """\
+apr-mcp adds adaptive parallel reasoning: it splits a broad question into independent subtasks,
+solves them concurrently with a language model and merges the results. Use `solve` for the whole
+pipeline in one call. To steer it yourself: `decompose` → (edit the subtasks) → `parallel_solve` →
+`merge`, passing `subtasks` and `results` along unchanged. Do not use it for simple or strictly
+sequential questions — answer those directly."""
+
+_ANNOTATIONS = dict(
+    read_only_hint=True,  # it reads and answers; the only writes are its own cache and run traces
+    destructive_hint=False,
+    idempotent_hint=True,  # repeating a call has no further side effect (it may even hit the cache)
+    open_world_hint=True,  # it calls an external language model
+)
+
+Question = Annotated[
+    str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
+]
+ContextArg = Annotated[
+    str,
+    Field(
+        max_length=200_000,
+        description="Background every thread should see: code, error output, documents, constraints.",
+    ),
+]
+Deadline = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=3600,
+        description="Seconds before the run stops and returns what is finished (marked partial). "
+        "Default: the server's APR_DEADLINE_S (55 s, under common host time limits).",
+    ),
+]
+MaxSubtasks = Annotated[
+    int | None, Field(ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS).")
+]
+
+
+class _Backing:
+    """Where engines, the run store and the cache come from (shared by all tool calls)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine_factory: EngineFactory | None,
+        run_store: "RunStore | None",
+        cache: "ResultCache | None",
+    ) -> None:
+        self.settings = settings
+        self._factory = engine_factory
+        self._run_store = run_store
+        self._cache = cache
+        self._runtime: Any = None  # apr_mcp.runtime.Runtime, built at the first call
+
+    @property
+    def run_store(self) -> "RunStore":
+        if self._run_store is None:
+            from .trace import RunStore
+
+            self._run_store = RunStore()
+        return self._run_store
+
+    @property
+    def cache(self) -> "ResultCache":
+        if self._cache is None:
+            if self._runtime is not None:
+                self._cache = self._runtime.cache
+            else:
+                from .cache import ResultCache
+
+                self._cache = ResultCache(self.settings.effective_cache_dir(), enabled=self.settings.cache)
+        assert self._cache is not None
+        return self._cache
+
+    @asynccontextmanager
+    async def engine(self, ctx: Context) -> AsyncIterator[Engine]:
+        """The engine for one call. Built lazily, so a misconfigured backend is reported by the
+        tool call (with the fix) instead of stopping the server from starting."""
+        sampling = self.settings.backend == "sampling"
+        host_model = SamplingModel(ctx, timeout_s=self.settings.timeout_s) if sampling else None
+        if self._factory is not None:
+            yield self._factory(host_model)
+            return
+        from .runtime import build_runtime
+
+        if sampling:
+            # The host model belongs to this call's session, so the engine does too.
+            runtime = build_runtime(self.settings, sampling_model=host_model, run_store=self.run_store)
+            try:
+                yield runtime.engine
+            finally:
+                await runtime.aclose()
+            return
+        if self._runtime is None:
+            self._runtime = build_runtime(self.settings, run_store=self.run_store)
+        yield self._runtime.engine
+
+    async def aclose(self) -> None:
+        if self._runtime is not None:
+            await self._runtime.aclose()
+            self._runtime = None
+
+
+class _Progress:
+    """Turns RunEvents into MCP progress notifications.
+
+    MCP requires progress to grow with every notification, but several events (a thread started,
+    a follow-up spawned, merging) do not complete anything; they still carry a message worth showing
+    (VS Code shows the message, not a percentage). Those advance progress by a fraction that never
+    reaches the next whole thread. ``total`` is the number of threads known so far and never shrinks.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.progress = 0.0
+        self.total = 0
+
+    async def __call__(self, event: RunEvent) -> None:
+        if event.completed > self.progress:
+            progress = float(event.completed)
+        else:
+            ceiling = math.floor(self.progress) + 1
+            progress = self.progress + min(0.01, (ceiling - self.progress) / 2)
+            if not progress > self.progress:
+                return
+        self.progress = progress
+        self.total = max(self.total, event.total, math.ceil(progress))
+        try:
+            await self._ctx.report_progress(progress, self.total or None, event.message)
+        except Exception:  # a closed stream must not fail the run; cancellation is not an Exception
+            logger.debug("could not send a progress notification", exc_info=True)
+
+
+def _fail(exc: AprError) -> ToolError:
+    return ToolError(f"{type(exc).__name__}: {exc}")
+
+
+def _result(model: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=model.model_dump(mode="json", by_alias=True),
+    )
+
+
+def _json(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+# ----- text mirrors: what a person (or a host that ignores structured content) reads -----
+
+
+def plan_text(plan: Plan) -> str:
+    if not plan.should_split or not plan.subtasks:
+        return (
+            f"Not worth splitting ({plan.reason or 'simple or sequential question'}); answer it directly "
+            f"or call solve. Complexity {plan.complexity}/10, planned by {plan.source}."
+        )
+    lines = [f"Split into {len(plan.subtasks)} self-contained subtasks (complexity {plan.complexity}/10, by {plan.source}): {plan.reason}"]
+    for s in plan.subtasks:
+        after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
+        lines.append(f"- {s.id}{after}: {s.prompt}")
+    lines.append("Pass `subtasks` unchanged (or edited) to parallel_solve:")
+    lines.append(_json([s.model_dump(mode="json", exclude_defaults=True) for s in plan.subtasks]))
+    return "\n".join(lines)
+
+
+def run_text(run: SolveRun) -> str:
+    m = run.metrics
+    head = (
+        f"Run {run.run_id}: {m.threads_done}/{m.threads or len(run.results)} threads done"
+        + (f", {m.threads_failed} failed" if m.threads_failed else "")
+        + (f", {m.threads_cancelled} cancelled" if m.threads_cancelled else "")
+        + f" in {m.wall_s:.1f} s (critical path {m.critical_path_s:.1f} s), "
+        f"{m.tokens_in + m.tokens_out} tokens, {m.cache_hits} cache hits"
+        + (" — PARTIAL: stopped at the deadline or budget" if run.partial else "")
+    )
+    lines = [head]
+    for r in run.results:
+        note = r.summary or (r.answer or "")[:200] or r.error or r.reason or ""
+        flag = " (cached)" if r.cached else ""
+        lines.append(f"- {r.id} {r.status.value}{flag}: {note}")
+    lines.append("Pass `results` unchanged to merge:")
+    lines.append(_json([r.model_dump(mode="json", exclude_defaults=True) for r in run.results]))
+    return "\n".join(lines)
+
+
+def merge_text(merged: MergeResult) -> str:
+    conf = f", confidence {merged.confidence:.2f}" if merged.confidence is not None else ""
+    dropped = f"; dropped {', '.join(merged.dropped)}" if merged.dropped else ""
+    return f"{merged.answer}\n\n— {merged.strategy.value} of {', '.join(merged.used) or 'no threads'}{dropped}{conf}"
+
+
+def solve_text(result: SolveResult) -> str:
+    m = result.metrics
+    conf = f", confidence {result.confidence:.2f}" if result.confidence is not None else ""
+    partial = " PARTIAL (deadline or budget hit);" if result.partial else ""
+    return (
+        f"{result.answer}\n\n—{partial} run {result.run_id}: {result.strategy}, {m.threads} threads, "
+        f"{m.wall_s:.1f} s, {m.tokens_in + m.tokens_out} tokens{conf}"
+        + (f", {result.backend}/{result.model}" if result.backend else "")
+        + f". Trace: apr://runs/{result.run_id}"
+    )
+
+
+# ----- the server -----
+
+
+def create_server(
+    settings: Settings | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    run_store: "RunStore | None" = None,
+    cache: "ResultCache | None" = None,
+) -> MCPServer[Any]:
+    """The apr-mcp MCP server.
+
+    ``settings`` defaults to :func:`~apr_mcp.config.load_settings`. ``engine_factory`` replaces the
+    default engine (built from settings by :mod:`apr_mcp.runtime`); ``run_store`` and ``cache``
+    back the ``apr://`` resources. Call ``await server.apr_backing.aclose()`` when done.
+    """
+    settings = settings if settings is not None else load_settings()
+    backing = _Backing(settings, engine_factory, run_store, cache)
+    server: MCPServer[Any] = MCPServer(
+        "apr-mcp", title="Adaptive parallel reasoning", version=__version__,
+        instructions=INSTRUCTIONS, log_level="WARNING",
+    )
+    server.apr_backing = backing  # type: ignore[attr-defined]
+
+    def deadline_of(deadline_s: float | None) -> float:
+        return deadline_s if deadline_s is not None else settings.deadline_s
+
+    @asynccontextmanager
+    async def guarded(deadline: float | None = None) -> AsyncIterator[None]:
+        try:
+            if deadline is None:
+                yield
+            else:
+                with anyio.fail_after(deadline + _DEADLINE_GRACE_S):
+                    yield
+        except AprError as exc:
+            raise _fail(exc) from exc
+        except TimeoutError as exc:
+            raise ToolError(
+                f"the run did not return within its deadline ({deadline:g} s) plus {_DEADLINE_GRACE_S:g} s"
+            ) from exc
+
+    @server.tool(
+        title="Decompose a question into parallel subtasks",
+        annotations=ToolAnnotations(title="Decompose", **_ANNOTATIONS),
+    )
+    async def decompose(
+        question: Question, ctx: Context, context: ContextArg = "", max_subtasks: MaxSubtasks = None
+    ) -> Annotated[CallToolResult, Plan]:
+        """Plan how to split a broad question into independent, self-contained subtasks — or decide
+        that it should not be split (simple or strictly sequential questions come back with
+        should_split=false). Use it before parallel_solve when you want to review or edit the plan;
+        use solve instead to do everything in one call. Output `subtasks` is parallel_solve's input."""
+        async with guarded(), backing.engine(ctx) as engine:
+            plan = await engine.decompose(question, context=context, max_subtasks=max_subtasks)
+        return _result(plan, plan_text(plan))
+
+    @server.tool(
+        title="Solve subtasks in parallel",
+        annotations=ToolAnnotations(title="Parallel solve", **_ANNOTATIONS),
+    )
+    async def parallel_solve(
+        question: Question,
+        ctx: Context,
+        subtasks: Annotated[
+            list[Subtask] | None,
+            Field(
+                max_length=64,
+                description="Subtasks to run (decompose's `subtasks`, or your own: id, prompt, "
+                "depends_on). Omit to let the planner split the question first.",
+            ),
+        ] = None,
+        context: ContextArg = "",
+        max_concurrency: Annotated[int | None, Field(ge=1, le=64, description="Threads at once.")] = None,
+        deadline_s: Deadline = None,
+    ) -> Annotated[CallToolResult, SolveRun]:
+        """Run several independent subtasks concurrently with a language model, each in its own
+        thread that never sees its siblings; dependencies (depends_on) start when their inputs are
+        ready. Use it for broad questions with separable parts (compare options, survey aspects,
+        test several hypotheses). Reports progress per thread; at the deadline it returns the
+        finished threads marked partial. Output `results` is merge's input."""
+        deadline = deadline_of(deadline_s)
+        async with guarded(deadline), backing.engine(ctx) as engine:
+            run = await engine.parallel_solve(
+                question, subtasks, context=context, max_concurrency=max_concurrency,
+                deadline_s=deadline, on_event=_Progress(ctx),
+            )
+        return _result(run, run_text(run))
+
+    @server.tool(
+        title="Merge parallel results into one answer",
+        annotations=ToolAnnotations(title="Merge", **_ANNOTATIONS),
+    )
+    async def merge(
+        question: Question,
+        results: Annotated[
+            list[ThreadResult],
+            Field(min_length=1, max_length=256, description="parallel_solve's `results`, unchanged."),
+        ],
+        ctx: Context,
+        strategy: Annotated[
+            MergeStrategy,
+            Field(description="synthesize (combine), vote (pick the majority answer) or rank (order the candidates)."),
+        ] = MergeStrategy.synthesize,
+        context_budget_tokens: Annotated[
+            int | None, Field(ge=256, le=200_000, description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).")
+        ] = None,
+    ) -> Annotated[CallToolResult, MergeResult]:
+        """Merge per-thread results into one answer with provenance (which threads were used or
+        dropped), keeping the merge prompt within a token budget. Use it after parallel_solve."""
+        async with guarded(), backing.engine(ctx) as engine:
+            merged = await engine.merge(
+                question, results, strategy=strategy, context_budget_tokens=context_budget_tokens
+            )
+        return _result(merged, merge_text(merged))
+
+    @server.tool(
+        title="Solve with adaptive parallel reasoning",
+        annotations=ToolAnnotations(title="Solve (plan, parallel solve, merge)", **_ANNOTATIONS),
+    )
+    async def solve(
+        question: Question,
+        ctx: Context,
+        context: ContextArg = "",
+        mode: Annotated[
+            Literal["general", "debug"],
+            Field(description="debug: treat the question as a bug (error + code in context) and test hypotheses in parallel."),
+        ] = "general",
+        strategy: Annotated[
+            Literal["adaptive", "sequential", "fixed"],
+            Field(description="adaptive (decide whether and how wide to split), sequential (one call), fixed (always split)."),
+        ] = "adaptive",
+        merge_strategy: Annotated[MergeStrategy | None, Field(description="How to merge (default: the engine decides).")] = None,
+        max_subtasks: MaxSubtasks = None,
+        deadline_s: Deadline = None,
+    ) -> Annotated[CallToolResult, SolveResult]:
+        """Answer a broad or multi-part question in one call: decide whether splitting helps, solve
+        the subtasks concurrently, stop early when one settles it, and merge the results. Good for
+        comparisons, surveys, research-style questions and debugging with several hypotheses
+        (mode="debug", put the error and code in `context`). Not for simple factual questions."""
+        deadline = deadline_of(deadline_s)
+        async with guarded(deadline), backing.engine(ctx) as engine:
+            result = await engine.solve(
+                question, context=context, strategy=strategy, mode=mode, max_subtasks=max_subtasks,
+                deadline_s=deadline, merge_strategy=merge_strategy, on_event=_Progress(ctx),
+            )
+        return _result(result, solve_text(result))
+
+    # ----- resources -----
+
+    @server.resource("apr://runs", name="runs", description="Recent runs (newest first).", mime_type="application/json")
+    def list_runs() -> str:
+        return _json(backing.run_store.list(50))
+
+    @server.resource(
+        "apr://runs/{run_id}",
+        name="run",
+        description="The full trace of one run: plan, per-thread timings and results, decisions, metrics.",
+        mime_type="application/json",
+    )
+    def read_run(run_id: str) -> str:
+        try:
+            run = backing.run_store.load(run_id)
+        except (KeyError, FileNotFoundError, AprError) as exc:
+            raise ResourceError(f"no run {run_id!r}: {exc}") from exc
+        if run is None:
+            raise ResourceError(f"no run {run_id!r}; list recent runs at apr://runs")
+        return run.model_dump_json(indent=2) if isinstance(run, BaseModel) else _json(run)
+
+    @server.resource("apr://cache/stats", name="cache-stats", description="Result cache statistics.", mime_type="application/json")
+    def cache_stats() -> str:
+        return _json(backing.cache.stats())
+
+    # ----- prompts (slash commands) -----
+
+    @server.prompt(title="Debug with parallel hypotheses")
+    def debug_with_hypotheses(error: str, code: str = "") -> str:
+        """Debug an error by testing several hypotheses about its cause in parallel."""
+        ctx_block = f"\n\nRelevant code:\n```\n{code}\n```" if code else ""
+        return (
+            "Find the root cause of this error and propose a fix. Call the apr-mcp `solve` tool with "
+            'mode="debug", the question "What causes this error and how do I fix it?", and put the '
+            "error and code below in `context`. It tests several hypotheses in parallel; then verify "
+            f"the most likely one against the code before changing anything.\n\nError:\n```\n{error}\n```{ctx_block}"
+        )
+
+    @server.prompt(title="Research a question in parallel")
+    def research(question: str) -> str:
+        """Research a broad question: split it into independent angles, study them in parallel, merge."""
+        return (
+            "Research this question thoroughly. Call the apr-mcp `decompose` tool on it, review the "
+            "subtasks (add or rewrite any that miss an angle), run them with `parallel_solve`, then "
+            "`merge` the `results` (strategy synthesize). Cite which threads support each claim and "
+            f"say what remains uncertain.\n\nQuestion: {question}"
+        )
+
+    @server.prompt(title="Compare options")
+    def compare(options: str, criteria: str = "") -> str:
+        """Compare options against criteria, one thread per option, then rank them."""
+        crit = f" against these criteria: {criteria}" if criteria else ""
+        return (
+            f"Compare these options{crit}: {options}. Call the apr-mcp `parallel_solve` tool with one "
+            "self-contained subtask per option (evaluate that option alone on every criterion), then "
+            "`merge` the results with strategy rank and explain the ranking."
+        )
+
+    return server
+
+
+# ----- transports and the `serve` command -----
+
+
+def _log_to_stderr(level: str = "WARNING") -> None:
+    # stdout is the protocol wire in stdio mode: nothing else may ever be written there.
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_server(
+    settings: Settings | None = None,
+    transport: Literal["stdio", "http"] = "stdio",
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+) -> None:
+    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking."""
+    settings = settings if settings is not None else load_settings()
+    _log_to_stderr()
+    server = create_server(settings, engine_factory=engine_factory)
+
+    async def serve() -> None:
+        try:
+            if transport == "stdio":
+                await server.run_stdio_async()
+            else:
+                import uvicorn
+
+                from .http_app import build_http_app
+
+                bind = host or settings.http_host
+                app = build_http_app(server, settings, host=bind)
+                config = uvicorn.Config(
+                    app, host=bind, port=settings.http_port if port is None else port,
+                    log_level="warning", lifespan="on",
+                )
+                await uvicorn.Server(config).serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.apr_backing.aclose()  # type: ignore[attr-defined]
+
+    anyio.run(serve)
+
+
+def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``apr-mcp serve [--http] [--host H] [--port N] [--backend B] [--model M]``."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the MCP server (stdio by default; --http for streamable HTTP)",
+        description="Run the apr-mcp MCP server. Without --http it speaks MCP over stdin/stdout, "
+        "which is what Claude Desktop, Claude Code, VS Code and Cursor launch.",
+    )
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    p.add_argument("--host", default=None, help="HTTP bind address (default APR_HTTP_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)")
+    p.add_argument("--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None)
+    p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
+    return p
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the ``serve`` subcommand; returns the exit code."""
+    try:
+        settings = load_settings(backend=getattr(args, "backend", None), model=getattr(args, "model", None))
+    except AprError as exc:
+        print(f"apr-mcp serve: {exc}", file=sys.stderr)
+        return 2
+    transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
+    if transport == "http":
+        where = f"http://{args.host or settings.http_host}:{settings.http_port if args.port is None else args.port}/mcp"
+        print(f"apr-mcp: serving MCP over streamable HTTP at {where}", file=sys.stderr)
+    try:
+        run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stdio server entry point (what a bare ``apr-mcp`` runs); ``--http`` etc. as for ``serve``."""
+    parser = argparse.ArgumentParser(prog="apr-mcp-server")
+    sub = parser.add_subparsers(dest="command")
+    serve = add_serve_subcommand(sub)
+    args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    del serve
+    return run_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
