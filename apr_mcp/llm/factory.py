@@ -1,0 +1,77 @@
+"""Build the backend model a :class:`~apr_mcp.config.Settings` describes, for one role.
+
+Only the bare backend: the runtime adds the wrappers (limit → retry → cache) around it.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from ..config import Settings
+from ..errors import ConfigError
+from .base import Model
+
+__all__ = ["build_backend"]
+
+
+def build_backend(
+    settings: Settings, *, role: str = "solver", transport: httpx.AsyncBaseTransport | None = None
+) -> Model:
+    """The backend for ``role`` (``planner``, ``solver``, ``merger``; other roles use the
+    planner's model if they are ``controller``, else the solver's).
+
+    ``transport`` replaces the network of the HTTP backends (tests, loopback). Raises
+    :class:`~apr_mcp.errors.ConfigError` with instructions when the settings are incomplete.
+    """
+    backend = settings.require_backend()
+    if role in ("planner", "controller"):
+        model = settings.role_model("planner")
+    elif role == "merger":
+        model = settings.role_model("merger")
+    else:
+        model = settings.role_model("solver")
+
+    if backend == "openai":
+        from .openai_compat import OpenAICompatModel
+
+        base_url, model = _endpoint(settings, model)
+        return OpenAICompatModel(
+            base_url=base_url,
+            api_key=settings.effective_api_key(),
+            model=model,
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            transport=transport,
+        )
+    if backend == "anthropic":
+        from .anthropic import AnthropicModel
+
+        base_url, model = _endpoint(settings, model)
+        return AnthropicModel(
+            base_url=base_url,
+            api_key=settings.effective_api_key(),
+            model=model,
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            transport=transport,
+        )
+    if backend == "simulated":
+        from .simulated import SimulatedModel
+
+        return SimulatedModel(
+            ttft_s=settings.sim_ttft_s,
+            tokens_per_s=settings.sim_tokens_per_s,
+            model_name=model or "sim-1",
+        )
+    raise ConfigError(
+        "APR_BACKEND=sampling borrows the MCP host's model, so it exists only inside the MCP "
+        "server (`apr-mcp serve`), where a connected host can answer sampling requests. For the "
+        "CLI pick openai, anthropic or simulated (see `apr-mcp doctor`)."
+    )
+
+
+def _endpoint(settings: Settings, model: str | None) -> tuple[str, str]:
+    base_url = settings.effective_base_url()
+    if not base_url or not model:  # require_backend() already explains the usual cases
+        raise ConfigError(f"APR_BACKEND={settings.backend} needs APR_BASE_URL and APR_MODEL")
+    return base_url, model

@@ -1,0 +1,108 @@
+"""Bounded retries with exponential backoff and full jitter, as a wrapper model.
+
+Only errors that say ``retryable`` are retried: rate limits (429/529), 5xx, timeouts, connection
+failures and cut streams. A 4xx, a config error or junk output fails at once, because sending the
+same request again would fail the same way. ``Retry-After`` from the provider is a lower bound
+on the wait (capped at ``max_delay``).
+
+A stream cut mid-answer is retried from the start. So that progress never counts a token twice,
+the retried attempt forwards deltas to ``on_token`` only once it has produced more text than the
+consumer already saw; the returned text is always the final attempt's complete answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from ..errors import ModelError, RateLimitError
+from ._http import emit
+from .base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
+
+__all__ = ["RetryingModel"]
+
+log = logging.getLogger(__name__)
+
+
+class RetryingModel(WrapperModel):
+    """Retry ``inner`` on retryable :class:`~apr_mcp.errors.ModelError`\\ s.
+
+    ``max_retries`` is the number of *extra* attempts. The n-th retry waits a random time in
+    ``[0, min(max_delay, base_delay * 2**n)]`` ("full jitter", which spreads the retries of many
+    concurrent threads), or at least the provider's ``retry_after``. ``sleep`` and ``rng`` are
+    injectable so tests need not wait.
+    """
+
+    def __init__(
+        self,
+        inner: Model,
+        *,
+        max_retries: int = 4,
+        base_delay: float = 0.5,
+        max_delay: float = 60.0,
+        sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(inner)
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def delay_for(self, retry: int, error: ModelError) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based) after ``error``."""
+        backoff = self._rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**retry)))
+        if isinstance(error, RateLimitError) and error.retry_after is not None:
+            backoff = max(backoff, error.retry_after)
+        return min(self.max_delay, backoff)
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        seen = 0  # characters the consumer has already received, over all attempts
+
+        retry = 0
+        while True:
+            produced = 0
+
+            async def forward(delta: str) -> None:
+                # Replayed prefix of a retried stream: the consumer already counted it.
+                nonlocal produced, seen
+                before = produced
+                produced += len(delta)
+                if produced <= seen:
+                    return
+                fresh = delta[max(0, seen - before):]
+                seen = produced
+                await emit(on_token, fresh)
+
+            try:
+                return await self._inner.complete(
+                    request, on_token=forward if on_token is not None else None
+                )
+            except ModelError as err:
+                if not err.retryable or retry >= self.max_retries:
+                    if retry:
+                        _note_attempts(err, retry + 1)
+                    raise
+                delay = self.delay_for(retry, err)
+                retry += 1
+                log.warning(
+                    "%s/%s: %s; retry %d/%d in %.2fs",
+                    err.backend or self.backend, err.model or self.model_for(request),
+                    type(err).__name__, retry, self.max_retries, delay,
+                )
+                await self._sleep(delay)
+
+
+def _note_attempts(err: ModelError, attempts: int) -> None:
+    """Say in the error's message how many attempts were made (the object stays the same)."""
+    err.attempts = attempts  # type: ignore[attr-defined]
+    err.message = f"{err.message} (after {attempts} attempts)"
+    err.args = (err._render(),)
