@@ -157,6 +157,9 @@ class MergeResult(BaseModel):
     tokens_out: int = 0
     latency_s: float = 0.0
     cached: bool = False
+    note: str = Field(
+        default="", description="How the merge was done, e.g. skipped because one result was usable."
+    )
 
 
 class RunMetrics(BaseModel):
