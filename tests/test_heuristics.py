@@ -23,17 +23,38 @@ SPLITS = [
     ("PostgreSQL versus MySQL for analytics workloads", "comparison of 2 entities", 2),
     ("What are the pros and cons of PostgreSQL and MongoDB for an event store?", "comparison", 2),
     ("Which of Redis, Memcached or Hazelcast is best for session caching?", "comparison of 3", 3),
-    ("Plan the launch:\n1. Pricing strategy\n2. Marketing channels\n3. Hiring plan\n4. Legal review",
-     "enumeration of 4 items", 4),
+    (
+        "Plan the launch:\n1. Pricing strategy\n2. Marketing channels\n3. Hiring plan\n4. Legal review",
+        "enumeration of 4 items",
+        4,
+    ),
     ("Review the proposal:\n- security\n- cost\n- maintainability", "enumeration of 3 items", 3),
-    ("Evaluate these options: a) rent an office b) go fully remote c) co-working space",
-     "inline enumeration of 3 items", 3),
-    ("What is the GDP of Japan? Who founded Toyota? When was the Shinkansen opened?",
-     "3 independent sub-questions", 3),
-    ("Our API latency doubled last week. It could be caused by the new ORM version, or by the "
-     "database index change. Which is it?", "competing hypotheses", 3),
-    ("One approach is to shard the table by tenant; another approach is to partition by time. "
-     "Which should we choose?", "competing hypotheses", 3),
+    (
+        "Evaluate these options: a) rent an office b) go fully remote c) co-working space",
+        "inline enumeration of 3 items",
+        3,
+    ),
+    (
+        "What is the GDP of Japan? Who founded Toyota? When was the Shinkansen opened?",
+        "3 independent sub-questions",
+        3,
+    ),
+    (
+        (
+            "Our API latency doubled last week. It could be caused by the new ORM version, or by the "
+            "database index change. Which is it?"
+        ),
+        "competing hypotheses",
+        3,
+    ),
+    (
+        (
+            "One approach is to shard the table by tenant; another approach is to partition by time. "
+            "Which should we choose?"
+        ),
+        "competing hypotheses",
+        3,
+    ),
     ("Summarise the licensing terms of React, Vue, Svelte and Angular.", "list of 4 entities", 4),
     (TRACEBACK, "stack trace", 3),
 ]
@@ -42,14 +63,23 @@ NO_SPLITS = [
     ("What is the capital of France?", "short factual"),
     ("Who wrote Hamlet?", "short factual"),
     ("How many moons does Mars have?", "short factual"),
-    ("First compute the mean of the list, then use that result to normalise each value.", "sequential"),
-    ("Take the revenue figure, and then divide it by headcount using the result of step one.",
-     "sequential"),
-    ("What is the population of the capital of the country that hosted the 2016 Olympics?",
-     "multi-hop"),
+    (
+        "First compute the mean of the list, then use that result to normalise each value.",
+        "sequential",
+    ),
+    (
+        "Take the revenue figure, and then divide it by headcount using the result of step one.",
+        "sequential",
+    ),
+    (
+        "What is the population of the capital of the country that hosted the 2016 Olympics?",
+        "multi-hop",
+    ),
     ("What is the birthplace of the director of Inception?", "multi-hop"),
-    ("Steps:\n1. Download the file\n2. Then parse it\n3. Using that result, build the index",
-     "sequential"),
+    (
+        "Steps:\n1. Download the file\n2. Then parse it\n3. Using that result, build the index",
+        "sequential",
+    ),
     ("Translate 'good morning' into French", "short single question"),
 ]
 
@@ -72,16 +102,20 @@ def test_no_split_cases(question: str, signal: str) -> None:
 
 
 def test_mixed_comparison_and_sequence_defers_to_planner() -> None:
-    s = analyze("First compare Python and Go for the service, then write a migration plan for the "
-                "winner using that result.")
+    s = analyze(
+        "First compare Python and Go for the service, then write a migration plan for the "
+        "winner using that result."
+    )
     assert s.should_split_hint is None
     assert any("comparison" in x for x in s.signals)
     assert any("sequential" in x for x in s.signals)
 
 
 def test_long_open_question_defers_to_planner() -> None:
-    s = analyze("Explain how garbage collection works in the JVM including generational collection, "
-                "and how one would pick settings for a low-latency trading service in production.")
+    s = analyze(
+        "Explain how garbage collection works in the JVM including generational collection, "
+        "and how one would pick settings for a low-latency trading service in production."
+    )
     assert s.should_split_hint is None
     assert s.suggested_width >= 2
 
@@ -90,7 +124,10 @@ def test_entities_extracted_cleanly() -> None:
     assert analyze("Compare Python, Go and Rust for a CLI").entities[:3] == ["Python", "Go", "Rust"]
     ents = analyze("Which of Redis, Memcached or Hazelcast is best for caching?").entities
     assert ents[:3] == ["Redis", "Memcached", "Hazelcast"]
-    assert "React" in analyze("Summarise the licensing terms of React, Vue, Svelte and Angular.").entities
+    assert (
+        "React"
+        in analyze("Summarise the licensing terms of React, Vue, Svelte and Angular.").entities
+    )
 
 
 def test_pronoun_follow_up_questions_are_not_independent() -> None:
@@ -100,8 +137,10 @@ def test_pronoun_follow_up_questions_are_not_independent() -> None:
 
 
 def test_error_in_text_with_code_in_context_is_debugging() -> None:
-    s = analyze("The function returns the wrong result for empty lists",
-                context="def mean(xs):\n    return sum(xs) / len(xs)\n")
+    s = analyze(
+        "The function returns the wrong result for empty lists",
+        context="def mean(xs):\n    return sum(xs) / len(xs)\n",
+    )
     assert s.should_split_hint is True
     assert any("debugging" in x for x in s.signals)
     assert s.suggested_width >= 3
@@ -115,8 +154,10 @@ def test_trace_in_context_counts() -> None:
 
 def test_constraints_raise_complexity() -> None:
     plain = analyze("Design a database schema for a small blog")
-    constrained = analyze("Design a schema that must support multi-tenancy, must be under 10 tables, "
-                          "should allow soft deletes and needs to audit every change.")
+    constrained = analyze(
+        "Design a schema that must support multi-tenancy, must be under 10 tables, "
+        "should allow soft deletes and needs to audit every change."
+    )
     assert any("constraints" in x for x in constrained.signals)
     assert constrained.complexity > plain.complexity
 

@@ -28,15 +28,20 @@ class SplitSignals(BaseModel):
 
     signals: list[str] = Field(default_factory=list, description="Human-readable observations.")
     should_split_hint: bool | None = Field(
-        default=None, description="True: clearly split. False: clearly one call. None: ask the planner."
+        default=None,
+        description="True: clearly split. False: clearly one call. None: ask the planner.",
     )
     complexity: int = Field(default=1, ge=1, le=10)
-    suggested_width: int = Field(default=1, ge=1, description="Threads to use; 1 when not splitting.")
+    suggested_width: int = Field(
+        default=1, ge=1, description="Threads to use; 1 when not splitting."
+    )
     entities: list[str] = Field(default_factory=list)
     n_parts: int | None = Field(default=None, description="Independent parts found, if countable.")
 
 
-def width_for(complexity: int, n_parts: int | None, min_threads: int = 2, max_threads: int = 8) -> int:
+def width_for(
+    complexity: int, n_parts: int | None, min_threads: int = 2, max_threads: int = 8
+) -> int:
     """Fan-out for a question: one thread per independent part when the parts are countable,
     otherwise scaled linearly with complexity between the bounds."""
     _check_bounds(min_threads, max_threads)
@@ -66,7 +71,9 @@ def _check_bounds(min_threads: int, max_threads: int) -> None:
 
 _I = re.IGNORECASE
 _M = re.MULTILINE
-_NUMBERED = re.compile(r"^\s*(?:\d{1,2}[.)]|\(\d{1,2}\)|[a-hA-H][.)]|\([a-hA-H]\)|[-*•])\s+(\S.*)$", _M)
+_NUMBERED = re.compile(
+    r"^\s*(?:\d{1,2}[.)]|\(\d{1,2}\)|[a-hA-H][.)]|\([a-hA-H]\)|[-*•])\s+(\S.*)$", _M
+)
 _INLINE_ENUM = re.compile(r"(?:^|[\s:;,])(?:\(?([a-h]|[1-9])\))\s+", _I)
 _COMPARE = re.compile(
     r"\b(?:compare|comparing|comparison|contrast|vs\.?|versus|pros and cons|trade-?offs?|"
@@ -91,8 +98,11 @@ _ERROR_WORDS = re.compile(
     r"race condition|segfault|wrong (?:result|output|answer))\b",
     _I,
 )
-_CODE = re.compile(r"^\s*(?:def |class |async def |fn |func |function |import |from \S+ import |#include|"
-                   r"public |private |const |let |var )|[{};]\s*$|```", _M)
+_CODE = re.compile(
+    r"^\s*(?:def |class |async def |fn |func |function |import |from \S+ import |#include|"
+    r"public |private |const |let |var )|[{};]\s*$|```",
+    _M,
+)
 _SEQUENTIAL = re.compile(
     r"\bfirst\b.{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) (?:result|answer|value|output)\b|"
     r"\bbased on (?:that|this|the previous)\b|\b(?:after|once) (?:that|you have)\b|\band then\b|"
@@ -103,26 +113,61 @@ _MULTIHOP = re.compile(
     r"\bthe\s+[\w-]+(?:\s+[\w-]+)?\s+of\s+the\s+[\w-]+(?:\s+[\w-]+)?\s+(?:of|who|that|which|where|whose)\b",
     _I,
 )
-_FACTUAL = re.compile(r"^\s*(?:what|who|when|where|which|how (?:many|much|old|long|far|tall)|is|are|does|did|"
-                      r"define|name)\b", _I)
+_FACTUAL = re.compile(
+    r"^\s*(?:what|who|when|where|which|how (?:many|much|old|long|far|tall)|is|are|does|did|"
+    r"define|name)\b",
+    _I,
+)
 _CONSTRAINT = re.compile(
     r"\b(?:must|must not|should(?: not)?|needs? to|has to|have to|at (?:most|least)|no more than|"
     r"fewer than|less than|more than|without|within|under \$?\d|budget|deadline|required|cannot|can't)\b",
     _I,
 )
-_PRONOUN_START = re.compile(r"^\W*(?:\w+\s+){0,3}?(?:it|its|that|this|they|them|those|these|the result)\b", _I)
+_PRONOUN_START = re.compile(
+    r"^\W*(?:\w+\s+){0,3}?(?:it|its|that|this|they|them|those|these|the result)\b", _I
+)
 _CLAUSE_END = re.compile(
     r"[.?!;:\n]|\s(?:for|in terms of|when|regarding|with respect to|to decide|to pick|to choose|so that|"
     r"because|if|on|as|is|are|would|will|should|better|best)\s",
     _I,
 )
-_LIST_SPLIT = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|\s+and\s+|\s+or\s+|\s+vs\.?\s+|\s+versus\s+|/|\s+with\s+|\s+to\s+)\s*", _I)
+_LIST_SPLIT = re.compile(
+    r"\s*(?:,\s*(?:and|or)\s+|,|\s+and\s+|\s+or\s+|\s+vs\.?\s+|\s+versus\s+|/|\s+with\s+|\s+to\s+)\s*",
+    _I,
+)
 _INLINE_LIST = re.compile(
     r"((?:[\w.+#-]+(?:\s[\w.+#-]+){0,2},\s+){2,}(?:and|or)?\s*[\w.+#-]+(?:\s[\w.+#-]+){0,2})", _I
 )
-_STOP = {"the", "a", "an", "of", "for", "and", "or", "to", "in", "on", "with", "between", "me", "us", "please",
-         "compare", "comparing", "contrast", "which", "is", "are", "what", "how", "do", "does"}
-_CAPITALISED = re.compile(r"(?<![.?!]\s)(?<!^)\b([A-Z][\w+#.-]*[A-Za-z0-9+#]|[A-Z]{2,}|[a-z]+[A-Z]\w*)\b")
+_STOP = {
+    "the",
+    "a",
+    "an",
+    "of",
+    "for",
+    "and",
+    "or",
+    "to",
+    "in",
+    "on",
+    "with",
+    "between",
+    "me",
+    "us",
+    "please",
+    "compare",
+    "comparing",
+    "contrast",
+    "which",
+    "is",
+    "are",
+    "what",
+    "how",
+    "do",
+    "does",
+}
+_CAPITALISED = re.compile(
+    r"(?<![.?!]\s)(?<!^)\b([A-Z][\w+#.-]*[A-Za-z0-9+#]|[A-Z]{2,}|[a-z]+[A-Z]\w*)\b"
+)
 
 
 def _clean(item: str) -> str:
@@ -159,11 +204,18 @@ def _comparison_entities(text: str) -> list[str]:
         head_words = [w for w in before if w.lower() not in _STOP]
         parts = [_clean(p) for p in _LIST_SPLIT.split(span)]
         if parts and head_words:
-            parts[0] = _clean(" ".join(head_words[-2:]) if len(head_words) > 1 and head_words[-2][:1].isupper()
-                              else head_words[-1])
+            parts[0] = _clean(
+                " ".join(head_words[-2:])
+                if len(head_words) > 1 and head_words[-2][:1].isupper()
+                else head_words[-1]
+            )
         return _dedupe([p for p in parts if p])
-    m = re.search(r"\b(?:compare|comparing|contrast|differences? between|pros and cons of|trade-?offs? "
-                  r"(?:between|of)|which of)\s+(.*)", text, _I | re.DOTALL)
+    m = re.search(
+        r"\b(?:compare|comparing|contrast|differences? between|pros and cons of|trade-?offs? "
+        r"(?:between|of)|which of)\s+(.*)",
+        text,
+        _I | re.DOTALL,
+    )
     if not m:
         return []
     rest = m.group(1)
@@ -204,7 +256,9 @@ def analyze(
         strong.append("enumeration")
         entities += [item for item in listed if len(item.split()) <= 4]
     elif len(inline) >= 2:
-        signals.append(f"inline enumeration of {len(inline)} items ({', '.join(x + ')' for x in inline)})")
+        signals.append(
+            f"inline enumeration of {len(inline)} items ({', '.join(x + ')' for x in inline)})"
+        )
         parts.append(len(inline))
         strong.append("enumeration")
 

@@ -1,0 +1,410 @@
+"""The AIMD limiter and LimitedModel: backoff, Retry-After, gradual recovery, latency, safety.
+
+No test sleeps: cooldowns run on a fake clock whose sleepers wake when the test advances time,
+and concurrency is coordinated with anyio.Event.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from apr_mcp.errors import ConfigError, ModelTimeoutError, RateLimitError, ServerError
+from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
+from apr_mcp.llm.limiter import AdaptiveLimiter, LimitedModel, find_limiter
+
+REQ = ModelRequest(messages=[Message(role="user", content="hi")])
+
+
+class FakeTime:
+    """A clock whose ``sleep`` returns only when the test advances time past the deadline."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        event = anyio.Event()
+        self._sleepers.append((self.now + seconds, event))
+        await event.wait()
+
+    @property
+    def sleeping(self) -> int:
+        return len(self._sleepers)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for entry in list(self._sleepers):
+            if entry[0] <= self.now:
+                self._sleepers.remove(entry)
+                entry[1].set()
+
+
+class GatedModel(Model):
+    """Counts concurrent calls; each call waits for the gate, then succeeds or raises."""
+
+    backend = "fake"
+    model_name = "gated"
+
+    def __init__(
+        self, *, errors: list[BaseException] | None = None, ttft: float | None = None
+    ) -> None:
+        self.gate = anyio.Event()
+        self.current = 0
+        self.peak = 0
+        self.calls = 0
+        self.errors = list(errors or [])
+        self.ttft = ttft
+        self.reached: dict[int, anyio.Event] = {}
+
+    def when_concurrent(self, n: int) -> anyio.Event:
+        return self.reached.setdefault(n, anyio.Event())
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        self.calls += 1
+        self.current += 1
+        self.peak = max(self.peak, self.current)
+        if self.current in self.reached:
+            self.reached[self.current].set()
+        try:
+            await self.gate.wait()
+            if self.errors:
+                raise self.errors.pop(0)
+            return ModelResponse(text="ok", ttft_s=self.ttft, latency_s=0.01)
+        finally:
+            self.current -= 1
+
+
+async def test_burst_of_429s_halves_once_per_epoch() -> None:
+    changes: list[tuple[int, int, str]] = []
+    limiter = AdaptiveLimiter(8, max_limit=8, on_change=lambda o, n, r: changes.append((o, n, r)))
+    slots = [await limiter.acquire() for _ in range(8)]
+    assert limiter.in_flight == 8
+    for s in slots:  # eight concurrent calls all hit 429: one burst, one decrease
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    assert limiter.limit == 4
+    assert limiter.in_flight == 0
+    s = await limiter.acquire()  # a call started after the decrease that fails again halves again
+    limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    assert limiter.limit == 2
+    assert [(o, n) for o, n, _ in changes] == [(8, 4), (4, 2)]
+    assert all("429" in r for _, _, r in changes)
+    assert [h.limit for h in limiter.history] == [8, 4, 2]
+    assert limiter.history[0].reason == "initial"
+
+
+async def test_limit_never_below_min() -> None:
+    limiter = AdaptiveLimiter(2, min_limit=2, max_limit=4)
+    for _ in range(3):
+        s = await limiter.acquire()
+        limiter.release(s, "overload")
+    assert limiter.limit == 2
+
+
+async def test_retry_after_pauses_every_new_acquisition() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(8, max_limit=8, clock=t.clock, sleep=t.sleep)
+    s = await limiter.acquire()
+    limiter.release(s, "overload", retry_after=2.0, detail="rate limited (HTTP 429)")
+    assert limiter.cooldown_remaining() == pytest.approx(2.0)
+    assert "Retry-After" in limiter.history[-1].reason
+    acquired: list[float] = []
+
+    async def worker() -> None:
+        slot = await limiter.acquire()
+        acquired.append(t.now)
+        limiter.release(slot, "success", latency_s=0.01)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(worker)
+            await anyio.wait_all_tasks_blocked()
+            assert t.sleeping == 3 and acquired == []
+            t.advance(1.0)
+            await anyio.wait_all_tasks_blocked()
+            assert acquired == []  # still cooling down
+            t.advance(1.0)
+    assert acquired == [2.0, 2.0, 2.0]
+    assert t.sleeps == [2.0, 2.0, 2.0]
+
+
+async def test_retry_after_is_capped() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(2, max_limit=2, clock=t.clock, sleep=t.sleep, max_cooldown_s=5)
+    s = await limiter.acquire()
+    limiter.release(s, "overload", retry_after=3600)
+    assert limiter.cooldown_remaining() == 5
+
+
+async def test_recovery_is_additive_and_gradual() -> None:
+    limiter = AdaptiveLimiter(8, max_limit=4, latency_floor_s=0)
+    assert limiter.limit == 4  # initial clamped to max
+    for _ in range(2):
+        s = await limiter.acquire()
+        limiter.release(s, "overload")
+    assert limiter.limit == 1
+    successes_needed: list[int] = []
+    count = 0
+    while limiter.limit < 4:
+        before = limiter.limit
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.01)
+        count += 1
+        if limiter.limit != before:
+            assert limiter.limit == before + 1  # never jumps
+            successes_needed.append(count)
+            count = 0
+        assert sum(successes_needed) + count < 100
+    # One full window of successes (= the limit) per step: 1, then 2, then 3.
+    assert successes_needed == [1, 2, 3]
+    s = await limiter.acquire()
+    limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 4  # capped at max
+    assert [h.limit for h in limiter.history] == [4, 2, 1, 2, 3, 4]
+    assert "successes" in limiter.history[-1].reason
+
+
+async def test_latency_climb_lowers_the_limit_gently() -> None:
+    changes: list[tuple[int, int, str]] = []
+    limiter = AdaptiveLimiter(
+        6, max_limit=6, latency_floor_s=0, on_change=lambda o, n, r: changes.append((o, n, r))
+    )
+    for _ in range(6):
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.1)
+    assert limiter.latency_baseline == pytest.approx(0.1)
+    assert limiter.limit == 6
+    for _ in range(40):
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.5)
+    assert limiter.limit < 6
+    assert all(o - n == 1 for o, n, _ in changes)  # gentle: one step at a time
+    assert all("latency" in r for _, _, r in changes)
+    # Latency back to normal: the EWMA falls and the limit grows again.
+    low = limiter.limit
+    for _ in range(60):
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.1)
+    assert limiter.limit > low
+
+
+async def test_latency_floor_ignores_tiny_jitter() -> None:
+    limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=0.05)
+    for latency in [0.001] * 5 + [0.01] * 20:  # 10x the baseline, but far below the floor
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=latency)
+    assert limiter.limit == 4
+
+
+async def test_cancelled_waiter_releases_its_place() -> None:
+    limiter = AdaptiveLimiter(1, max_limit=1)
+    held = await limiter.acquire()
+    got: list[str] = []
+
+    async def waiter(name: str, scope_box: list[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            scope_box.append(scope)
+            slot = await limiter.acquire()
+            got.append(name)
+            limiter.release(slot)
+
+    a_scope: list[anyio.CancelScope] = []
+    b_scope: list[anyio.CancelScope] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, "a", a_scope)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(waiter, "b", b_scope)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.waiting == 2
+            a_scope[0].cancel()  # the head of the queue gives up
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.waiting == 1
+            limiter.release(held)
+    assert got == ["b"]
+    assert limiter.in_flight == 0 and limiter.waiting == 0
+
+
+async def test_cancelled_while_cooling_down_holds_nothing() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(2, max_limit=2, clock=t.clock, sleep=t.sleep)
+    s = await limiter.acquire()
+    limiter.release(s, "overload", retry_after=10)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limiter.acquire)
+            await anyio.wait_all_tasks_blocked()
+            assert limiter.waiting == 1 and t.sleeping == 1
+            tg.cancel_scope.cancel()
+    assert limiter.waiting == 0 and limiter.in_flight == 0
+
+
+async def test_fifo_order() -> None:
+    limiter = AdaptiveLimiter(1, max_limit=1)
+    held = await limiter.acquire()
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        slot = await limiter.acquire()
+        order.append(i)
+        limiter.release(slot)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(waiter, i)
+                await anyio.wait_all_tasks_blocked()
+            limiter.release(held)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_limited_model_never_exceeds_the_limit() -> None:
+    inner = GatedModel()
+    limiter = AdaptiveLimiter(3, max_limit=3)
+    model = LimitedModel(inner, limiter)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(model.complete, REQ)
+            await inner.when_concurrent(3).wait()
+            await anyio.wait_all_tasks_blocked()
+            assert inner.current == 3 and limiter.in_flight == 3 and limiter.waiting == 17
+            inner.gate.set()
+    assert inner.calls == 20
+    assert inner.peak == 3 and limiter.peak_in_flight == 3
+    assert limiter.in_flight == 0
+
+
+async def test_decrease_while_busy_drains_before_new_calls() -> None:
+    limiter = AdaptiveLimiter(4, max_limit=4)
+    slots = [await limiter.acquire() for _ in range(4)]
+    limiter.release(slots[0], "overload")  # limit 4 -> 2 with 3 still in flight
+    assert limiter.limit == 2
+    started = anyio.Event()
+
+    async def newcomer() -> None:
+        slot = await limiter.acquire()
+        started.set()
+        limiter.release(slot)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(newcomer)
+            await anyio.wait_all_tasks_blocked()
+            limiter.release(slots[1])  # 2 in flight: still at the limit
+            await anyio.wait_all_tasks_blocked()
+            assert not started.is_set()
+            limiter.release(slots[2])  # 1 in flight: room for one
+            await started.wait()
+    limiter.release(slots[3])
+    assert limiter.in_flight == 0
+
+
+async def test_limited_model_reports_429_with_retry_after() -> None:
+    t = FakeTime()
+    inner = GatedModel(
+        errors=[RateLimitError("slow down", retry_after=1.5, status_code=429, backend="fake")]
+    )
+    inner.gate.set()
+    limiter = AdaptiveLimiter(4, max_limit=4, clock=t.clock, sleep=t.sleep)
+    model = LimitedModel(inner, limiter)
+    with pytest.raises(RateLimitError):
+        await model.complete(REQ)
+    assert limiter.limit == 2 and limiter.in_flight == 0
+    assert limiter.cooldown_remaining() == 1.5
+    assert "HTTP 429" in limiter.history[-1].reason
+
+
+@pytest.mark.parametrize(
+    ("status", "lowered"), [(503, True), (529, True), (500, False), (502, False)]
+)
+async def test_server_errors_only_overload_statuses_lower(status: int, lowered: bool) -> None:
+    inner = GatedModel(errors=[ServerError("boom", status_code=status)])
+    inner.gate.set()
+    limiter = AdaptiveLimiter(4, max_limit=4)
+    with pytest.raises(ServerError):
+        await LimitedModel(inner, limiter).complete(REQ)
+    assert (limiter.limit == 2) is lowered
+    assert limiter.in_flight == 0
+
+
+async def test_timeouts_and_cancellation_release_without_lowering() -> None:
+    inner = GatedModel(errors=[ModelTimeoutError("read timed out")])
+    inner.gate.set()
+    limiter = AdaptiveLimiter(4, max_limit=4)
+    model = LimitedModel(inner, limiter)
+    with pytest.raises(ModelTimeoutError):
+        await model.complete(REQ)
+    blocked = GatedModel()
+    limited = LimitedModel(blocked, limiter)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(limited.complete, REQ)
+            await blocked.when_concurrent(1).wait()
+            assert limiter.in_flight == 1
+            tg.cancel_scope.cancel()
+    assert limiter.in_flight == 0 and limiter.limit == 4
+
+
+async def test_limited_model_uses_ttft_as_latency_sample() -> None:
+    inner = GatedModel(ttft=0.25)
+    inner.gate.set()
+    limiter = AdaptiveLimiter(2, max_limit=2)
+    await LimitedModel(inner, limiter).complete(REQ)
+    assert limiter.latency_ewma == pytest.approx(0.25)
+
+
+async def test_subscribe_and_broken_listener() -> None:
+    seen: list[int] = []
+
+    def broken(old: int, new: int, reason: str) -> None:
+        raise RuntimeError("listener bug")
+
+    limiter = AdaptiveLimiter(8, max_limit=8, on_change=broken)
+    unsubscribe = limiter.subscribe(lambda o, n, r: seen.append(n))
+    s = await limiter.acquire()
+    limiter.release(s, "overload")
+    unsubscribe()
+    s = await limiter.acquire()
+    limiter.release(s, "overload")
+    assert seen == [4]
+    assert limiter.limit == 2
+
+
+async def test_double_release_is_a_no_op() -> None:
+    limiter = AdaptiveLimiter(2, max_limit=2)
+    async with limiter.slot() as s:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.in_flight == 0
+
+
+def test_find_limiter_walks_wrappers() -> None:
+    limiter = AdaptiveLimiter(2, max_limit=2)
+    from apr_mcp.llm.base import WrapperModel
+
+    wrapped = WrapperModel(LimitedModel(GatedModel(), limiter))
+    assert find_limiter(wrapped) is limiter
+    assert find_limiter(GatedModel()) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_limit": 0, "max_limit": 4},
+        {"min_limit": 5, "max_limit": 4},
+        {"max_limit": 4, "decrease_factor": 1.0},
+        {"max_limit": 4, "latency_factor": 1.0},
+        {"max_limit": 4, "increase": 0},
+    ],
+)
+def test_bad_parameters_are_config_errors(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        AdaptiveLimiter(2, **kwargs)  # type: ignore[arg-type]
