@@ -32,7 +32,10 @@ from .base import Message, TokenCallback, Usage
 log = logging.getLogger("apr_mcp.llm")
 
 #: Hints appended to HTTP errors whose usual cause is configuration, per backend.
-_KEY_VARS = {"openai": "APR_API_KEY or OPENAI_API_KEY", "anthropic": "APR_API_KEY or ANTHROPIC_API_KEY"}
+_KEY_VARS = {
+    "openai": "APR_API_KEY or OPENAI_API_KEY",
+    "anthropic": "APR_API_KEY or ANTHROPIC_API_KEY",
+}
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,12 @@ def http_error(
 ) -> ModelHTTPError:
     """The exception for an HTTP error status, with the provider's message and a hint."""
     message = provider_message(body) or httpx.codes.get_reason_phrase(status) or "HTTP error"
-    kw: dict[str, object] = {"backend": backend, "model": model, "status_code": status, "body": body}
+    kw: dict[str, object] = {
+        "backend": backend,
+        "model": model,
+        "status_code": status,
+        "body": body,
+    }
     if status == 429 or status == 529:
         retry_after = parse_retry_after(headers)
         label = "rate limited" if status == 429 else "overloaded"
@@ -172,19 +180,32 @@ def http_error(
 def transport_error(exc: httpx.HTTPError, *, backend: str, model: str, started: bool) -> ModelError:
     """Map an httpx transport exception. ``started``: response headers had already arrived."""
     if isinstance(exc, httpx.TimeoutException):
-        what = "connecting" if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) else "reading"
+        what = (
+            "connecting"
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            else "reading"
+        )
         return ModelTimeoutError(
-            f"timed out {what} ({type(exc).__name__}); raise APR_TIMEOUT_S if the model is slow", backend=backend, model=model
+            f"timed out {what} ({type(exc).__name__}); raise APR_TIMEOUT_S if the model is slow",
+            backend=backend,
+            model=model,
         )
     if started and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)):
-        return StreamInterrupted(f"response cut off by the server ({type(exc).__name__}: {exc})", backend=backend, model=model)
+        return StreamInterrupted(
+            f"response cut off by the server ({type(exc).__name__}: {exc})",
+            backend=backend,
+            model=model,
+        )
     if isinstance(exc, (httpx.ConnectError, httpx.NetworkError, httpx.RemoteProtocolError)):
         return ModelConnectionError(
             f"cannot reach the endpoint ({type(exc).__name__}: {exc}); is the server running "
             "and APR_BASE_URL right?",
-            backend=backend, model=model,
+            backend=backend,
+            model=model,
         )
-    return ModelConnectionError(f"HTTP transport failed ({type(exc).__name__}: {exc})", backend=backend, model=model)
+    return ModelConnectionError(
+        f"HTTP transport failed ({type(exc).__name__}: {exc})", backend=backend, model=model
+    )
 
 
 def stream_error(payload: object, *, backend: str, model: str) -> ModelError:

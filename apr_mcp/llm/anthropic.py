@@ -57,7 +57,10 @@ class AnthropicModel(Model):
         self.base_url = root.removesuffix("/v1")
         self.model_name = model
         self.stream = stream
-        headers = {"anthropic-version": ANTHROPIC_VERSION, "Accept": "application/json, text/event-stream"}
+        headers = {
+            "anthropic-version": ANTHROPIC_VERSION,
+            "Accept": "application/json, text/event-stream",
+        }
         if api_key:
             headers["x-api-key"] = api_key
         headers.update(extra_headers or {})
@@ -120,22 +123,35 @@ class AnthropicModel(Model):
         except httpx.HTTPError as exc:
             raise transport_error(exc, backend=_BACKEND, model=model, started=False) from exc
         if response.status_code >= 400:
-            raise http_error(response.status_code, response.text, response.headers, backend=_BACKEND, model=model)
+            raise http_error(
+                response.status_code, response.text, response.headers, backend=_BACKEND, model=model
+            )
         try:
             data = response.json()
             blocks = data["content"]
         except (ValueError, KeyError, TypeError):
             raise ModelOutputError(
-                "response is not a Messages API JSON", backend=_BACKEND, model=model, body=response.text
+                "response is not a Messages API JSON",
+                backend=_BACKEND,
+                model=model,
+                body=response.text,
             ) from None
         if data.get("type") == "error":
             raise stream_error(data, backend=_BACKEND, model=model)
-        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        text = "".join(
+            b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
+        )
         await emit(on_token, text)
         usage = data.get("usage") or {}
         return _finish(
-            request, text, data.get("stop_reason"), usage.get("input_tokens"),
-            usage.get("output_tokens"), data.get("model") or model, started, None,
+            request,
+            text,
+            data.get("stop_reason"),
+            usage.get("input_tokens"),
+            usage.get("output_tokens"),
+            data.get("model") or model,
+            started,
+            None,
         )
 
     async def _streamed(
@@ -157,7 +173,9 @@ class AnthropicModel(Model):
         async with self._client.stream("POST", "/v1/messages", json=body) as response:
             if response.status_code >= 400:
                 text = (await response.aread()).decode("utf-8", errors="replace")
-                raise http_error(response.status_code, text, response.headers, backend=_BACKEND, model=model)
+                raise http_error(
+                    response.status_code, text, response.headers, backend=_BACKEND, model=model
+                )
             try:
                 async for event in iter_sse(response):
                     try:
@@ -201,14 +219,18 @@ class AnthropicModel(Model):
         if events == 0 and junk > 0:
             raise ModelOutputError(
                 f"stream contained no valid JSON event ({junk} unparseable events)",
-                backend=_BACKEND, model=model,
+                backend=_BACKEND,
+                model=model,
             )
         if not done and stop_reason is None:
             raise StreamInterrupted(
                 f"stream ended before message_stop ({len(text)} characters received)",
-                backend=_BACKEND, model=model,
+                backend=_BACKEND,
+                model=model,
             )
-        return _finish(request, text, stop_reason, input_tokens, output_tokens, served_model, started, ttft)
+        return _finish(
+            request, text, stop_reason, input_tokens, output_tokens, served_model, started, ttft
+        )
 
 
 def _int(value: object, default: int | None) -> int | None:
@@ -230,13 +252,19 @@ def _finish(
         what = "structured output" if text.strip() else "answer"
         raise ModelOutputError(
             f"{what} cut off at max_tokens={request.max_tokens} (stop_reason=max_tokens); raise max_tokens",
-            backend=_BACKEND, model=model, body=text or None,
+            backend=_BACKEND,
+            model=model,
+            body=text or None,
         )
     if not text.strip():
-        raise ModelOutputError(f"empty answer (stop_reason={stop_reason})", backend=_BACKEND, model=model)
+        raise ModelOutputError(
+            f"empty answer (stop_reason={stop_reason})", backend=_BACKEND, model=model
+        )
     return ModelResponse(
         text=text,
-        usage=usage_or_count(request.messages, text, _int(input_tokens, None), _int(output_tokens, None)),
+        usage=usage_or_count(
+            request.messages, text, _int(input_tokens, None), _int(output_tokens, None)
+        ),
         model=model,
         backend=_BACKEND,
         finish_reason=finish,

@@ -104,7 +104,11 @@ class OpenAICompatModel(Model):
                 "type": "json_schema",
                 # strict=False: strict mode rejects common schema features (defaults, optional
                 # fields); we validate with pydantic ourselves anyway.
-                "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": False},
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.json_schema,
+                    "strict": False,
+                },
             }
         if self.stream:
             body["stream"] = True
@@ -152,11 +156,15 @@ class OpenAICompatModel(Model):
             return result
         raise ModelHTTPError("the server kept rejecting the request", backend=_BACKEND, model=model)
 
-    async def _error_for(self, response: httpx.Response, body: dict[str, Any], model: str) -> ModelError:
+    async def _error_for(
+        self, response: httpx.Response, body: dict[str, Any], model: str
+    ) -> ModelError:
         text = (await response.aread()).decode("utf-8", errors="replace")
         if self._adapt(response.status_code, text, body):
             raise _Resend
-        return http_error(response.status_code, text, response.headers, backend=_BACKEND, model=model)
+        return http_error(
+            response.status_code, text, response.headers, backend=_BACKEND, model=model
+        )
 
     # ----- non-streamed -----
 
@@ -195,12 +203,19 @@ class OpenAICompatModel(Model):
         if not isinstance(text, str):  # some servers return content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
         if not text and message.get("refusal"):
-            raise ModelOutputError(f"model refused: {message['refusal']}", backend=_BACKEND, model=model)
+            raise ModelOutputError(
+                f"model refused: {message['refusal']}", backend=_BACKEND, model=model
+            )
         await emit(on_token, text)
         usage = data.get("usage") or {}
         return self._finish(
-            request, text, choice.get("finish_reason"), usage, data.get("model") or model,
-            started, ttft=None,
+            request,
+            text,
+            choice.get("finish_reason"),
+            usage,
+            data.get("model") or model,
+            started,
+            ttft=None,
         )
 
     # ----- streamed -----
@@ -264,12 +279,14 @@ class OpenAICompatModel(Model):
         if chunks == 0 and junk > 0:
             raise ModelOutputError(
                 f"stream contained no valid JSON chunk ({junk} unparseable events)",
-                backend=_BACKEND, model=model,
+                backend=_BACKEND,
+                model=model,
             )
         if not done and finish_reason is None:
             raise StreamInterrupted(
                 f"stream ended before the answer finished ({len(text)} characters received)",
-                backend=_BACKEND, model=model,
+                backend=_BACKEND,
+                model=model,
             )
         return self._finish(request, text, finish_reason, usage, served_model, started, ttft=ttft)
 
@@ -291,7 +308,9 @@ class OpenAICompatModel(Model):
             raise ModelOutputError(
                 f"{what} cut off at max_tokens={request.max_tokens} (finish_reason=length); "
                 "raise max_tokens",
-                backend=_BACKEND, model=model, body=text or None,
+                backend=_BACKEND,
+                model=model,
+                body=text or None,
             )
         if not text.strip():
             raise ModelOutputError(
@@ -301,8 +320,10 @@ class OpenAICompatModel(Model):
         return ModelResponse(
             text=text,
             usage=usage_or_count(
-                request.messages, text,
-                inp if isinstance(inp, int) else None, out if isinstance(out, int) else None,
+                request.messages,
+                text,
+                inp if isinstance(inp, int) else None,
+                out if isinstance(out, int) else None,
             ),
             model=model,
             backend=_BACKEND,

@@ -78,7 +78,7 @@ class RetryingModel(WrapperModel):
                 produced += len(delta)
                 if produced <= seen:
                     return
-                fresh = delta[max(0, seen - before):]
+                fresh = delta[max(0, seen - before) :]
                 seen = produced
                 await emit(on_token, fresh)
 
@@ -95,8 +95,12 @@ class RetryingModel(WrapperModel):
                 retry += 1
                 log.warning(
                     "%s/%s: %s; retry %d/%d in %.2fs",
-                    err.backend or self.backend, err.model or self.model_for(request),
-                    type(err).__name__, retry, self.max_retries, delay,
+                    err.backend or self.backend,
+                    err.model or self.model_for(request),
+                    type(err).__name__,
+                    retry,
+                    self.max_retries,
+                    delay,
                 )
                 await self._sleep(delay)
 

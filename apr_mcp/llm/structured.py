@@ -249,8 +249,11 @@ async def complete_structured(
         except ModelHTTPError as err:
             if not (native and _rejects_schema(model, err)):
                 raise
-            log.info("%s/%s rejected native JSON schema; retrying with JSON in the prompt",
-                     err.backend, err.model)
+            log.info(
+                "%s/%s rejected native JSON schema; retrying with JSON in the prompt",
+                err.backend,
+                err.model,
+            )
             model.supports_json_schema = False
             return await call(messages, version)
         responses.append(resp)
@@ -268,8 +271,13 @@ async def complete_structured(
         # Empty, junk or cut off: the repair prompt (JSON only, nothing else) often fixes that.
         problem, previous = err.message, err.body or ""
 
-    log.info("%s/%s: invalid %s output (%s); one repair attempt",
-             model.backend, model.model_name, name, problem)
+    log.info(
+        "%s/%s: invalid %s output (%s); one repair attempt",
+        model.backend,
+        model.model_name,
+        name,
+        problem,
+    )
     repair = load_prompt("repair")
     messages = repair.render(
         schema=json.dumps(schema, indent=1),

@@ -1,0 +1,205 @@
+"""RetryingModel: which errors are retried, how long it waits, what the caller finally sees.
+
+A fake sleep records the delays, so nothing here waits for real.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import httpx
+import pytest
+
+from apr_mcp.errors import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelOutputError,
+    ModelTimeoutError,
+    RateLimitError,
+    ServerError,
+    StreamInterrupted,
+)
+from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
+from apr_mcp.llm.openai_compat import OpenAICompatModel
+from apr_mcp.llm.retry import RetryingModel
+
+REQ = ModelRequest(messages=[Message(role="user", content="q")])
+
+
+async def send(on_token: TokenCallback | None, piece: str) -> None:
+    """What every backend does with a delta: the callback may be sync or async."""
+    result = on_token(piece) if on_token is not None else None
+    if inspect.isawaitable(result):
+        await result
+
+
+class Scripted(Model):
+    """Raises the scripted errors in order, then answers; streams ``stream`` before each error."""
+
+    backend = "fake"
+    model_name = "f1"
+
+    def __init__(self, *errors: ModelError, stream: tuple[str, ...] = ()) -> None:
+        self.errors = list(errors)
+        self.stream = stream
+        self.calls = 0
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        self.calls += 1
+        for piece in self.stream:
+            await send(on_token, piece)
+        if self.errors:
+            raise self.errors.pop(0)
+        return ModelResponse(text="".join(self.stream) or "fine", backend="fake", model="f1")
+
+
+class FakeSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def retrying(inner: Model, **kw: object) -> tuple[RetryingModel, FakeSleep]:
+    sleep = FakeSleep()
+    return RetryingModel(inner, sleep=sleep, rng=random.Random(1), **kw), sleep  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimitError("429"),
+        ServerError("500", status_code=500),
+        ModelTimeoutError("t"),
+        ModelConnectionError("c"),
+        StreamInterrupted("cut"),
+    ],
+)
+async def test_retryable_errors_are_retried(error: ModelError) -> None:
+    inner = Scripted(error, error)
+    model, sleep = retrying(inner)
+    resp = await model.complete(REQ)
+    assert resp.text == "fine"
+    assert inner.calls == 3 and len(sleep.delays) == 2
+
+
+@pytest.mark.parametrize(
+    "error", [ModelHTTPError("bad request", status_code=400), ModelOutputError("junk")]
+)
+async def test_non_retryable_errors_fail_at_once(error: ModelError) -> None:
+    inner = Scripted(error)
+    model, sleep = retrying(inner)
+    with pytest.raises(type(error)) as info:
+        await model.complete(REQ)
+    assert info.value is error and inner.calls == 1 and sleep.delays == []
+    assert "attempts" not in str(error)
+
+
+async def test_gives_up_after_max_retries_with_the_original_error() -> None:
+    errors = [
+        ServerError(f"down {i}", status_code=503, backend="fake", model="f1") for i in range(10)
+    ]
+    inner = Scripted(*errors)
+    model, sleep = retrying(inner, max_retries=3)
+    with pytest.raises(ServerError) as info:
+        await model.complete(REQ)
+    assert inner.calls == 4 and len(sleep.delays) == 3
+    assert info.value is errors[3]
+    assert "after 4 attempts" in str(info.value) and "HTTP 503" in str(info.value)
+    assert info.value.attempts == 4  # type: ignore[attr-defined]
+
+
+async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    inner = Scripted(*[ServerError("x") for _ in range(6)])
+    model, sleep = retrying(inner, max_retries=6, base_delay=1.0, max_delay=8.0)
+    await model.complete(REQ)
+    caps = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert len(sleep.delays) == 6
+    assert all(0.0 <= d <= cap for d, cap in zip(sleep.delays, caps, strict=True))
+    # Full jitter: not a fixed schedule (with this seed the delays are not all equal to the caps).
+    assert sleep.delays != caps
+
+
+async def test_retry_after_is_honoured_and_capped() -> None:
+    inner = Scripted(
+        RateLimitError("slow", retry_after=7.0), RateLimitError("slow", retry_after=500.0)
+    )
+    model, sleep = retrying(inner, base_delay=0.1, max_delay=60.0)
+    await model.complete(REQ)
+    assert sleep.delays == [7.0, 60.0]
+
+
+async def test_zero_retries() -> None:
+    inner = Scripted(ServerError("x"))
+    model, sleep = retrying(inner, max_retries=0)
+    with pytest.raises(ServerError):
+        await model.complete(REQ)
+    assert inner.calls == 1 and sleep.delays == []
+
+
+async def test_retried_stream_does_not_count_tokens_twice() -> None:
+    inner = Scripted(StreamInterrupted("cut"), stream=("ab", "cd", "ef"))
+    model, _ = retrying(inner)
+    got: list[str] = []
+    resp = await model.complete(REQ, on_token=got.append)
+    # First attempt delivered abcdef then was cut; the retry replays it: nothing new to forward.
+    assert "".join(got) == "abcdef" and resp.text == "abcdef" and inner.calls == 2
+
+
+async def test_retry_forwards_only_text_beyond_what_was_seen() -> None:
+    class Growing(Scripted):
+        async def complete(
+            self, request: ModelRequest, *, on_token: TokenCallback | None = None
+        ) -> ModelResponse:
+            self.calls += 1
+            pieces = ["abc"] if self.calls == 1 else ["ab", "cde", "f"]
+            for piece in pieces:
+                await send(on_token, piece)
+            if self.calls == 1:
+                raise StreamInterrupted("cut")
+            return ModelResponse(text="abcdef")
+
+    model, _ = retrying(Growing())
+    got: list[str] = []
+    await model.complete(REQ, on_token=got.append)
+    assert got == ["abc", "de", "f"]
+
+
+async def test_wrapper_passes_backend_facts_through() -> None:
+    inner = OpenAICompatModel(
+        base_url="http://x.test/v1",
+        model="m",
+        transport=httpx.MockTransport(lambda r: httpx.Response(500)),
+    )
+    model, sleep = retrying(inner, max_retries=2)
+    assert model.backend == "openai" and model.model_name == "m" and model.unwrap() is inner
+    assert model.supports_json_schema is True
+    model.supports_json_schema = False
+    assert inner.supports_json_schema is False
+    with pytest.raises(ServerError):
+        await model.complete(REQ)
+    assert len(sleep.delays) == 2
+    await model.aclose()
+
+
+async def test_429_over_http_is_retried_after_retry_after() -> None:
+    responses = [
+        httpx.Response(429, headers={"retry-after": "2"}),
+        httpx.Response(
+            200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+        ),
+    ]
+    inner = OpenAICompatModel(
+        base_url="http://x.test/v1",
+        model="m",
+        stream=False,
+        transport=httpx.MockTransport(lambda r: responses.pop(0)),
+    )
+    model, sleep = retrying(inner)
+    assert (await model.complete(REQ)).text == "ok"
+    assert sleep.delays == [2.0]
