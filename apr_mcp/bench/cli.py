@@ -1,0 +1,195 @@
+"""``apr-mcp bench`` and ``apr-mcp trace`` subcommands (wired into :mod:`apr_mcp.cli`).
+
+Human-readable progress goes to stderr; stdout carries only a command's result (the summary
+table of ``bench``, the text timeline of ``trace view``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..errors import AprError, ConfigError
+from .datasets import bundled_datasets, load_dataset
+from .runner import STRATEGIES, BenchConfig, execute_bench
+
+__all__ = ["add_bench_subcommand", "add_trace_subcommand", "run_bench", "run_trace"]
+
+# Subparsers action type is private in argparse; accept anything with add_parser.
+_Subparsers = Any
+
+
+def add_bench_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
+    """Register ``apr-mcp bench``."""
+    from ..cli import add_model_flags
+
+    p = subparsers.add_parser(
+        "bench",
+        help="evaluate strategies (sequential, adaptive, fixed, vote) on a dataset",
+        description="Run dataset items through several strategies on the configured backend and "
+        "write results.jsonl, report.md and report.html. Bundled datasets: "
+        + ", ".join(bundled_datasets()) + ". Use 'all' for every bundled set, or a path to your own JSONL.",
+    )
+    p.add_argument("--dataset", action="append", required=False, default=None,
+                   help="bundled name, 'all', or a .jsonl path (repeat or comma-separate for several)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)")
+    p.add_argument("--limit", type=int, help="first N items of each dataset")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="items in flight at once (default 4; use 1 for uncontended latency figures)")
+    p.add_argument("--out", type=Path, default=Path("apr-bench"), help="output directory (default ./apr-bench)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--retry-errors", action="store_true", help="with --resume: run failed items again")
+    p.add_argument("--vote-k", type=int, default=5, help="attempts per item for the vote strategy")
+    p.add_argument("--item-timeout", type=float, help="seconds before an item counts as an error")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the reports from --out")
+    p.add_argument("--list-datasets", action="store_true", help="list bundled datasets and exit")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
+    add_model_flags(p)
+    p.set_defaults(func=run_bench)
+    return p
+
+
+def _dataset_names(values: list[str] | None) -> list[str]:
+    names: list[str] = []
+    for value in values or []:
+        for part in value.split(","):
+            part = part.strip()
+            if part == "all":
+                names += bundled_datasets()
+            elif part:
+                names.append(part)
+    return list(dict.fromkeys(names))
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Entry point of ``apr-mcp bench``; returns the exit code."""
+    from .report import write_reports
+
+    if args.list_datasets:
+        for name in bundled_datasets():
+            ds = load_dataset(name)
+            print(f"{name}\tv{ds.info.version}\t{len(ds.items)} items\t{ds.info.licence}\t{ds.info.description}")
+        return 0
+    out_dir: Path = args.out
+    if not args.report_only:
+        names = _dataset_names(args.dataset)
+        if not names:
+            raise ConfigError("choose a dataset: --dataset NAME|all|path.jsonl (see --list-datasets)")
+        datasets = [load_dataset(n, limit=args.limit) for n in names]
+        config = BenchConfig(
+            datasets=datasets, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+            out_dir=out_dir, concurrency=args.concurrency, resume=args.resume, vote_k=args.vote_k,
+            retry_errors=args.retry_errors, item_timeout_s=args.item_timeout,
+        )
+        _run_with_engine(args, config)
+    elif not (out_dir / "results.jsonl").is_file():
+        raise ConfigError(f"--report-only: no results.jsonl in {out_dir}")
+    md, page = write_reports(out_dir, seed=args.seed)
+    print(md.read_text(encoding="utf-8"))
+    print(f"apr-mcp bench: reports written: {md} and {page}", file=sys.stderr)
+    return 0
+
+
+def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
+    from ..cli import settings_from_args
+    from ..runtime import build_runtime
+    from ..trace import RunStore
+
+    settings = settings_from_args(args)
+    settings.require_backend()
+    total = sum(len(ds.items) for ds in config.datasets) * len(config.strategies)
+    done = 0
+
+    async def progress(rec: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        mark = {True: "✓", False: "✗", None: "·"}[rec.get("correct")] if rec.get("status") == "ok" else "error"
+        print(f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "
+              f"{rec['wall_s']:.2f}s", file=sys.stderr)
+
+    async def go() -> None:
+        # Bench runs are kept beside the results (not pruned at 200) so `trace view` finds them all.
+        runtime = build_runtime(settings, run_store=RunStore(config.out_dir / "runs", keep=1_000_000))
+        try:
+            await execute_bench(runtime.engine, config, on_record=progress)
+        finally:
+            await runtime.aclose()
+
+    try:
+        anyio.run(go)
+    except KeyboardInterrupt:
+        print(f"apr-mcp bench: interrupted; continue with --resume --out {config.out_dir}", file=sys.stderr)
+        raise
+
+
+# ----- trace -----
+
+
+def add_trace_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
+    """Register ``apr-mcp trace view RUN`` and ``apr-mcp trace list``."""
+    p = subparsers.add_parser("trace", help="show saved runs and their thread timelines")
+    sub = p.add_subparsers(dest="trace_command", metavar="ACTION")
+    view = sub.add_parser("view", help="timeline of one run (text; --html for a page)")
+    view.add_argument("run", help="run id (see `apr-mcp trace list`) or a path to a run JSON file")
+    view.add_argument("--html", type=Path, help="write a self-contained HTML timeline to this file")
+    view.add_argument("--open", action="store_true", help="open the HTML file in a browser")
+    view.add_argument("--runs-dir", type=Path, help="run store directory (default: APR_RUNS_DIR or the user data dir)")
+    lst = sub.add_parser("list", help="the newest saved runs")
+    lst.add_argument("--limit", type=int, default=20)
+    lst.add_argument("--runs-dir", type=Path)
+    p.set_defaults(func=run_trace)
+    return p
+
+
+def _load_run(ref: str, runs_dir: Path | None) -> Any:
+    from ..schemas import SolveResult, SolveRun
+    from ..trace import RunStore
+
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            if '"strategy"' in text and '"answer"' in text:
+                return SolveResult.model_validate_json(text)
+            return SolveRun.model_validate_json(text)
+        except ValueError as exc:
+            raise AprError(f"{path} is not a run trace: {exc}") from exc
+    return RunStore(runs_dir).load(ref)
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    """Entry point of ``apr-mcp trace``; returns the exit code."""
+    from ..trace import RunStore
+    from .page import html_page
+    from .timeline import legend_html, render_svg, render_text, timeline_from_result
+
+    if args.trace_command == "list":
+        for s in RunStore(args.runs_dir).list(args.limit):
+            print(f"{s['run_id']}  {s.get('strategy', s['kind']):<10} {s['wall_s']:7.2f}s  "
+                  f"{s['threads']:>2} threads  {s['question']}")
+        return 0
+    if args.trace_command != "view":
+        raise ConfigError("usage: apr-mcp trace view RUN [--html out.html] [--open] | apr-mcp trace list")
+    run = _load_run(args.run, args.runs_dir)
+    tl = timeline_from_result(run)
+    print(render_text(tl))
+    if args.html:
+        import html as _html
+
+        body = (f"<h1>Run {_html.escape(tl.run_id)}</h1><p>{_html.escape(run.question[:500])}</p>"
+                f"<p class=\"muted\">{_html.escape(tl.title)} · wall {tl.wall_s:.3f}s · critical path "
+                f"{tl.critical_path_s:.3f}s</p>" + legend_html() + render_svg(tl))
+        args.html.write_text(html_page(f"apr-mcp run {tl.run_id}", body), encoding="utf-8")
+        print(f"apr-mcp trace: wrote {args.html}", file=sys.stderr)
+        if args.open:
+            webbrowser.open(args.html.resolve().as_uri())
+    elif args.open:
+        raise ConfigError("--open needs --html FILE")
+    return 0

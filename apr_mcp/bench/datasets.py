@@ -1,0 +1,129 @@
+"""Benchmark datasets: the bundled JSONL sets and the user's own files.
+
+Record format (one JSON object per line)::
+
+    {"id": "sp-001", "question": "...", "answer": "42", "grader": "numeric",
+     "should_split": true, "context": "", "meta": {"rel_tol": 0.01}}
+
+* ``id`` (unique), ``question`` and ``grader`` are required; ``answer`` is required for every
+  grader except ``countdown`` (which checks ``meta.numbers``/``meta.target``/``meta.rules``).
+* ``grader``: ``exact`` (answer: string or list of accepted strings), ``numeric`` (answer:
+  number; ``meta.rel_tol``/``meta.abs_tol``), ``choice`` (answer: letter; ``meta.choices``),
+  ``countdown`` (``meta.numbers``, ``meta.target``, ``meta.rules`` = ``countdown`` | ``24``),
+  ``llm_judge`` (answer: reference text, judged by the merger model).
+* ``should_split`` (optional): the label routing accuracy is scored against.
+* ``context`` (optional): passed to the engine with the question.
+
+An optional first line ``{"_meta": {"name", "version", "source", "licence", "description"}}``
+describes the set; bundled sets always carry one, and reports print it.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from ..errors import ConfigError
+from .graders import GRADERS
+
+__all__ = ["Dataset", "DatasetInfo", "Item", "bundled_datasets", "load_dataset"]
+
+
+class Item(BaseModel):
+    """One question of a dataset."""
+
+    id: str = Field(min_length=1, max_length=128)
+    question: str = Field(min_length=1)
+    answer: Any = None
+    grader: str = "exact"
+    should_split: bool | None = None
+    context: str = ""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Item:
+        if self.grader not in GRADERS:
+            raise ValueError(f"unknown grader {self.grader!r}; use one of {', '.join(GRADERS)}")
+        if self.grader == "countdown":
+            missing = {"numbers", "target"} - self.meta.keys()
+            if missing:
+                raise ValueError(f"countdown items need meta.{' and meta.'.join(sorted(missing))}")
+        elif self.answer is None:
+            raise ValueError(f"grader {self.grader!r} needs an answer")
+        return self
+
+
+class DatasetInfo(BaseModel):
+    """Provenance of a dataset (the ``_meta`` header record)."""
+
+    name: str
+    version: str = "unversioned"
+    source: str = "user-supplied"
+    licence: str = "unknown"
+    description: str = ""
+
+
+class Dataset(BaseModel):
+    info: DatasetInfo
+    items: list[Item]
+    path: str = ""
+
+
+def _bundled_dir() -> Path:
+    return Path(str(resources.files("apr_mcp").joinpath("datasets")))
+
+
+def bundled_datasets() -> list[str]:
+    """Names of the datasets shipped with the package."""
+    return sorted(p.stem for p in _bundled_dir().glob("*.jsonl"))
+
+
+def load_dataset(name_or_path: str | Path, *, limit: int | None = None) -> Dataset:
+    """Load a bundled dataset by name, or any JSONL file by path.
+
+    Raises :class:`ConfigError` naming the file and line of any bad record.
+    """
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = _bundled_dir() / f"{name_or_path}.jsonl"
+        if not path.is_file():
+            raise ConfigError(
+                f"no dataset named {name_or_path!r}; bundled: {', '.join(bundled_datasets())}, "
+                "or pass a path to a .jsonl file"
+            )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read dataset {path}: {exc}") from exc
+    info = DatasetInfo(name=path.stem)
+    items: list[Item] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}:{lineno}: each line must be a JSON object")
+        try:
+            if "_meta" in record:
+                info = DatasetInfo(**{"name": path.stem, **record["_meta"]})
+                continue
+            item = Item(**record)
+        except (ValidationError, TypeError) as exc:
+            raise ConfigError(f"{path}:{lineno}: invalid record: {exc}") from None
+        if item.id in seen:
+            raise ConfigError(f"{path}:{lineno}: duplicate id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise ConfigError(f"dataset {path} has no items")
+    if limit is not None:
+        items = items[: max(0, limit)]
+    return Dataset(info=info, items=items, path=str(path))
