@@ -370,3 +370,16 @@ async def test_finish_reason_length_fails_structured_or_empty() -> None:
     rec = Recorder(stream_response(sse(chunk(finish="length"))))
     with pytest.raises(ModelOutputError):
         await make(rec).complete(req())
+
+
+async def test_408_is_a_retryable_timeout() -> None:
+    with pytest.raises(ModelTimeoutError) as info:
+        await make(Recorder(httpx.Response(408, text="request timeout"))).complete(req())
+    assert info.value.status_code == 408 and info.value.retryable
+
+
+async def test_error_object_in_a_200_json_body() -> None:
+    body = {"error": {"message": "Provider returned error", "code": 502}}
+    with pytest.raises(ServerError) as info:
+        await make(Recorder(httpx.Response(200, json=body)), stream=False).complete(req())
+    assert "Provider returned error" in str(info.value)

@@ -153,7 +153,7 @@ def provider_message(body: str) -> str | None:
 
 def http_error(
     status: int, body: str, headers: Mapping[str, str], *, backend: str, model: str
-) -> ModelHTTPError:
+) -> ModelError:
     """The exception for an HTTP error status, with the provider's message and a hint."""
     message = provider_message(body) or httpx.codes.get_reason_phrase(status) or "HTTP error"
     kw: dict[str, object] = {
@@ -166,6 +166,8 @@ def http_error(
         retry_after = parse_retry_after(headers)
         label = "rate limited" if status == 429 else "overloaded"
         return RateLimitError(f"{label}: {message}", retry_after=retry_after, **kw)
+    if status == 408:  # the server gave up waiting (proxies, Ollama loading a model): retryable
+        return ModelTimeoutError(f"request timeout: {message}", **kw)  # type: ignore[arg-type]
     if status >= 500:
         return ServerError(f"server error: {message}", **kw)  # type: ignore[arg-type]
     if status in (401, 403):

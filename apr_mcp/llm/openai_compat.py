@@ -191,14 +191,17 @@ class OpenAICompatModel(Model):
     ) -> ModelResponse:
         try:
             data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+            raise stream_error(data, backend=_BACKEND, model=model)  # an error inside a 200
+        try:
             choice = data["choices"][0]
             message = choice.get("message") or {}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise ModelOutputError(
                 "response is not a chat completion JSON", backend=_BACKEND, model=model, body=raw
             ) from None
-        if "error" in data and not data.get("choices"):
-            raise stream_error(data, backend=_BACKEND, model=model)
         text = message.get("content") or ""
         if not isinstance(text, str):  # some servers return content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
