@@ -1,22 +1,84 @@
-"""The Engine: the four stages as async methods (CONTRACT STUB — the engine helper replaces the bodies)."""
+"""The Engine: plan → parallel solve → merge, as four async methods.
+
+``decompose``, ``parallel_solve`` and ``merge`` are the three stages the MCP tools expose one by
+one (their inputs and outputs chain unchanged); ``solve`` runs the whole pipeline with a strategy:
+
+* ``adaptive`` — plan (heuristics may skip the planner); a question not worth splitting is one
+  solver call; otherwise the subtasks run as a DAG under the controller and are merged.
+* ``sequential`` — the baseline: one chain-of-thought call, no structure.
+* ``fixed`` — a fixed-width baseline: always ``settings.max_threads`` subtasks.
+
+Time budget of ``solve`` (``deadline_s``, default ``settings.deadline_s``): planning may use a
+quarter of it, threads stop early enough to leave a reserve for the merge, and a merge that would
+overrun falls back to the most relevant result, so a host with a hard timeout gets an answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Literal
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import anyio
 
 from ..config import Settings
-from ..llm.base import Model
-from ..schemas import MergeResult, MergeStrategy, Plan, RunEvent, SolveResult, SolveRun, Subtask, ThreadResult
+from ..errors import AprError, ModelError, PlanError
+from ..llm.base import Model, ModelRequest
+from ..prompts import load_prompt
+from ..schemas import (
+    Decision,
+    MergeResult,
+    MergeStrategy,
+    Plan,
+    RunMetrics,
+    SolveResult,
+    SolveRun,
+    StageUsage,
+    Subtask,
+    ThreadResult,
+    ThreadStatus,
+)
+from ..tokens import count_messages
+from ..trace import RunStore, new_run_id
+from .controller import Controller
+from .events import EventCallback, EventSink, event_sink
+from .merge import merge as merge_results
+from .plan import HOST_MAX_SUBTASKS, find_duplicates, make_plan, single_task_plan, validate_plan
+from .scheduler import DagOutcome, Scheduler
 
 __all__ = ["Engine", "EventCallback"]
 
-#: Receives every RunEvent of a run (progress for the CLI and MCP progress notifications).
-EventCallback = Callable[[RunEvent], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+#: Share of the deadline planning may take before falling back to one task.
+PLAN_SHARE = 0.25
+#: Share of the deadline (at most MERGE_RESERVE_MAX_S) kept free for the merge after the threads.
+MERGE_SHARE = 0.2
+MERGE_RESERVE_MAX_S = 10.0
+
+_MERGE_LATE = "merge ran past the deadline"
+
+ControllerFactory = Callable[[Settings, "Model | None"], Controller]
+
+
+class _Clock:
+    """Seconds since the run started (monotonic), the time base of every trace field."""
+
+    def __init__(self) -> None:
+        self.t0 = anyio.current_time()
+
+    def __call__(self) -> float:
+        return anyio.current_time() - self.t0
 
 
 class Engine:
-    """One engine per configuration. Safe to use for many concurrent runs."""
+    """One engine per configuration. Safe to use for many concurrent runs.
+
+    ``controller`` is the optional meta-controller model; ``controller_factory`` builds the
+    per-run :class:`~apr_mcp.engine.controller.Controller` (override it to plug in a subclass);
+    ``run_store`` saves every ``parallel_solve`` and ``solve`` result as a trace.
+    """
 
     def __init__(
         self,
@@ -26,17 +88,29 @@ class Engine:
         solver: Model,
         merger: Model,
         controller: Model | None = None,
+        run_store: RunStore | None = None,
+        controller_factory: ControllerFactory | None = None,
     ) -> None:
         self.settings = settings
         self.planner = planner
         self.solver = solver
         self.merger = merger
         self.controller = controller
+        self.run_store = run_store
+        self.controller_factory: ControllerFactory = controller_factory or Controller
+
+    # ----- stage 1 -----
 
     async def decompose(
         self, question: str, *, context: str = "", max_subtasks: int | None = None
     ) -> Plan:
-        raise NotImplementedError
+        """Plan ``question``: whether to split, why, and the subtasks (always at least one)."""
+        plan, _ = await make_plan(
+            self.planner, question, context, self.settings, max_subtasks=max_subtasks
+        )
+        return plan
+
+    # ----- stage 2 -----
 
     async def parallel_solve(
         self,
@@ -48,7 +122,38 @@ class Engine:
         deadline_s: float | None = None,
         on_event: EventCallback | None = None,
     ) -> SolveRun:
-        raise NotImplementedError
+        """Solve ``subtasks`` (planned first when None) concurrently; never raises for a thread's
+        failure. Raises :class:`PlanError` for invalid host subtasks."""
+        clock = _Clock()
+        deadline = deadline_s or self.settings.deadline_s
+        decisions: list[Decision] = []
+        stages: dict[str, StageUsage] = {}
+        extra: list[ThreadResult] = []
+        plan_latency = 0.0
+        async with event_sink(on_event) as sink:
+            if subtasks is None:
+                plan, stages["plan"] = await self._plan(question, context, None, deadline, clock)
+                plan_latency = clock()
+                self._plan_decisions(plan, decisions, sink, clock)
+            else:
+                plan, extra = self._host_plan(subtasks)
+            outcome = await self._run_plan(
+                question, context, plan, sink, clock, decisions,
+                max_concurrency=max_concurrency, deadline_s=deadline - clock(),
+            )
+            stages["solve"] = outcome.usage
+            results = outcome.results + extra
+            sink.emit("finished", _finished_message(results, clock()))
+        metrics = _metrics(results, stages, clock(), outcome.partial,
+                           plan_latency + outcome.critical_path_s)
+        run = SolveRun(
+            run_id=new_run_id(), question=question, results=results, metrics=metrics,
+            decisions=decisions, partial=outcome.partial,
+        )
+        await self._save(run)
+        return run
+
+    # ----- stage 3 -----
 
     async def merge(
         self,
@@ -58,8 +163,16 @@ class Engine:
         context: str = "",
         strategy: MergeStrategy = MergeStrategy.synthesize,
         context_budget_tokens: int | None = None,
+        priorities: dict[str, int] | None = None,
     ) -> MergeResult:
-        raise NotImplementedError
+        """Merge thread results (e.g. ``SolveRun.results``) into one answer within a budget."""
+        return await merge_results(
+            self.merger, question, results, context=context, strategy=strategy,
+            budget_tokens=context_budget_tokens or self.settings.merge_budget_tokens,
+            settings=self.settings, priorities=priorities,
+        )
+
+    # ----- the whole pipeline -----
 
     async def solve(
         self,
@@ -74,4 +187,318 @@ class Engine:
         merge_strategy: MergeStrategy | None = None,
         on_event: EventCallback | None = None,
     ) -> SolveResult:
-        raise NotImplementedError
+        """Answer ``question`` end to end. ``mode="debug"`` runs parallel-hypotheses debugging."""
+        if mode == "debug":
+            return await self._debug(
+                question, context=context, max_subtasks=max_subtasks,
+                max_concurrency=max_concurrency, deadline_s=deadline_s,
+                merge_strategy=merge_strategy, on_event=on_event,
+            )
+        if strategy == "sequential":
+            result = await self._sequential(question, context, deadline_s, on_event)
+        elif strategy in ("adaptive", "fixed"):
+            result = await self._pipeline(
+                question, context, strategy, max_subtasks=max_subtasks,
+                max_concurrency=max_concurrency, deadline_s=deadline_s,
+                merge_strategy=merge_strategy, on_event=on_event,
+            )
+        else:
+            raise AprError(f"unknown strategy {strategy!r}: use adaptive, sequential or fixed")
+        await self._save(result)
+        return result
+
+    async def _pipeline(
+        self,
+        question: str,
+        context: str,
+        strategy: Literal["adaptive", "fixed"],
+        *,
+        max_subtasks: int | None,
+        max_concurrency: int | None,
+        deadline_s: float | None,
+        merge_strategy: MergeStrategy | None,
+        on_event: EventCallback | None,
+    ) -> SolveResult:
+        clock = _Clock()
+        deadline = deadline_s or self.settings.deadline_s
+        decisions: list[Decision] = []
+        stages: dict[str, StageUsage] = {}
+        async with event_sink(on_event) as sink:
+            force = self.settings.max_threads if strategy == "fixed" else None
+            plan, stages["plan"] = await self._plan(
+                question, context, max_subtasks, deadline, clock, force_width=force
+            )
+            plan_latency = clock()
+            if force is not None and not plan.should_split:
+                plan = _attempts_plan(question, force, plan)
+                merge_strategy = merge_strategy or MergeStrategy.vote
+            self._plan_decisions(plan, decisions, sink, clock)
+            reserve = min(MERGE_RESERVE_MAX_S, MERGE_SHARE * deadline) if plan.should_split else 0.0
+            outcome = await self._run_plan(
+                question, context, plan, sink, clock, decisions,
+                max_concurrency=max_concurrency, deadline_s=deadline - reserve - clock(),
+            )
+            stages["solve"] = outcome.usage
+            strategy_used = merge_strategy or MergeStrategy.synthesize
+            priorities = {s.id: s.priority for s in outcome.state.subtasks.values()}
+            merge_started = clock()
+            sink.emit("merging", f"merging {sum(r.status is ThreadStatus.done for r in outcome.results)} "
+                      f"result(s) ({strategy_used.value})")
+            merged = await self._bounded_merge(
+                question, context, outcome.results, strategy_used, priorities,
+                seconds=deadline - clock(),
+            )
+            merge_latency = clock() - merge_started if merged.context_tokens else 0.0
+            stages["merge"] = StageUsage(
+                calls=1 if merged.context_tokens else 0,
+                cached_calls=int(merged.cached and merged.context_tokens > 0),
+                tokens_in=merged.tokens_in, tokens_out=merged.tokens_out,
+                max_context_tokens=merged.context_tokens,
+            )
+            sink.emit("finished", _finished_message(outcome.results, clock()))
+        partial = outcome.partial or merged.note.startswith(_MERGE_LATE)
+        metrics = _metrics(outcome.results, stages, clock(), partial,
+                           plan_latency + outcome.critical_path_s + merge_latency)
+        return SolveResult(
+            run_id=new_run_id(), question=question, strategy=strategy, answer=merged.answer,
+            confidence=merged.confidence, plan=plan, results=outcome.results, merge=merged,
+            metrics=metrics, decisions=decisions, partial=partial,
+            backend=self.solver.backend, model=self.solver.model_name,
+        )
+
+    # ----- pieces -----
+
+    async def _plan(
+        self, question: str, context: str, max_subtasks: int | None, deadline: float,
+        clock: _Clock, *, force_width: int | None = None,
+    ) -> tuple[Plan, StageUsage]:
+        seconds = max(0.5, PLAN_SHARE * deadline)
+        with anyio.move_on_after(seconds) as scope:
+            return await make_plan(
+                self.planner, question, context, self.settings,
+                max_subtasks=max_subtasks, force_width=force_width,
+            )
+        assert scope.cancelled_caught
+        plan = single_task_plan(
+            question, reason=f"planning took longer than {seconds:.1f}s; answering with one call"
+        )
+        return plan, StageUsage(calls=1)
+
+    def _host_plan(self, subtasks: Sequence[Subtask]) -> tuple[Plan, list[ThreadResult]]:
+        """Validate subtasks a host wrote. Identical prompts run once; the duplicates get a
+        ``skipped`` result naming the one that ran, so every given id has a result."""
+        if not subtasks:
+            raise PlanError(
+                "subtasks is empty: pass at least one subtask, or omit it to let the planner split"
+            )
+        if len(subtasks) > HOST_MAX_SUBTASKS:
+            raise PlanError(
+                f"{len(subtasks)} subtasks given; at most {HOST_MAX_SUBTASKS} per call"
+            )
+        subs = [Subtask.model_validate(s) if not isinstance(s, Subtask) else s for s in subtasks]
+        plan = validate_plan(
+            Plan(should_split=len(subs) > 1, reason="subtasks given by the host", subtasks=subs,
+                 source="host"),
+            max_subtasks=HOST_MAX_SUBTASKS,
+        )
+        extra = [
+            ThreadResult(id=dup, status=ThreadStatus.skipped, prompt=s.prompt,
+                         reason=f"duplicate of {kept}; see its result",
+                         depends_on=list(s.depends_on))
+            for dup, kept in find_duplicates(subs).items()
+            for s in subs if s.id == dup
+        ]
+        return plan, extra
+
+    def _plan_decisions(
+        self, plan: Plan, decisions: list[Decision], sink: EventSink, clock: _Clock
+    ) -> None:
+        if plan.source == "fallback":
+            kind = "fallback"
+        else:
+            kind = "split" if plan.should_split else "no_split"
+        what = (f"split into {len(plan.subtasks)} subtasks" if plan.should_split
+                else "answering with one call")
+        reason = f"{what} ({plan.source}): {plan.reason or 'no reason given'}"
+        decisions.append(Decision(at_s=round(clock(), 6), kind=kind, reason=reason))
+        sink.emit("planned", reason)
+        sink.emit("decision", reason)
+
+    async def _run_plan(
+        self, question: str, context: str, plan: Plan, sink: EventSink, clock: _Clock,
+        decisions: list[Decision], *, max_concurrency: int | None, deadline_s: float,
+    ) -> DagOutcome:
+        width = len(plan.subtasks)
+        if max_concurrency is not None:
+            limit, why = max_concurrency, "requested by the caller"
+        elif plan.max_concurrency is not None:
+            limit = min(plan.max_concurrency, self.settings.max_concurrency)
+            why = f"planner suggested {plan.max_concurrency}, max_concurrency {self.settings.max_concurrency}"
+        else:
+            limit = min(width, self.settings.max_concurrency)
+            why = f"one per subtask, capped by max_concurrency {self.settings.max_concurrency}"
+        limit = max(1, min(limit, 64, width))
+        scheduler = Scheduler(
+            solver=self.solver, settings=self.settings, question=question, context=context,
+            subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
+            controller=self.controller_factory(self.settings, self.controller),
+            deadline_s=max(0.0, deadline_s), decisions=decisions,
+        )
+        if width > 1:
+            scheduler.decide("width", f"{width} subtasks, up to {limit} at once ({why}); "
+                             f"complexity {plan.complexity}/10")
+        return await scheduler.run()
+
+    async def _bounded_merge(
+        self, question: str, context: str, results: list[ThreadResult],
+        strategy: MergeStrategy, priorities: dict[str, int], *, seconds: float,
+    ) -> MergeResult:
+        with anyio.move_on_after(max(0.5, seconds)):
+            return await self.merge(question, results, context=context, strategy=strategy,
+                                    priorities=priorities)
+        done = [r for r in results if r.status is ThreadStatus.done]
+        best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
+        return MergeResult(
+            answer=(best.answer or best.summary) if best else "No thread finished before the deadline.",
+            confidence=best.confidence if best else 0.0,
+            strategy=strategy, used=[best.id] if best else [],
+            dropped=[r.id for r in results if best is None or r.id != best.id],
+            note=f"{_MERGE_LATE}; returned the most relevant result",
+        )
+
+    async def _sequential(
+        self, question: str, context: str, deadline_s: float | None, on_event: EventCallback | None
+    ) -> SolveResult:
+        """The baseline: one chain-of-thought call; the answer follows "Final answer:"."""
+        clock = _Clock()
+        deadline = deadline_s or self.settings.deadline_s
+        prompt = load_prompt("sequential")
+        request = ModelRequest(
+            messages=prompt.render(question=question, context=context),
+            max_tokens=min(8192, self.settings.max_tokens * 2),
+            temperature=self.settings.temperature,
+            purpose="sequential",
+            prompt_version=prompt.key,
+        )
+        usage = StageUsage(calls=1, max_context_tokens=count_messages(request.messages))
+        async with event_sink(on_event) as sink:
+            sink.add_threads(1)
+            sink.emit("started", "t1 started (sequential baseline)", thread_id="t1")
+            text: str | None = None
+            error: str | None = None
+            response = None
+            with anyio.move_on_after(deadline):
+                try:
+                    response = await self.solver.complete(request)
+                    text = response.text
+                except ModelError as exc:
+                    error = str(exc)
+            finished = clock()
+            common: dict[str, Any] = {"id": "t1", "prompt": question[:20_000] or "-",
+                                      "started_s": 0.0, "finished_s": round(finished, 6),
+                                      "latency_s": round(finished, 6)}
+            if response is not None and text is not None:
+                usage.tokens_in, usage.tokens_out = response.usage.input_tokens, response.usage.output_tokens
+                usage.cached_calls = int(response.cached)
+                answer = final_answer(text)
+                thread = ThreadResult(status=ThreadStatus.done, answer=text, summary=answer,
+                                      tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+                                      cached=response.cached, **common)
+                sink.emit("cached" if response.cached else "done",
+                          "t1 served from cache" if response.cached else
+                          f"t1 done ({usage.tokens_in + usage.tokens_out} tokens, {finished:.1f}s)",
+                          thread_id="t1", completes=True)
+            elif error is not None:
+                answer = f"No answer: {error}"
+                thread = ThreadResult(status=ThreadStatus.failed, error=error, **common)
+                sink.emit("failed", f"t1 failed: {error[:160]}", thread_id="t1", completes=True)
+            else:
+                answer = "No answer: the deadline passed before the model finished."
+                thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline", **common)
+                sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
+            sink.emit("finished", _finished_message([thread], clock()))
+        partial = thread.status is ThreadStatus.cancelled
+        metrics = _metrics([thread], {"solve": usage}, clock(), partial, thread.latency_s)
+        return SolveResult(
+            run_id=new_run_id(), question=question, strategy="sequential", answer=answer,
+            results=[thread], metrics=metrics, partial=partial,
+            backend=self.solver.backend, model=self.solver.model_name,
+        )
+
+    async def _debug(self, question: str, **kwargs: Any) -> SolveResult:
+        try:
+            from . import debug  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise AprError(
+                "debug mode is not available in this build (apr_mcp.engine.debug is missing)"
+            ) from exc
+        result: SolveResult = await debug.run_debug(self, question, **kwargs)
+        await self._save(result)
+        return result
+
+    async def _save(self, run: SolveResult | SolveRun) -> None:
+        if self.run_store is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.run_store.save, run)
+        except AprError as exc:  # a full disk must not lose the answer
+            log.warning("could not save run %s: %s", run.run_id, exc)
+
+
+# ----- helpers -----
+
+_FINAL = re.compile(r"final answer\s*[:：]", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str:
+    """The text after the last "Final answer:" (markdown emphasis stripped), else all of it."""
+    matches = list(_FINAL.finditer(text))
+    if not matches:
+        return text.strip()
+    tail = text[matches[-1].end():].strip().strip("*_ ").strip()
+    return tail or text.strip()
+
+
+def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
+    subtasks = [
+        Subtask(id=f"a{k}", prompt=f"Attempt {k} of {width}: answer independently, checking your "
+                f"own work.\n\n{question}"[:20_000])
+        for k in range(1, width + 1)
+    ]
+    return Plan(
+        should_split=True,
+        reason=f"fixed baseline: the planner did not split ({original.reason}); running {width} "
+        "independent attempts merged by vote",
+        complexity=original.complexity, subtasks=subtasks, max_concurrency=width,
+        source="heuristic", signals=original.signals,
+    )
+
+
+def _finished_message(results: Sequence[ThreadResult], wall: float) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    parts = ", ".join(f"{n} {k}" for k, n in counts.items())
+    return f"finished in {wall:.1f}s ({parts or 'no threads'})"
+
+
+def _metrics(
+    results: Sequence[ThreadResult], stages: dict[str, StageUsage], wall: float, partial: bool,
+    critical_path_s: float,
+) -> RunMetrics:
+    by = {s: sum(r.status is s for r in results) for s in ThreadStatus}
+    return RunMetrics(
+        wall_s=round(wall, 6),
+        critical_path_s=round(critical_path_s, 6),
+        tokens_in=sum(s.tokens_in for s in stages.values()),
+        tokens_out=sum(s.tokens_out for s in stages.values()),
+        max_context_tokens=max((s.max_context_tokens for s in stages.values()), default=0),
+        model_calls=sum(s.calls for s in stages.values()),
+        cache_hits=sum(s.cached_calls for s in stages.values()),
+        threads=len(results),
+        threads_done=by[ThreadStatus.done],
+        threads_failed=by[ThreadStatus.failed],
+        threads_cancelled=by[ThreadStatus.cancelled],
+        partial=partial,
+        stages=stages,
+    )

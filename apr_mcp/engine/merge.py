@@ -1,0 +1,208 @@
+"""Merging: turn the distilled thread results into one answer within a token budget.
+
+The merger sees each usable thread's *summary* (the distilled result; a truncated answer when a
+thread gave no summary), never the full transcripts, so the merge context stays small however
+many threads ran. Results go in order of relevance and are cut from the least relevant end when
+they do not fit the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+
+import anyio
+from pydantic import BaseModel, Field
+
+from ..config import Settings
+from ..errors import ModelError
+from ..llm.base import Model, ModelRequest
+from ..prompts import load_prompt
+from ..schemas import MergeResult, MergeStrategy, ThreadResult, ThreadStatus
+from ..tokens import count_messages, count_tokens, truncate_to_tokens
+
+__all__ = ["MergeOutput", "merge", "relevance_order"]
+
+log = logging.getLogger(__name__)
+
+#: A result with no summary contributes at most this much of its full answer.
+SUMMARY_FALLBACK_TOKENS = 200
+#: The last entry that fits only in part is kept if at least this much of it fits.
+MIN_PARTIAL_TOKENS = 64
+
+
+class MergeOutput(BaseModel):
+    """What the merger model returns."""
+
+    answer: str = Field(description="The merged answer to the original question.")
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Confidence, 0 to 1.")
+
+
+def relevance_order(
+    results: Sequence[ThreadResult], priorities: Mapping[str, int] | None = None
+) -> list[ThreadResult]:
+    """Most relevant first.
+
+    A result that settles the question comes first; then higher confidence (a missing
+    confidence counts as 0.5); then the planner's priority for the subtask; then plan order.
+    Confidence ranks above priority because it is what the thread learned, while priority is
+    only what the planner expected before anything ran.
+    """
+    prio = priorities or {}
+    indexed = list(enumerate(results))
+    indexed.sort(
+        key=lambda ir: (
+            not ir[1].settles_question,
+            -(ir[1].confidence if ir[1].confidence is not None else 0.5),
+            -prio.get(ir[1].id, 0),
+            ir[0],
+        )
+    )
+    return [r for _, r in indexed]
+
+
+def _distilled(result: ThreadResult) -> str:
+    if result.summary.strip():
+        return result.summary.strip()
+    return truncate_to_tokens((result.answer or "").strip(), SUMMARY_FALLBACK_TOKENS)
+
+
+def _entry(result: ThreadResult, text: str) -> str:
+    conf = f"confidence {result.confidence:.2f}" if result.confidence is not None else "confidence ?"
+    flag = ", settles the question" if result.settles_question else ""
+    task = " ".join(result.prompt.split())
+    task = task if len(task) <= 160 else task[:159] + "…"
+    return f"[{result.id}] ({conf}{flag})\nTask: {task}\nResult: {text}"
+
+
+def _usable(result: ThreadResult) -> bool:
+    return result.status is ThreadStatus.done and bool((result.answer or result.summary).strip())
+
+
+async def merge(
+    merger: Model,
+    question: str,
+    results: Sequence[ThreadResult],
+    *,
+    context: str = "",
+    strategy: MergeStrategy = MergeStrategy.synthesize,
+    budget_tokens: int,
+    settings: Settings,
+    priorities: Mapping[str, int] | None = None,
+) -> MergeResult:
+    """Merge ``results`` into one answer.
+
+    Failed, cancelled and skipped results (and done ones without any text) are dropped and listed
+    in ``dropped``. The rest are ordered by :func:`relevance_order` and packed into the budget:
+    ``budget_tokens`` bounds the whole merge prompt; what the prompt needs without any result is
+    subtracted first, then results are added in relevance order; the first that does not fit is
+    truncated if at least :data:`MIN_PARTIAL_TOKENS` of it fit (the most relevant one always
+    goes in, truncated if need be) and everything after it is dropped. With one usable result
+    and ``synthesize``, no merge call is made. A failing merger falls back to the most relevant
+    result rather than losing the run; ``note`` says which of these happened.
+    """
+    from ..llm.structured import complete_structured  # helper module; imported late on purpose
+
+    usable = [r for r in results if _usable(r)]
+    dropped = [r.id for r in results if not _usable(r)]
+    if not usable:
+        lines = [
+            f"{r.id} {r.status.value}" + (f" ({r.error or r.reason})" if (r.error or r.reason) else "")
+            for r in results
+        ]
+        why = "; ".join(lines) if lines else "no results were given"
+        return MergeResult(
+            answer=f"No thread produced a usable result: {why}.",
+            confidence=0.0,
+            strategy=strategy,
+            dropped=dropped,
+            note="nothing to merge",
+        )
+    ordered = relevance_order(usable, priorities)
+    if len(ordered) == 1 and strategy is MergeStrategy.synthesize:
+        only = ordered[0]
+        return MergeResult(
+            answer=only.answer or only.summary,
+            confidence=only.confidence,
+            strategy=strategy,
+            used=[only.id],
+            dropped=dropped,
+            cached=only.cached,
+            note=f"one usable result ({only.id}): returned as is, no merge call",
+        )
+
+    prompt = load_prompt("merger")
+    values = {
+        "mode": strategy.value,
+        "schema": json.dumps(MergeOutput.model_json_schema()),
+        "question": question,
+        "context": context,
+    }
+    base_tokens = count_messages(prompt.render(results="", **values))
+    room = budget_tokens - base_tokens
+    entries: list[str] = []
+    used: list[str] = []
+    truncated: str | None = None
+    for r in ordered:
+        if truncated is not None:
+            dropped.append(r.id)
+            continue
+        entry = _entry(r, _distilled(r))
+        cost = count_tokens(entry) + 2  # the blank line between entries
+        if cost <= room:
+            entries.append(entry)
+            used.append(r.id)
+            room -= cost
+        elif not used or room >= MIN_PARTIAL_TOKENS:
+            entries.append(truncate_to_tokens(entry, max(room - 2, MIN_PARTIAL_TOKENS)))
+            used.append(r.id)
+            truncated = r.id
+            room = 0
+        else:
+            dropped.append(r.id)
+            truncated = ""  # nothing more fits
+    messages = prompt.render(results="\n\n".join(entries), **values)
+    context_tokens = count_messages(messages)
+    request = ModelRequest(
+        messages=messages,
+        max_tokens=max(settings.max_tokens, 1536),
+        temperature=settings.temperature,
+        purpose="merger",
+        prompt_version=prompt.key,
+    )
+    notes = [f"merged {len(used)} result(s) with {strategy.value}"]
+    if truncated:
+        notes.append(f"{truncated} truncated to fit {budget_tokens} tokens")
+    over = [d for d in dropped if d not in {r.id for r in results if not _usable(r)}]
+    if over:
+        notes.append(f"over the {budget_tokens}-token budget: {', '.join(over)}")
+    started = anyio.current_time()
+    try:
+        output, response = await complete_structured(merger, request, MergeOutput)
+    except ModelError as exc:
+        best = ordered[0]
+        log.warning("merge call failed (%s); returning the most relevant result", exc)
+        return MergeResult(
+            answer=best.answer or best.summary,
+            confidence=best.confidence,
+            strategy=strategy,
+            used=[best.id],
+            dropped=[r.id for r in results if r.id != best.id],
+            context_tokens=context_tokens,
+            latency_s=round(anyio.current_time() - started, 6),
+            note=f"merger failed ({exc}); returned the most relevant result, {best.id}",
+        )
+    return MergeResult(
+        answer=output.answer,
+        confidence=output.confidence,
+        strategy=strategy,
+        used=used,
+        dropped=dropped,
+        context_tokens=context_tokens,
+        tokens_in=response.usage.input_tokens,
+        tokens_out=response.usage.output_tokens,
+        latency_s=round(anyio.current_time() - started, 6),
+        cached=response.cached,
+        note="; ".join(notes),
+    )

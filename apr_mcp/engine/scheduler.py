@@ -1,0 +1,442 @@
+"""Run subtasks as a DAG: each starts the moment its dependencies are done.
+
+There are no waves. One dispatcher loop waits for a free concurrency slot (an adjustable
+:class:`anyio.CapacityLimiter`) and, once it has one, launches the highest-priority subtask that
+is ready *at that moment*; every thread that ends wakes it. A thread's failure is recorded in its
+own :class:`~apr_mcp.schemas.ThreadResult` and never touches the others; dependents of a thread
+that failed or was cancelled are skipped, with the reason. After every thread event the
+:class:`~apr_mcp.engine.controller.Controller` may stop the run, cancel threads, spawn follow-ups
+or change the width; each such decision is recorded and emitted.
+
+Cancellation: each thread runs in its own cancel scope so the controller and the deadline can stop
+it and record *why*; a cancellation of the caller (the outer scope) is never caught here and
+propagates at once — backends close their streams when cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import get_args
+
+import anyio
+
+from ..config import Settings
+from ..errors import AprError
+from ..llm.base import Model, ModelRequest
+from ..prompts import load_prompt
+from ..schemas import Decision, StageUsage, Subtask, ThreadAnswer, ThreadResult, ThreadStatus
+from ..tokens import count_messages, truncate_to_tokens
+from .controller import Action, Cancel, Controller, Note, RunState, SetConcurrency, Spawn, Stop
+from .events import EventSink
+
+__all__ = ["DagOutcome", "Scheduler", "critical_path"]
+
+log = logging.getLogger(__name__)
+
+_DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
+#: How much of a dependency's full answer is passed on when it has no summary.
+_DEP_FALLBACK_TOKENS = 300
+
+
+@dataclass
+class DagOutcome:
+    """What running the DAG produced."""
+
+    results: list[ThreadResult]
+    decisions: list[Decision]
+    usage: StageUsage
+    partial: bool
+    critical_path_s: float
+    state: RunState = field(repr=False)
+
+
+def critical_path(results: Sequence[ThreadResult]) -> float:
+    """Longest chain of thread latencies through ``depends_on`` edges, in seconds.
+
+    Follow-ups depend on their parent, so they extend their parent's chain. Threads that never
+    started count 0.
+    """
+    by_id = {r.id: r for r in results}
+    memo: dict[str, float] = {}
+
+    def chain(rid: str) -> float:
+        if rid not in memo:
+            memo[rid] = 0.0  # cycle guard; validated plans have none
+            r = by_id[rid]
+            memo[rid] = r.latency_s + max(
+                (chain(d) for d in r.depends_on if d in by_id), default=0.0
+            )
+        return memo[rid]
+
+    return max((chain(rid) for rid in by_id), default=0.0)
+
+
+class Scheduler:
+    """Runs one set of subtasks to completion (or until stopped). One instance per run."""
+
+    def __init__(
+        self,
+        *,
+        solver: Model,
+        settings: Settings,
+        question: str,
+        context: str,
+        subtasks: Sequence[Subtask],
+        max_concurrency: int,
+        sink: EventSink,
+        elapsed: Callable[[], float],
+        controller: Controller | None = None,
+        deadline_s: float | None = None,
+        decisions: list[Decision] | None = None,
+    ) -> None:
+        self.solver = solver
+        self.settings = settings
+        self.sink = sink
+        self.controller = controller or Controller(settings)
+        self.deadline_s = deadline_s
+        self.state = RunState(
+            question=question,
+            context=context,
+            settings=settings,
+            elapsed=elapsed,
+            concurrency=max(1, max_concurrency),
+            decisions=decisions if decisions is not None else [],
+        )
+        self.usage = StageUsage()
+        self.partial = False
+        self._limiter = anyio.CapacityLimiter(self.state.concurrency)
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancel_reasons: dict[str, str] = {}
+        self._order: dict[str, int] = {}  # plan order, then spawn order: the priority tie-break
+        self._active = 0  # threads launched and not yet through the controller
+        self._changed = anyio.Event()
+        for sub in subtasks:
+            self._add(sub, depth=0)
+
+    # ----- public -----
+
+    async def run(self) -> DagOutcome:
+        """Run until every subtask has ended; returns results in plan order (spawned last)."""
+        self.sink.add_threads(len(self.state.subtasks))
+        async with anyio.create_task_group() as tg:
+            if self.deadline_s is not None:
+                tg.start_soon(self._deadline_watch, self.deadline_s)
+            await self._dispatch(tg)
+            tg.cancel_scope.cancel()  # every thread has ended; only the deadline watcher is left
+        st = self.state
+        results = [st.results[sid] for sid in st.subtasks if sid in st.results]
+        return DagOutcome(
+            results=results,
+            decisions=st.decisions,
+            usage=self.usage,
+            partial=self.partial,
+            critical_path_s=critical_path(results),
+            state=st,
+        )
+
+    def set_concurrency(self, limit: int) -> None:
+        """Change the width; more slots wake waiting launches, fewer never pre-empt running ones."""
+        self.state.concurrency = max(1, limit)
+        self._limiter.total_tokens = self.state.concurrency
+        self._notify()
+
+    # ----- dispatching -----
+
+    def _add(self, sub: Subtask, *, depth: int) -> None:
+        self.state.subtasks[sub.id] = sub
+        self.state.pending.add(sub.id)
+        self.state.depth[sub.id] = depth
+        self._order[sub.id] = len(self._order)
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _wait_change(self) -> None:
+        self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _ready(self) -> list[str]:
+        st = self.state
+        ready = [
+            sid
+            for sid in st.pending
+            if all(
+                d in st.results and st.results[d].status is ThreadStatus.done
+                for d in st.subtasks[sid].depends_on
+            )
+        ]
+        ready.sort(key=lambda sid: (-st.subtasks[sid].priority, self._order[sid]))
+        return ready
+
+    async def _dispatch(self, tg: anyio.abc.TaskGroup) -> None:
+        st = self.state
+        while True:
+            self._settle()
+            if not self._ready():
+                if self._active == 0:
+                    self._orphans()
+                    return
+                await self._wait_change()
+                continue
+            borrower = object()
+            await self._limiter.acquire_on_behalf_of(borrower)
+            ready = self._ready()  # the world may have changed while we waited for a slot
+            if not ready or st.stopping is not None:
+                self._limiter.release_on_behalf_of(borrower)
+                continue
+            sid = ready[0]
+            st.pending.discard(sid)
+            st.running[sid] = st.elapsed()
+            self._active += 1
+            tg.start_soon(self._thread, sid, borrower, name=f"apr-thread-{sid}")
+
+    def _settle(self) -> None:
+        """Skip pending subtasks whose dependency ended without a result."""
+        st = self.state
+        changed = True
+        while changed:
+            changed = False
+            for sid in sorted(st.pending, key=self._order.__getitem__):
+                sub = st.subtasks[sid]
+                bad = [
+                    d for d in sub.depends_on
+                    if d in st.results and st.results[d].status is not ThreadStatus.done
+                ]
+                if bad:
+                    dep = st.results[bad[0]]
+                    self._end_unstarted(
+                        sid, ThreadStatus.skipped, f"dependency {dep.id} {dep.status.value}"
+                    )
+                    changed = True
+
+    def _orphans(self) -> None:
+        # Unreachable with a validated plan; kept so a bug can never hang a run.
+        for sid in sorted(self.state.pending, key=self._order.__getitem__):
+            self._end_unstarted(sid, ThreadStatus.skipped, "its dependencies never finished")
+
+    def _end_unstarted(self, sid: str, status: ThreadStatus, reason: str) -> None:
+        st = self.state
+        st.pending.discard(sid)
+        sub = st.subtasks[sid]
+        st.results[sid] = ThreadResult(
+            id=sid,
+            status=status,
+            prompt=sub.prompt,
+            reason=reason,
+            depends_on=list(sub.depends_on),
+            spawned_from=sub.spawned_from,
+        )
+        self.sink.emit(status.value, f"{sid} {status.value}: {reason}", thread_id=sid, completes=True)
+
+    async def _deadline_watch(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))
+        st = self.state
+        n_run, n_pend = len(st.running), len(st.pending)
+        if n_run or n_pend:
+            self._apply(
+                [
+                    Stop(
+                        kind="deadline",
+                        reason=f"deadline of {seconds:.1f}s reached: cancelled {n_run} running and "
+                        f"{n_pend} pending thread(s); returning partial results",
+                        thread_reason="deadline",
+                    )
+                ]
+            )
+        self._notify()
+
+    # ----- one thread -----
+
+    async def _thread(self, sid: str, borrower: object) -> None:
+        try:
+            result = await self._call(sid, borrower)
+            await self._finish(result)
+        finally:
+            self._active -= 1
+            self._notify()
+
+    def _request(self, sub: Subtask) -> ModelRequest:
+        st = self.state
+        deps = []
+        for d in sub.depends_on:
+            r = st.results[d]
+            text = r.summary or truncate_to_tokens(r.answer or "", _DEP_FALLBACK_TOKENS)
+            deps.append(f"[{d}] {_short(st.subtasks[d].prompt)}\n{text}")
+        prompt = load_prompt("solver")
+        return ModelRequest(
+            messages=prompt.render(
+                schema=json.dumps(ThreadAnswer.model_json_schema()),
+                question=st.question,
+                context=st.context,
+                dependencies="\n\n".join(deps) or "(none)",
+                subtask=sub.prompt,
+            ),
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            purpose="solver",
+            prompt_version=prompt.key,
+        )
+
+    async def _call(self, sid: str, borrower: object) -> ThreadResult:
+        from ..llm.structured import complete_structured  # helper module; imported late on purpose
+
+        st = self.state
+        sub = st.subtasks[sid]
+        started = st.running[sid]
+        self.sink.emit("started", f"{sid} started", thread_id=sid)
+        scope = anyio.CancelScope()
+        self._scopes[sid] = scope
+        answer: ThreadAnswer | None = None
+        cached = False
+        tokens_in = tokens_out = 0
+        error: str | None = None
+        try:
+            with scope:
+                request = self._request(sub)
+                self.usage.calls += 1
+                self.usage.max_context_tokens = max(
+                    self.usage.max_context_tokens, count_messages(request.messages)
+                )
+                answer, response = await complete_structured(self.solver, request, ThreadAnswer)
+                cached = response.cached
+                tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
+        except AprError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one thread's bug must not fail the others
+            log.exception("thread %s crashed", sid)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._limiter.release_on_behalf_of(borrower)
+            self._scopes.pop(sid, None)
+            st.running.pop(sid, None)
+        finished = st.elapsed()
+        common = {
+            "id": sid,
+            "prompt": sub.prompt,
+            "depends_on": list(sub.depends_on),
+            "spawned_from": sub.spawned_from,
+            "started_s": round(started, 6),
+            "finished_s": round(finished, 6),
+            "latency_s": round(max(0.0, finished - started), 6),
+        }
+        if answer is not None:
+            self.usage.tokens_in += tokens_in
+            self.usage.tokens_out += tokens_out
+            self.usage.cached_calls += int(cached)
+            st.tokens_in += tokens_in
+            st.tokens_out += tokens_out
+            return ThreadResult(
+                status=ThreadStatus.done,
+                answer=answer.answer,
+                summary=answer.summary,
+                confidence=answer.confidence,
+                settles_question=answer.settles_question,
+                follow_ups=list(answer.follow_ups),
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cached=cached,
+                **common,  # type: ignore[arg-type]
+            )
+        if sid in self._cancel_reasons:
+            return ThreadResult(
+                status=ThreadStatus.cancelled, reason=self._cancel_reasons[sid], **common  # type: ignore[arg-type]
+            )
+        if error is None:  # cancelled without a recorded reason (should not happen)
+            return ThreadResult(status=ThreadStatus.cancelled, reason="cancelled", **common)  # type: ignore[arg-type]
+        return ThreadResult(status=ThreadStatus.failed, error=error, **common)  # type: ignore[arg-type]
+
+    async def _finish(self, result: ThreadResult) -> None:
+        st = self.state
+        st.results[result.id] = result
+        sid = result.id
+        if result.status is ThreadStatus.done and result.cached:
+            self.sink.emit("cached", f"{sid} served from cache", thread_id=sid, completes=True)
+        elif result.status is ThreadStatus.done:
+            tokens = result.tokens_in + result.tokens_out
+            self.sink.emit(
+                "done", f"{sid} done ({tokens} tokens, {result.latency_s:.1f}s)",
+                thread_id=sid, completes=True,
+            )
+        elif result.status is ThreadStatus.failed:
+            self.sink.emit("failed", f"{sid} failed: {_short(result.error or '', 160)}",
+                           thread_id=sid, completes=True)
+        else:
+            self.sink.emit("cancelled", f"{sid} cancelled: {result.reason}", thread_id=sid, completes=True)
+        self._settle()
+        try:
+            actions = await self.controller.on_result(st, result)
+        except Exception as exc:  # noqa: BLE001 - a broken (meta-)controller must not fail the run
+            log.warning("controller failed after %s", sid, exc_info=True)
+            actions = [Note(kind="meta", reason=f"controller failed after {sid}: {exc}")]
+        self._apply(actions)
+
+    # ----- applying the controller's actions -----
+
+    def decide(self, kind: str, reason: str, thread_id: str | None = None) -> Decision:
+        """Record a decision and emit it as a ``decision`` event."""
+        if kind not in _DECISION_KINDS:
+            kind = "meta"
+        decision = Decision(
+            at_s=round(self.state.elapsed(), 6), kind=kind, thread_id=thread_id, reason=reason  # type: ignore[arg-type]
+        )
+        self.state.decisions.append(decision)
+        self.sink.emit("decision", reason, thread_id=thread_id)
+        return decision
+
+    def _cancel(self, sid: str, reason: str) -> bool:
+        st = self.state
+        if sid in st.pending:
+            self._end_unstarted(sid, ThreadStatus.cancelled, reason)
+            return True
+        if sid in self._scopes:
+            self._cancel_reasons[sid] = reason
+            self._scopes[sid].cancel()
+            return True
+        return False
+
+    def _apply(self, actions: list[Action]) -> None:
+        st = self.state
+        for action in actions:
+            if isinstance(action, Cancel):
+                if self._cancel(action.thread_id, action.reason):
+                    self.decide("cancel", action.reason, action.thread_id)
+            elif isinstance(action, Stop):
+                if st.stopping is not None:
+                    continue
+                st.stopping = action.kind
+                self.partial = self.partial or action.kind in ("deadline", "budget")
+                self.decide(action.kind, action.reason, action.thread_id)
+                why = action.thread_reason or action.reason
+                for sid in sorted(st.pending, key=self._order.__getitem__):
+                    self._cancel(sid, why)
+                if action.cancel_running:
+                    for sid in list(st.running):
+                        self._cancel(sid, why)
+            elif isinstance(action, Spawn):
+                sub = action.subtask
+                if st.stopping is not None or sub.id in st.subtasks:
+                    continue
+                parent_depth = st.depth.get(sub.spawned_from or "", 0)
+                self._add(sub, depth=parent_depth + 1)
+                st.followups_spawned += 1
+                self.sink.add_threads(1)
+                self.sink.emit(
+                    "spawned", f"{sub.id} spawned from {sub.spawned_from}: {_short(sub.prompt)}",
+                    thread_id=sub.id,
+                )
+                self.decide("spawn", action.reason, sub.spawned_from)
+            elif isinstance(action, SetConcurrency):
+                self.set_concurrency(action.limit)
+                self.decide("width", action.reason)
+            elif isinstance(action, Note):
+                self.decide(action.kind, action.reason, action.thread_id)
+        self._settle()
+        self._notify()
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

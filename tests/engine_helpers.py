@@ -1,0 +1,89 @@
+"""Shared helpers for the engine tests: a fast simulated model and per-subtask gates."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+import anyio
+
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.llm.base import ModelRequest
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.schemas import RunEvent
+
+_SUBTASK = re.compile(r"Your subtask:\s*(\S+)")
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(backend="simulated", **overrides)
+
+
+def subtask_name(request: ModelRequest) -> str | None:
+    """First word of a solver request's subtask (tests name subtasks ``ALPHA ...``)."""
+    if request.purpose != "solver":
+        return None
+    user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    match = _SUBTASK.search(user)
+    return match.group(1) if match else None
+
+
+class Gates:
+    """``on_call`` hook: ``started[name]`` is set when that subtask's call begins; a call whose
+    name is in ``block`` waits for that event first (so tests hold threads without sleeping)."""
+
+    def __init__(self) -> None:
+        self.started: defaultdict[str, anyio.Event] = defaultdict(anyio.Event)
+        self.block: dict[str, anyio.Event] = {}
+        self.order: list[str] = []
+
+    async def __call__(self, request: ModelRequest) -> None:
+        name = subtask_name(request)
+        if name is None:
+            return
+        self.order.append(name)
+        self.started[name].set()
+        if name in self.block:
+            await self.block[name].wait()
+
+
+def answer(text: str = "ok", *, summary: str = "", confidence: float = 0.6,
+           settles: bool = False, follow_ups: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "answer": text,
+        "summary": summary or text,
+        "confidence": confidence,
+        "settles_question": settles,
+        "follow_ups": follow_ups or [],
+    }
+
+
+def solver_rule(name: str, reply: dict[str, Any] | None = None, **kw: Any) -> SimRule:
+    return SimRule(pattern=rf"Your subtask:\s*{name}\b", reply=reply, purpose="solver", **kw)
+
+
+def sim(*rules: SimRule, gates: Gates | None = None, ttft_s: float = 0.002) -> SimulatedModel:
+    return SimulatedModel(
+        ttft_s=ttft_s, tokens_per_s=50_000, script=SimScript(rules=list(rules)), on_call=gates
+    )
+
+
+def engine(model: SimulatedModel, **kw: Any) -> Engine:
+    run_store = kw.pop("run_store", None)
+    return Engine(settings=settings(**kw), planner=model, solver=model, merger=model,
+                  run_store=run_store)
+
+
+class Recorder:
+    """An on_event callback that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+
+    async def __call__(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self, thread_id: str) -> list[str]:
+        return [e.kind for e in self.events if e.thread_id == thread_id]
