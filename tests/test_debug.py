@@ -1,0 +1,236 @@
+"""Debug mode end to end on the simulated model: hypotheses → parallel investigations → ranked verdict."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.engine.debug import debug, fallback_hypotheses, parse_error
+from apr_mcp.errors import PlanError
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.prompts import load_prompt
+from apr_mcp.schemas import RunEvent, ThreadStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "debugging"
+TRACEBACK = (EXAMPLE / "traceback.txt").read_text(encoding="utf-8")
+CODE = (EXAMPLE / "buggy.py").read_text(encoding="utf-8")
+
+HYPOTHESES = {
+    "symptom": "IndexError in window_sums",
+    "hypotheses": [
+        {
+            "title": "Loop bound len(values) - k + 2 is one too many",
+            "rationale": "last window overruns",
+            "check": "print the last start index",
+            "prior": 0.7,
+        },
+        {
+            "title": "Input list shorter than the window size k",
+            "rationale": "k > len(values)",
+            "check": "assert len(values) >= k",
+            "prior": 0.2,
+        },
+        {"title": "Caller passes the wrong window size to moving_averages", "prior": 0.1},
+    ],
+}
+
+
+def engine_for(*rules: SimRule, **settings: object) -> tuple[Engine, SimulatedModel]:
+    sim = SimulatedModel(ttft_s=0.002, tokens_per_s=20_000, script=SimScript(rules=list(rules)))
+    cfg = Settings(backend="simulated", **settings)  # type: ignore[arg-type]
+    return Engine(settings=cfg, planner=sim, solver=sim, merger=sim), sim
+
+
+def planner_rule() -> SimRule:
+    return SimRule(pattern=r"Error or symptom", purpose="planner", reply=HYPOTHESES)
+
+
+async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
+    engine, sim = engine_for()
+    events: list[RunEvent] = []
+
+    async def on_event(event: RunEvent) -> None:
+        events.append(event)
+
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE, on_event=on_event)
+    assert result.strategy == "debug"
+    assert result.plan is not None and result.plan.should_split
+    # The simulated planner knows no hypotheses schema: hypotheses come from the error type.
+    assert result.plan.source == "heuristic"
+    assert "read from the error type" in result.plan.reason
+    assert len(result.results) >= 3
+    assert all(r.status is ThreadStatus.done for r in result.results)
+    assert any("Off-by-one" in s.prompt and "window_sums" in s.prompt for s in result.plan.subtasks)
+    assert result.merge is not None and result.merge.strategy.value == "rank"
+    by_id = {r.id: r for r in result.results}
+    likelihoods = [by_id[i].confidence for i in result.merge.used]
+    assert likelihoods == sorted(likelihoods, reverse=True)  # no verdict ranking: by confidence
+    assert "## Ranked hypotheses" in result.answer
+    assert result.answer.index(f"[{result.merge.used[0]}]") < result.answer.index(
+        f"[{result.merge.used[-1]}]"
+    )
+    assert set(result.metrics.stages) >= {"plan", "solve", "merge"}
+    assert result.metrics.model_calls == sim.calls
+    assert result.decisions[0].kind == "split"
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "planned" and kinds[-1] == "finished" and kinds.count("finished") == 1
+    assert kinds.index("merging") > max(i for i, k in enumerate(kinds) if k == "done")
+
+
+async def test_model_hypotheses_and_verdict_ranking_are_used() -> None:
+    verdict = {
+        "answer": "The loop bound is off by one: use range(len(values) - k + 1).",
+        "confidence": 0.9,
+        "ranking": [
+            {"id": "h1", "likelihood": 0.9, "fix": "range(len(values) - k + 1)"},
+            {"id": "h9", "likelihood": 0.8},  # not a real thread: ignored
+            {"id": "h3", "likelihood": 0.1},
+        ],
+    }
+    engine, _ = engine_for(
+        planner_rule(), SimRule(pattern="Investigations", purpose="merger", reply=verdict)
+    )
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE)
+    assert result.plan is not None and result.plan.source == "model"
+    assert [s.id for s in result.plan.subtasks] == ["h1", "h2", "h3"]
+    assert result.plan.subtasks[0].priority == 7  # prior 0.7
+    assert result.merge is not None
+    assert result.merge.used[:2] == ["h1", "h3"] and set(result.merge.used) == {"h1", "h2", "h3"}
+    assert result.confidence == 0.9
+    assert result.answer.startswith("## Verdict\nThe loop bound is off by one")
+    assert "Fix: range(len(values) - k + 1)" in result.answer
+
+
+async def test_confirmed_hypothesis_stops_the_others() -> None:
+    settle = {
+        "answer": "Evidence for: start reaches len-k+1.\nFix: use + 1",
+        "summary": "Confirmed.",
+        "confidence": 0.97,
+        "settles_question": True,
+        "follow_ups": [],
+    }
+    engine, _ = engine_for(
+        planner_rule(),
+        SimRule(pattern=r"Hypothesis h1:", purpose="solver", reply=settle),
+        SimRule(pattern=r"Hypothesis h[23]:", purpose="solver", ttft_s=30.0),
+    )
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE)
+    status = {r.id: r.status for r in result.results}
+    assert status == {
+        "h1": ThreadStatus.done,
+        "h2": ThreadStatus.cancelled,
+        "h3": ThreadStatus.cancelled,
+    }
+    assert any(d.kind == "early_stop" and d.thread_id == "h1" for d in result.decisions)
+    assert result.merge is not None and result.merge.used == ["h1"]
+    assert "## Not investigated" in result.answer and "[h2]" in result.answer
+    assert "Fix: use + 1" in result.answer or "h1" in result.answer
+
+
+async def test_failed_investigation_and_failed_verdict_give_partial_ranking() -> None:
+    engine, _ = engine_for(
+        planner_rule(),
+        SimRule(pattern=r"Hypothesis h2:", purpose="solver", fault="500"),
+        SimRule(pattern="Investigations", purpose="merger", fault="500"),
+    )
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE)
+    status = {r.id: r.status for r in result.results}
+    assert status["h2"] is ThreadStatus.failed
+    assert result.merge is not None
+    assert "verdict call failed" in result.merge.note
+    assert set(result.merge.used) == {"h1", "h3"} and result.merge.dropped == ["h2"]
+    assert "failed" in result.answer.split("## Not investigated")[1]
+
+
+async def test_planner_failure_falls_back_to_error_type_hypotheses() -> None:
+    engine, _ = engine_for(SimRule(pattern="Error or symptom", purpose="planner", fault="500"))
+    with anyio.fail_after(10):
+        result = await debug(
+            engine,
+            "KeyError: 'user_id'",
+            "def f(d={}):\n    return d['user_id']\n",
+            max_hypotheses=3,
+        )
+    assert result.plan is not None
+    assert "hypothesis call failed" in result.plan.reason
+    assert len(result.plan.subtasks) == 3
+    assert any("mutable default" in s.prompt for s in result.plan.subtasks)
+
+
+async def test_engine_solve_debug_mode_routes_here() -> None:
+    engine, _ = engine_for(planner_rule())
+    with anyio.fail_after(10):
+        result = await engine.solve(TRACEBACK, context=CODE, mode="debug", max_subtasks=2)
+    assert result.strategy == "debug"
+    assert [s.id for s in result.plan.subtasks] == ["h1", "h2"]  # type: ignore[union-attr]
+
+
+async def test_empty_error_is_a_clear_error() -> None:
+    engine, _ = engine_for()
+    with pytest.raises(PlanError, match="nothing to debug"):
+        await debug(engine, "   ")
+
+
+def test_parse_python_traceback() -> None:
+    info = parse_error(TRACEBACK)
+    assert info.exc_type == "IndexError"
+    assert info.message == "list index out of range"
+    assert [f[2] for f in info.frames] == ["<module>", "moving_averages", "window_sums"]
+    assert info.frames[-1][3] == "total += values[start + offset]"
+    assert "window_sums" in info.where and "line 20" in info.where
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "expect"),
+    [
+        ("ZeroDivisionError: division by zero", "", "empty collection"),
+        ("TypeError: 'NoneType' object is not subscriptable", "", "returned nothing"),
+        ("Error: connection refused", "import threading\n", "race"),
+        ("the report shows the wrong totals", "", "input data"),
+    ],
+)
+def test_fallback_hypotheses(error: str, code: str, expect: str) -> None:
+    hyps = fallback_hypotheses(error, code, limit=4)
+    assert 2 <= len(hyps) <= 4
+    assert len({h.title for h in hyps}) == len(hyps)
+    assert any(expect in h.title for h in hyps), [h.title for h in hyps]
+
+
+def test_prompt_variables_are_pinned() -> None:
+    assert load_prompt("debug_hypotheses").variables == {
+        "error",
+        "code",
+        "context",
+        "signals",
+        "schema",
+        "min_hypotheses",
+        "max_hypotheses",
+    }
+    assert load_prompt("debug_verdict").variables == {"error", "code", "results", "schema"}
+    assert load_prompt("debug_investigate").variables == {"id", "title", "rationale", "check"}
+
+
+def test_example_traceback_is_what_the_example_really_raises() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "buggy.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    real = parse_error(proc.stderr)
+    recorded = parse_error(TRACEBACK)
+    assert (real.exc_type, real.message) == (recorded.exc_type, recorded.message)
+    assert [f[1:] for f in real.frames] == [f[1:] for f in recorded.frames]
