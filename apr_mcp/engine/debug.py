@@ -161,8 +161,10 @@ _CAUSES: dict[str, list[tuple[str, str]]] = {
             "Print len() of the sequence and the offending index just before the failing line",
         ),
         (
-            "The wrong variable or a stale length is used as the index (e.g. the list changed size "
-            "while being iterated)",
+            (
+                "The wrong variable or a stale length is used as the index (e.g. the list changed size "
+                "while being iterated)"
+            ),
             "Check which names feed the index and whether the list is mutated",
         ),
     ],
@@ -182,8 +184,10 @@ _CAUSES: dict[str, list[tuple[str, str]]] = {
     ],
     "TypeError": [
         (
-            "A value is None because a function returned nothing (missing return, or an in-place "
-            "method such as list.sort())",
+            (
+                "A value is None because a function returned nothing (missing return, or an in-place "
+                "method such as list.sort())"
+            ),
             "Find where the None value was produced",
         ),
         (
