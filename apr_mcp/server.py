@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio
 import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import __version__
 from .config import Settings, load_settings
 from .engine import Engine
-from .errors import AprError
+from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
-from .llm.sampling import SamplingModel
+from .llm.sampling import SamplingModel, sampling_problem
 from .schemas import MergeResult, MergeStrategy, Plan, RunEvent, SolveResult, SolveRun, Subtask, ThreadResult
 
 if TYPE_CHECKING:
@@ -40,10 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "EngineFactory",
     "add_serve_subcommand",
+    "close_server",
     "create_server",
     "main",
     "run_serve",
     "run_server",
+    "run_stdio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ class _Backing:
         self._run_store = run_store
         self._cache = cache
         self._runtime: Any = None  # apr_mcp.runtime.Runtime, built at the first call
+        self._owns_cache = False
+        self._cache_given = cache is not None
 
     @property
     def run_store(self) -> "RunStore":
@@ -127,6 +131,7 @@ class _Backing:
                 from .cache import ResultCache
 
                 self._cache = ResultCache(self.settings.effective_cache_dir(), enabled=self.settings.cache)
+                self._owns_cache = True
         assert self._cache is not None
         return self._cache
 
@@ -135,6 +140,9 @@ class _Backing:
         """The engine for one call. Built lazily, so a misconfigured backend is reported by the
         tool call (with the fix) instead of stopping the server from starting."""
         sampling = self.settings.backend == "sampling"
+        if sampling and (problem := sampling_problem(ctx)) is not None:
+            # Fail fast: the engine would otherwise degrade to fallback plans and failed threads.
+            raise SamplingUnavailable(problem, backend="sampling")
         host_model = SamplingModel(ctx, timeout_s=self.settings.timeout_s) if sampling else None
         if self._factory is not None:
             yield self._factory(host_model)
@@ -147,16 +155,21 @@ class _Backing:
             try:
                 yield runtime.engine
             finally:
-                await runtime.aclose()
+                with anyio.CancelScope(shield=True):  # also after a cancelled call
+                    await runtime.aclose()
             return
         if self._runtime is None:
             self._runtime = build_runtime(self.settings, run_store=self.run_store)
         yield self._runtime.engine
 
     async def aclose(self) -> None:
+        if self._cache is not None and self._owns_cache:
+            self._cache.close()
         if self._runtime is not None:
-            await self._runtime.aclose()
+            await self._runtime.aclose()  # closes its cache too
             self._runtime = None
+        if self._owns_cache or not self._cache_given:
+            self._cache, self._owns_cache = None, False
 
 
 class _Progress:
@@ -187,6 +200,17 @@ class _Progress:
             await self._ctx.report_progress(progress, self.total or None, event.message)
         except Exception:  # a closed stream must not fail the run; cancellation is not an Exception
             logger.debug("could not send a progress notification", exc_info=True)
+
+
+def _first_apr_error(group: BaseExceptionGroup[Any]) -> AprError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, AprError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_apr_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def _fail(exc: AprError) -> ToolError:
@@ -245,7 +269,11 @@ def run_text(run: SolveRun) -> str:
 def merge_text(merged: MergeResult) -> str:
     conf = f", confidence {merged.confidence:.2f}" if merged.confidence is not None else ""
     dropped = f"; dropped {', '.join(merged.dropped)}" if merged.dropped else ""
-    return f"{merged.answer}\n\n— {merged.strategy.value} of {', '.join(merged.used) or 'no threads'}{dropped}{conf}"
+    note = merged.note
+    return (
+        f"{merged.answer}\n\n— {merged.strategy.value} of {', '.join(merged.used) or 'no threads'}"
+        f"{dropped}{conf}" + (f" ({note})" if note else "")
+    )
 
 
 def solve_text(result: SolveResult) -> str:
@@ -274,7 +302,7 @@ def create_server(
 
     ``settings`` defaults to :func:`~apr_mcp.config.load_settings`. ``engine_factory`` replaces the
     default engine (built from settings by :mod:`apr_mcp.runtime`); ``run_store`` and ``cache``
-    back the ``apr://`` resources. Call ``await server.apr_backing.aclose()`` when done.
+    back the ``apr://`` resources. Call :func:`close_server` when done.
     """
     settings = settings if settings is not None else load_settings()
     backing = _Backing(settings, engine_factory, run_store, cache)
@@ -297,6 +325,12 @@ def create_server(
                     yield
         except AprError as exc:
             raise _fail(exc) from exc
+        except ExceptionGroup as group:
+            # A task group inside the engine may wrap the AprError that stopped it.
+            apr = _first_apr_error(group)
+            if apr is None:
+                raise
+            raise _fail(apr) from group
         except TimeoutError as exc:
             raise ToolError(
                 f"the run did not return within its deadline ({deadline:g} s) plus {_DEADLINE_GRACE_S:g} s"
@@ -423,11 +457,9 @@ def create_server(
     def read_run(run_id: str) -> str:
         try:
             run = backing.run_store.load(run_id)
-        except (KeyError, FileNotFoundError, AprError) as exc:
-            raise ResourceError(f"no run {run_id!r}: {exc}") from exc
-        if run is None:
-            raise ResourceError(f"no run {run_id!r}; list recent runs at apr://runs")
-        return run.model_dump_json(indent=2) if isinstance(run, BaseModel) else _json(run)
+        except AprError as exc:
+            raise ResourceNotFoundError(f"{exc}; recent runs are listed at apr://runs") from exc
+        return run.model_dump_json(indent=2)
 
     @server.resource("apr://cache/stats", name="cache-stats", description="Result cache statistics.", mime_type="application/json")
     def cache_stats() -> str:
@@ -469,6 +501,13 @@ def create_server(
     return server
 
 
+async def close_server(server: MCPServer[Any]) -> None:
+    """Release what :func:`create_server` opened lazily (HTTP clients of the backends, the cache)."""
+    backing: _Backing | None = getattr(server, "apr_backing", None)
+    if backing is not None:
+        await backing.aclose()
+
+
 # ----- transports and the `serve` command -----
 
 
@@ -508,9 +547,20 @@ def run_server(
                 await uvicorn.Server(config).serve()
         finally:
             with anyio.CancelScope(shield=True):
-                await server.apr_backing.aclose()  # type: ignore[attr-defined]
+                await close_server(server)
 
     anyio.run(serve)
+
+
+def run_stdio() -> int:
+    """What a bare ``apr-mcp`` runs: the stdio server with settings from the environment."""
+    try:
+        settings = load_settings()
+    except AprError as exc:
+        print(f"apr-mcp: {exc}", file=sys.stderr)
+        return 2
+    run_server(settings, "stdio")
+    return 0
 
 
 def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
@@ -526,6 +576,7 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)")
     p.add_argument("--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None)
     p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
+    p.set_defaults(func=run_serve)
     return p
 
 

@@ -129,7 +129,7 @@ class SamplingModel(Model):
                 temperature=request.temperature,
                 stop_sequences=request.stop,
                 model_preferences=prefs,
-                metadata={"purpose": request.purpose},
+                metadata={"purpose": request.purpose, "schema_name": request.schema_name},
                 related_request_id=self._ctx.request_id,
             )
         try:

@@ -1,0 +1,118 @@
+"""Streamable HTTP on loopback: the chain works, foreign Origins get 403, the bearer token is enforced."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
+
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.http_app import build_http_app
+from apr_mcp.llm.base import Model
+from apr_mcp.llm.simulated import SimulatedModel
+from apr_mcp.server import create_server
+from apr_mcp.trace import RunStore
+
+QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+@asynccontextmanager
+async def serving(tmp: Path, **overrides: Any) -> AsyncIterator[str]:
+    """Run the real HTTP app under uvicorn on a free loopback port; yields the /mcp URL."""
+    settings = Settings(backend="simulated", cache=False, cache_dir=tmp / "cache", **overrides)
+    model = SimulatedModel(ttft_s=0.005, tokens_per_s=50_000)
+    store = RunStore(tmp / "runs")
+
+    def engine(_: Model | None) -> Engine:
+        return Engine(settings=settings, planner=model, solver=model, merger=model, run_store=store)
+
+    server = create_server(settings, engine_factory=engine, run_store=store)
+    app = build_http_app(server, settings, host="127.0.0.1")
+    # Bind and listen before uvicorn starts, so clients can connect at once: no polling, no sleeps.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: uv.serve(sockets=[sock]))
+        try:
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            uv.should_exit = True
+    sock.close()
+
+
+@asynccontextmanager
+async def _client(url: str, headers: dict[str, str] | None = None, mode: str = "auto") -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+            yield client
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_chain_over_streamable_http(tmp_path: Path, mode: str) -> None:
+    with anyio.fail_after(20):
+        async with serving(tmp_path) as url, _client(url, mode=mode) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert names == {"decompose", "parallel_solve", "merge", "solve"}
+            plan = (await client.call_tool("decompose", {"question": QUESTION})).structured_content
+            assert plan is not None and len(plan["subtasks"]) >= 2
+            run = (
+                await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]})
+            ).structured_content
+            assert run is not None and all(r["status"] == "done" for r in run["results"])
+            merged = await client.call_tool("merge", {"question": QUESTION, "results": run["results"]})
+            assert not merged.is_error and merged.structured_content["answer"]  # type: ignore[index]
+
+
+async def test_origin_validation(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with serving(tmp_path, allowed_origins=["https://app.example.com"]) as url:
+            async with httpx.AsyncClient() as http:
+                async def post(origin: str | None) -> httpx.Response:
+                    headers = dict(MCP_HEADERS)
+                    if origin:
+                        headers["origin"] = origin
+                    return await http.post(url, json=INITIALIZE, headers=headers)
+
+                assert (await post("https://evil.example")).status_code == 403
+                refused = await post("http://localhost.evil.example:8080")
+                assert refused.status_code == 403 and "APR_ALLOWED_ORIGINS" in refused.text
+                assert (await post(None)).status_code == 200  # CLI clients send no Origin
+                assert (await post("http://localhost:5173")).status_code == 200
+                assert (await post("http://127.0.0.1")).status_code == 200
+                assert (await post("https://app.example.com")).status_code == 200  # APR_ALLOWED_ORIGINS
+
+
+async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
+    token = "s3cret-token-for-tests"
+    with anyio.fail_after(20):
+        async with serving(tmp_path, http_token=SecretStr(token)) as url:
+            async with httpx.AsyncClient() as http:
+                missing = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+                assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+                wrong = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "authorization": "Bearer nope"})
+                assert wrong.status_code == 401
+            async with _client(url, {"authorization": f"Bearer {token}"}) as client:
+                result = await client.call_tool("decompose", {"question": QUESTION})
+                assert not result.is_error and result.structured_content is not None

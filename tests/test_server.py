@@ -1,0 +1,307 @@
+"""The MCP surface end to end through the SDK's in-memory client, in both protocol eras.
+
+``mode="auto"`` connects with the 2026-07-28 protocol (no handshake), ``mode="legacy"`` with the
+2025-11-25 initialize handshake most hosts still speak. The engine is real; the model is the
+simulated one with tiny latencies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from mcp.client import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
+
+from apr_mcp.cache import ResultCache
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.llm.base import Message, Model, ModelRequest
+from apr_mcp.llm.cached import CachedModel
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.server import create_server
+from apr_mcp.trace import RunStore
+
+MODES = ["auto", "legacy"]
+QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
+
+
+class Rig:
+    """A server over a real engine and a simulated model, plus what the tests look at."""
+
+    def __init__(self, tmp: Path, *, script: SimScript | None = None, **overrides: Any) -> None:
+        self.settings = Settings(**{"backend": "simulated", "cache_dir": tmp / "cache", **overrides})
+        self.model = SimulatedModel(ttft_s=0.005, tokens_per_s=50_000, script=script)
+        self.cache = ResultCache(tmp / "cache")
+        self.store = RunStore(tmp / "runs")
+        self.host_models: list[Model | None] = []
+        self.server = create_server(
+            self.settings, engine_factory=self.engine, run_store=self.store, cache=self.cache
+        )
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def engine(self, host_model: Model | None) -> Engine:
+        self.host_models.append(host_model)
+        inner: Model = host_model if host_model is not None else self.model
+        model = CachedModel(inner, self.cache)
+        return Engine(settings=self.settings, planner=model, solver=model, merger=model, run_store=self.store)
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    made: list[Rig] = []
+
+    def make(**kw: Any) -> Rig:
+        made.append(Rig(tmp_path, **kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., Rig]) -> Rig:
+    return make_rig()
+
+
+def _text(result: Any) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tools_are_listed_with_output_schemas_and_honest_annotations(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == {"decompose", "parallel_solve", "merge", "solve"}
+    expected_output = {"decompose": "subtasks", "parallel_solve": "results", "merge": "answer", "solve": "answer"}
+    for name, tool in tools.items():
+        assert tool.output_schema is not None and expected_output[name] in tool.output_schema["properties"]
+        assert tool.annotations is not None
+        assert tool.annotations.open_world_hint is True  # it calls an external model
+        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        assert tool.description and len(tool.description) > 80
+    assert "simple" in tools["solve"].description  # tells the host when not to use it
+    assert tools["parallel_solve"].input_schema["required"] == ["question"]
+    assert tools["merge"].input_schema["required"] == ["question", "results"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_chain_passes_structured_content_unchanged(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        planned = await client.call_tool("decompose", {"question": QUESTION})
+        assert not planned.is_error, _text(planned)
+        plan = planned.structured_content
+        assert plan is not None and plan["should_split"] is True and len(plan["subtasks"]) >= 2
+        ids = [s["id"] for s in plan["subtasks"]]
+        assert all(i in _text(planned) for i in ids)  # the text mirror lists the plan
+
+        # The host passes JSON through, exactly as it received it.
+        subtasks = json.loads(json.dumps(plan["subtasks"]))
+        solved = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": subtasks})
+        assert not solved.is_error, _text(solved)
+        run = solved.structured_content
+        assert run is not None
+        assert [r["id"] for r in run["results"]][: len(ids)] == ids or {r["id"] for r in run["results"]} >= set(ids)
+        assert all(r["status"] == "done" for r in run["results"])
+        assert run["partial"] is False and run["metrics"]["threads_done"] >= len(ids)
+
+        results = json.loads(json.dumps(run["results"]))
+        merged = await client.call_tool("merge", {"question": QUESTION, "results": results})
+        assert not merged.is_error, _text(merged)
+        out = merged.structured_content
+        assert out is not None and out["answer"].strip()
+        assert set(out["used"]) <= {r["id"] for r in results} and out["used"]
+        assert out["answer"].strip()[:40] in _text(merged)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_parallel_solve_without_subtasks_plans_first(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        solved = await client.call_tool("parallel_solve", {"question": QUESTION})
+    assert not solved.is_error, _text(solved)
+    assert solved.structured_content is not None
+    assert len(solved.structured_content["results"]) >= 2
+    assert rig.model.calls_by_purpose["planner"] >= 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_solve_runs_the_pipeline_and_reports_progress(rig: Rig, mode: str) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with Client(rig.server, mode=mode) as client:
+        result = await client.call_tool("solve", {"question": QUESTION}, progress_callback=on_progress)
+    assert not result.is_error, _text(result)
+    out = result.structured_content
+    assert out is not None and out["answer"].strip() and out["metrics"]["threads"] >= 2
+    assert seen, "no progress notifications"
+    progress = [p for p, _, _ in seen]
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)  # strictly increasing
+    assert all(t is None or t >= p for p, t, _ in seen)
+    totals = [t for _, t, _ in seen if t is not None]
+    assert totals == sorted(totals)  # threads known so far only grow
+    assert all(m for _, _, m in seen)  # every event says what happened
+    assert max(progress) >= out["metrics"]["threads_done"]
+    assert f"apr://runs/{out['run_id']}" in _text(result)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_bad_arguments_come_back_as_errors(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        cases = [
+            ("decompose", {}, "question"),
+            ("decompose", {"question": ""}, "question"),
+            ("decompose", {"question": "q", "max_subtasks": 0}, "max_subtasks"),
+            ("parallel_solve", {"question": "q", "subtasks": [{"id": "a b", "prompt": "x"}]}, "id"),
+            ("parallel_solve", {"question": "q", "deadline_s": -1}, "deadline_s"),
+            ("merge", {"question": "q", "results": []}, "results"),
+            ("merge", {"question": "q", "results": [{"id": "t1"}], "strategy": "coinflip"}, "strategy"),
+            ("solve", {"question": "q", "mode": "panic"}, "mode"),
+        ]
+        for tool, args, field in cases:
+            result = await client.call_tool(tool, args)
+            assert result.is_error, (tool, args)
+            assert field in _text(result), (tool, args, _text(result))
+        # The server is still fine afterwards.
+        ok = await client.call_tool("decompose", {"question": QUESTION})
+        assert not ok.is_error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_engine_errors_are_tool_errors_not_crashes(rig: Rig, mode: str) -> None:
+    bad_plan = [{"id": "t1", "prompt": "a"}, {"id": "t2", "prompt": "b", "depends_on": ["nope"]}]
+    async with Client(rig.server, mode=mode) as client:
+        result = await client.call_tool("parallel_solve", {"question": "q", "subtasks": bad_plan})
+        assert result.is_error
+        assert "PlanError" in _text(result) and "nope" in _text(result)
+        assert (await client.call_tool("decompose", {"question": QUESTION})).is_error is False
+
+
+async def test_unconfigured_backend_explains_how_to_configure(tmp_path: Path) -> None:
+    server = create_server(Settings(cache_dir=tmp_path / "cache"))
+    async with Client(server) as client:
+        assert len((await client.list_tools()).tools) == 4  # lists tools even when misconfigured
+        result = await client.call_tool("decompose", {"question": QUESTION})
+    assert result.is_error
+    assert "ConfigError" in _text(result) and "APR_BACKEND=openai" in _text(result)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_deadline_returns_finished_threads_marked_partial(make_rig: Callable[..., Rig], mode: str) -> None:
+    slow = SimScript(rules=[SimRule(pattern="STRAGGLER", ttft_s=30.0)])
+    rig = make_rig(script=slow)
+    subtasks = [
+        {"id": "fast", "prompt": "What is 2 + 2?"},
+        {"id": "slow", "prompt": "STRAGGLER: what is 3 + 3?"},
+    ]
+    with anyio.fail_after(10):
+        async with Client(rig.server, mode=mode) as client:
+            result = await client.call_tool(
+                "parallel_solve", {"question": "two sums", "subtasks": subtasks, "deadline_s": 0.5}
+            )
+    assert not result.is_error, _text(result)
+    run = result.structured_content
+    assert run is not None and run["partial"] is True and run["metrics"]["partial"] is True
+    status = {r["id"]: r["status"] for r in run["results"]}
+    assert status["fast"] == "done" and status["slow"] in {"cancelled", "skipped", "failed"}
+    assert "PARTIAL" in _text(result)
+
+
+def _sim_sampler(model: SimulatedModel, calls: list[CreateMessageRequestParams]) -> Any:
+    """A host that answers sampling requests with the simulated model."""
+
+    async def sample(context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
+        calls.append(params)
+        messages = [Message(role="system", content=params.system_prompt)] if params.system_prompt else []
+        messages += [
+            Message(role=m.role, content=m.content.text)  # type: ignore[union-attr]
+            for m in params.messages
+        ]
+        meta = params.metadata or {}
+        request = ModelRequest(
+            messages=messages,
+            max_tokens=params.max_tokens,
+            purpose=str(meta.get("purpose", "solver")),
+            schema_name=str(meta.get("schema_name", "output")),
+        )
+        reply = await model.complete(request)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=reply.text), model="host-sim", stop_reason="endTurn"
+        )
+
+    return sample
+
+
+async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend="sampling")
+    host = SimulatedModel(ttft_s=0.001, tokens_per_s=50_000)
+    calls: list[CreateMessageRequestParams] = []
+    async with Client(rig.server, mode="legacy", sampling_callback=_sim_sampler(host, calls)) as client:
+        result = await client.call_tool("solve", {"question": QUESTION})
+    assert not result.is_error, _text(result)
+    assert result.structured_content is not None and result.structured_content["answer"].strip()
+    assert rig.model.calls == 0  # everything went through the host
+    assert len(calls) >= 3 and host.calls == len(calls)  # plan + threads + merge
+    purposes = {str((c.metadata or {}).get("purpose")) for c in calls}
+    assert {"planner", "solver"} <= purposes
+
+
+async def test_sampling_on_2026_connections_fails_with_the_alternatives(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend="sampling")
+    calls: list[CreateMessageRequestParams] = []
+    async with Client(rig.server, sampling_callback=_sim_sampler(SimulatedModel(), calls)) as client:
+        result = await client.call_tool("solve", {"question": QUESTION})
+    assert result.is_error
+    text = _text(result)
+    assert "SamplingUnavailable" in text and "2026-07-28" in text
+    assert "APR_BACKEND=openai" in text and "APR_BACKEND=simulated" in text
+    assert calls == []
+
+
+async def test_sampling_without_the_capability_fails_clearly(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(backend="sampling")
+    async with Client(rig.server, mode="legacy") as client:  # no sampling_callback: no capability
+        result = await client.call_tool("decompose", {"question": QUESTION})
+    assert result.is_error
+    assert "sampling capability" in _text(result) and "APR_BACKEND=anthropic" in _text(result)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_run_traces_and_cache_stats_are_resources(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        solved = await client.call_tool("solve", {"question": QUESTION})
+        run_id = solved.structured_content["run_id"]  # type: ignore[index]
+        listing = await client.read_resource("apr://runs")
+        assert run_id in listing.contents[0].text  # type: ignore[union-attr]
+        trace = json.loads((await client.read_resource(f"apr://runs/{run_id}")).contents[0].text)  # type: ignore[union-attr]
+        assert trace["run_id"] == run_id and trace["results"]
+        stats = json.loads((await client.read_resource("apr://cache/stats")).contents[0].text)  # type: ignore[union-attr]
+        assert isinstance(stats, dict) and stats
+        templates = (await client.list_resource_templates()).resource_templates
+        assert any(t.uri_template == "apr://runs/{run_id}" for t in templates)
+        with pytest.raises(MCPError, match="no run"):
+            await client.read_resource("apr://runs/does-not-exist")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_prompts_for_debugging_and_research(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        names = {p.name for p in (await client.list_prompts()).prompts}
+        assert {"debug_with_hypotheses", "research", "compare"} <= names
+        got = await client.get_prompt(
+            "debug_with_hypotheses", {"error": "KeyError: 'user_id'", "code": "d['user_id']"}
+        )
+        text = got.messages[0].content.text  # type: ignore[union-attr]
+        assert "KeyError: 'user_id'" in text and 'mode="debug"' in text and "d['user_id']" in text
+        research = await client.get_prompt("research", {"question": "Why did the Bronze Age collapse?"})
+        assert "Bronze Age" in research.messages[0].content.text  # type: ignore[union-attr]

@@ -1,0 +1,47 @@
+"""A real stdio subprocess: ``python -m apr_mcp`` (what a bare ``apr-mcp`` runs) with the simulated
+backend, driven by the SDK's stdio client in both protocol eras."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
+
+
+def _params(tmp: Path) -> StdioServerParameters:
+    env = dict(os.environ)
+    env.update(
+        APR_BACKEND="simulated",
+        APR_SIM_TTFT_S="0.005",
+        APR_SIM_TOKENS_PER_S="50000",
+        APR_CACHE_DIR=str(tmp / "cache"),
+        APR_RUNS_DIR=str(tmp / "runs"),
+    )
+    return StdioServerParameters(command=sys.executable, args=["-m", "apr_mcp"], env=env, cwd=str(tmp))
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stdio_subprocess_runs_the_chain(tmp_path: Path, mode: str) -> None:
+    with anyio.fail_after(30):
+        async with Client(_params(tmp_path), mode=mode) as client:  # type: ignore[arg-type]
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert tools == {"decompose", "parallel_solve", "merge", "solve"}
+            plan = (await client.call_tool("decompose", {"question": QUESTION})).structured_content
+            assert plan is not None and len(plan["subtasks"]) >= 2
+            run = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]})
+            assert not run.is_error and run.structured_content is not None
+            results = run.structured_content["results"]
+            assert {r["id"] for r in results} >= {s["id"] for s in plan["subtasks"]}
+            merged = await client.call_tool("merge", {"question": QUESTION, "results": results})
+            assert not merged.is_error and merged.structured_content["answer"]  # type: ignore[index]
+            runs = await client.read_resource("apr://runs")
+            assert run.structured_content["run_id"] in runs.contents[0].text  # type: ignore[union-attr]
+    # The run trace was written where APR_RUNS_DIR points (not into the user's data dir).
+    assert any((tmp_path / "runs").iterdir())
