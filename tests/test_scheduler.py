@@ -38,7 +38,7 @@ async def test_dependent_starts_as_soon_as_its_dependency_is_done() -> None:
     assert all(x.status is ThreadStatus.done for x in run.results)
     assert r["gamma"].started_s >= r["beta"].finished_s
     assert r["gamma"].started_s < r["alpha"].finished_s
-    gamma_prompt = [q for q in model.requests if "Your subtask:\nGAMMA" in q.messages[-1].content][0]
+    gamma_prompt = next(q for q in model.requests if "Your subtask:\nGAMMA" in q.messages[-1].content)
     assert "BETA SAYS 42" in gamma_prompt.messages[-1].content  # the distilled dependency result
 
 

@@ -132,10 +132,7 @@ class RunState:
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that carry no content when comparing what two subtasks ask.
 _STOP = frozenset(
-    """a an the of in on for to and or with by from at as is are be was were it its this that these
-    those what which who whom how why when where does do did can could should would will shall
-    may might must about into than then so such their there them they we you your our i me my
-    please explain describe give list find determine""".split()
+    ["a", "an", "the", "of", "in", "on", "for", "to", "and", "or", "with", "by", "from", "at", "as", "is", "are", "be", "was", "were", "it", "its", "this", "that", "these", "those", "what", "which", "who", "whom", "how", "why", "when", "where", "does", "do", "did", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "about", "into", "than", "then", "so", "such", "their", "there", "them", "they", "we", "you", "your", "our", "i", "me", "my", "please", "explain", "describe", "give", "list", "find", "determine"]
 )
 
 

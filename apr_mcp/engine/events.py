@@ -68,7 +68,7 @@ async def _deliver(receive: MemoryObjectReceiveStream[RunEvent], callback: Event
         async for event in receive:
             try:
                 await callback(event)
-            except Exception:  # noqa: BLE001 - a broken progress callback must not fail the run
+            except Exception:
                 log.warning("progress callback failed on %s event", event.kind, exc_info=True)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import anyio
 from pydantic import BaseModel, Field
@@ -139,7 +140,7 @@ async def merge(
         "question": question,
         "context": context,
     }
-    base_tokens = count_messages(prompt.render(results="", **values))
+    base_tokens = count_messages(cast("list[object]", prompt.render(results="", **values)))
     room = budget_tokens - base_tokens
     entries: list[str] = []
     used: list[str] = []
@@ -163,7 +164,7 @@ async def merge(
             dropped.append(r.id)
             truncated = ""  # nothing more fits
     messages = prompt.render(results="\n\n".join(entries), **values)
-    context_tokens = count_messages(messages)
+    context_tokens = count_messages(cast("list[object]", messages))
     request = ModelRequest(
         messages=messages,
         max_tokens=max(settings.max_tokens, 1536),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 
@@ -313,10 +313,9 @@ class Engine:
     def _plan_decisions(
         self, plan: Plan, decisions: list[Decision], sink: EventSink, clock: _Clock
     ) -> None:
-        if plan.source == "fallback":
-            kind = "fallback"
-        else:
-            kind = "split" if plan.should_split else "no_split"
+        kind: Literal["fallback", "split", "no_split"] = (
+            "fallback" if plan.source == "fallback" else "split" if plan.should_split else "no_split"
+        )
         what = (f"split into {len(plan.subtasks)} subtasks" if plan.should_split
                 else "answering with one call")
         reason = f"{what} ({plan.source}): {plan.reason or 'no reason given'}"
@@ -380,7 +379,8 @@ class Engine:
             purpose="sequential",
             prompt_version=prompt.key,
         )
-        usage = StageUsage(calls=1, max_context_tokens=count_messages(request.messages))
+        prompt_tokens = count_messages(cast("list[object]", request.messages))
+        usage = StageUsage(calls=1, max_context_tokens=prompt_tokens)
         async with event_sink(on_event) as sink:
             sink.add_threads(1)
             sink.emit("started", "t1 started (sequential baseline)", thread_id="t1")
@@ -427,7 +427,7 @@ class Engine:
 
     async def _debug(self, question: str, **kwargs: Any) -> SolveResult:
         try:
-            from . import debug  # type: ignore[attr-defined]
+            from . import debug
         except ImportError as exc:
             raise AprError(
                 "debug mode is not available in this build (apr_mcp.engine.debug is missing)"

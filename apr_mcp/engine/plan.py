@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..config import Settings
 from ..errors import ModelError, ModelOutputError, PlanError
@@ -171,10 +171,10 @@ def _analyze(question: str, context: str, settings: Settings) -> SplitHints | No
     except ImportError:  # the heuristics module is optional; the planner alone still works
         return None
     try:
-        return heuristics.analyze(  # type: ignore[no-any-return]
+        return heuristics.analyze(
             question, context, min_threads=settings.min_threads, max_threads=settings.max_threads
         )
-    except Exception:  # noqa: BLE001 - a heuristics bug must not stop planning
+    except Exception:
         log.warning("heuristics failed; planning without them", exc_info=True)
         return None
 
@@ -252,7 +252,8 @@ async def make_plan(
     problem = ""
     for attempt in range(2):
         usage.calls += 1
-        usage.max_context_tokens = max(usage.max_context_tokens, count_messages(request.messages))
+        prompt_tokens = count_messages(cast("list[object]", request.messages))
+        usage.max_context_tokens = max(usage.max_context_tokens, prompt_tokens)
         try:
             plan, response = await complete_structured(planner, request, Plan)
         except ModelOutputError as exc:

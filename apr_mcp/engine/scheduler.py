@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import cast, get_args
 
 import anyio
 
@@ -297,15 +297,14 @@ class Scheduler:
             with scope:
                 request = self._request(sub)
                 self.usage.calls += 1
-                self.usage.max_context_tokens = max(
-                    self.usage.max_context_tokens, count_messages(request.messages)
-                )
+                prompt_tokens = count_messages(cast("list[object]", request.messages))
+                self.usage.max_context_tokens = max(self.usage.max_context_tokens, prompt_tokens)
                 answer, response = await complete_structured(self.solver, request, ThreadAnswer)
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
         except AprError as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - one thread's bug must not fail the others
+        except Exception as exc:
             log.exception("thread %s crashed", sid)
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -368,7 +367,7 @@ class Scheduler:
         self._settle()
         try:
             actions = await self.controller.on_result(st, result)
-        except Exception as exc:  # noqa: BLE001 - a broken (meta-)controller must not fail the run
+        except Exception as exc:
             log.warning("controller failed after %s", sid, exc_info=True)
             actions = [Note(kind="meta", reason=f"controller failed after {sid}: {exc}")]
         self._apply(actions)

@@ -1,0 +1,163 @@
+"""The Engine end to end on the simulated model: strategies, metrics, chaining, traces."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from engine_helpers import Gates, Recorder, answer, engine, sim, solver_rule
+
+from apr_mcp.engine.pipeline import final_answer
+from apr_mcp.errors import PlanError
+from apr_mcp.llm.simulated import SimRule
+from apr_mcp.schemas import MergeStrategy, Plan, SolveRun, Subtask, ThreadResult, ThreadStatus
+from apr_mcp.trace import RunStore
+
+COMPARE = "Compare Python, Go and Rust for writing a CLI tool: speed, ecosystem and learning curve."
+
+
+async def test_adaptive_solve_plans_solves_and_merges(tmp_path: object) -> None:
+    model = sim()
+    store = RunStore(tmp_path)  # type: ignore[arg-type]
+    rec = Recorder()
+    result = await engine(model, run_store=store).solve(COMPARE, on_event=rec)
+    assert result.strategy == "adaptive" and result.plan is not None
+    assert result.plan.should_split and len(result.results) == 3
+    assert all(r.status is ThreadStatus.done for r in result.results)
+    assert result.merge is not None and result.merge.used and result.answer == result.merge.answer
+    m = result.metrics
+    assert set(m.stages) == {"plan", "solve", "merge"}
+    assert m.model_calls == 5 == model.calls
+    assert m.tokens_in == sum(s.tokens_in for s in m.stages.values()) > 0
+    assert m.max_context_tokens == max(s.max_context_tokens for s in m.stages.values())
+    assert m.max_context_tokens >= result.merge.context_tokens
+    # Critical path: planning, then the slowest thread, then the merge — never more than the wall.
+    slowest = max(r.latency_s for r in result.results)
+    assert slowest < m.critical_path_s <= m.wall_s
+    assert [e.kind for e in rec.events][-2:] == ["merging", "finished"]
+    assert [d.kind for d in result.decisions][:2] == ["split", "width"]
+    assert store.load(result.run_id) == result
+
+
+async def test_simple_question_is_one_call_without_planner_or_merger() -> None:
+    model = sim()
+    result = await engine(model).solve("What is the capital of France?")
+    assert result.plan is not None and result.plan.source == "heuristic"
+    assert model.calls_by_purpose == {"solver": 1}
+    assert len(result.results) == 1 and result.merge is not None
+    assert "no merge call" in result.merge.note
+    assert result.decisions[0].kind == "no_split"
+    assert result.metrics.stages["merge"].calls == 0
+
+
+async def test_planner_failure_falls_back_and_still_answers() -> None:
+    model = sim(SimRule(pattern=".", fault="junk", purpose="planner"))
+    result = await engine(model).solve(COMPARE)
+    assert result.plan is not None and result.plan.source == "fallback"
+    assert result.decisions[0].kind == "fallback"
+    assert result.results[0].status is ThreadStatus.done and result.answer
+
+
+async def test_sequential_baseline_is_one_free_text_call() -> None:
+    model = sim(SimRule(pattern=".", reply="Step 1: think.\nStep 2: more.\nFinal answer: **42**",
+                        purpose="sequential"))
+    result = await engine(model).solve("What is six times seven?", strategy="sequential")
+    assert result.answer == "42"
+    assert model.calls == 1 and model.requests[0].json_schema is None
+    assert result.results[0].answer is not None and "Step 1" in result.results[0].answer
+    assert result.metrics.model_calls == 1 and result.metrics.critical_path_s > 0
+    assert result.metrics.max_context_tokens > 0
+
+
+async def test_sequential_failure_is_reported_not_raised() -> None:
+    model = sim(SimRule(pattern=".", fault="500"))
+    result = await engine(model).solve("What?", strategy="sequential")
+    assert result.results[0].status is ThreadStatus.failed
+    assert result.answer.startswith("No answer:")
+
+
+def test_final_answer_extraction() -> None:
+    assert final_answer("blah\nFinal answer: 12 apples") == "12 apples"
+    assert final_answer("final answer: 1\n...\nFINAL ANSWER: 2") == "2"
+    assert final_answer("no marker here") == "no marker here"
+
+
+async def test_fixed_baseline_splits_to_max_threads() -> None:
+    model = sim()
+    result = await engine(model, max_threads=4).solve("What is the capital of France?", strategy="fixed")
+    assert result.plan is not None and result.plan.should_split
+    assert len(result.results) == 4
+    assert result.merge is not None and result.merge.strategy is MergeStrategy.vote
+    assert "exactly 4" in model.requests[0].messages[-1].content
+
+
+async def test_parallel_solve_plans_first_without_subtasks() -> None:
+    model = sim()
+    run = await engine(model).parallel_solve(COMPARE)
+    assert len(run.results) == 3 and run.metrics.stages["plan"].calls == 1
+    assert model.calls_by_purpose["merger"] == 0
+
+
+async def test_chaining_contract_through_json() -> None:
+    # decompose → parallel_solve → merge, each output passed on as a host would (as JSON).
+    model = sim()
+    eng = engine(model)
+    plan = Plan.model_validate_json((await eng.decompose(COMPARE)).model_dump_json())
+    run = SolveRun.model_validate_json(
+        (await eng.parallel_solve(COMPARE, plan.subtasks, max_concurrency=2)).model_dump_json()
+    )
+    merged = await eng.merge(COMPARE, run.results, strategy=MergeStrategy.rank)
+    assert merged.used and set(merged.used) <= {s.id for s in plan.subtasks}
+    assert merged.strategy is MergeStrategy.rank and merged.context_tokens > 0
+
+
+async def test_host_subtasks_are_validated() -> None:
+    eng = engine(sim())
+    with pytest.raises(PlanError, match="dependency cycle"):
+        await eng.parallel_solve("q", [Subtask(id="a", prompt="A", depends_on=["b"]),
+                                       Subtask(id="b", prompt="B", depends_on=["a"])])
+    with pytest.raises(PlanError, match="subtasks is empty"):
+        await eng.parallel_solve("q", [])
+
+
+async def test_duplicate_host_subtasks_run_once() -> None:
+    model = sim()
+    run = await engine(model).parallel_solve(
+        "q", [Subtask(id="a", prompt="Price of X?"), Subtask(id="b", prompt="price of x")]
+    )
+    by_id = {r.id: r for r in run.results}
+    assert by_id["a"].status is ThreadStatus.done
+    assert by_id["b"].status is ThreadStatus.skipped and by_id["b"].reason == "duplicate of a; see its result"
+    assert model.calls_by_purpose["solver"] == 1
+
+
+async def test_solve_deadline_still_merges_what_finished() -> None:
+    gates = Gates()
+    gates.block["HANG"] = anyio.Event()
+    plan = {"should_split": True, "reason": "r", "subtasks": [
+        {"id": "t1", "prompt": "FAST one"}, {"id": "t2", "prompt": "HANG forever"},
+        {"id": "t3", "prompt": "QUICK two"}]}
+    model = sim(SimRule(pattern=".", reply=plan, purpose="planner"),
+                solver_rule("FAST", answer("fast result")), gates=gates)
+    with anyio.fail_after(5):
+        result = await engine(model).solve(COMPARE, deadline_s=1.0)
+    by_id = {r.id: r for r in result.results}
+    assert by_id["t2"].status is ThreadStatus.cancelled and by_id["t2"].reason == "deadline"
+    assert result.partial and result.metrics.partial
+    assert result.merge is not None and set(result.merge.used) == {"t1", "t3"}
+    assert "t2" in result.merge.dropped
+    assert result.metrics.wall_s < 1.0  # the merge ran inside the deadline
+
+
+async def test_debug_mode_delegates_to_debug_engine(tmp_path: object) -> None:
+    store = RunStore(tmp_path)  # type: ignore[arg-type]
+    result = await engine(sim(), run_store=store).solve(
+        "TypeError: unsupported operand type(s) for +: 'int' and 'str'",
+        context="def total(xs):\n    return sum(xs) + ' items'", mode="debug",
+    )
+    assert result.strategy == "debug" and len(result.results) >= 2
+    assert store.load(result.run_id).strategy == "debug"  # type: ignore[union-attr]
+
+
+def test_thread_results_round_trip_for_merge() -> None:
+    r = ThreadResult(id="t1", prompt="p", answer="a", started_s=0.1, finished_s=0.2)
+    assert ThreadResult.model_validate_json(r.model_dump_json()) == r
