@@ -63,7 +63,7 @@ _PURPOSES = {"plan": "planner", "thread": "solver", "merge": "merger"}
 
 @dataclass
 class ServerStats:
-    """What ``GET /stats`` reports."""
+    """What ``GET /stats`` reports. Tests can ``await stats.wait_until(lambda s: ...)``."""
 
     requests: int = 0
     completed: int = 0
@@ -72,6 +72,27 @@ class ServerStats:
     max_active: int = 0
     faults: int = 0
     bad_requests: int = 0
+
+    def __post_init__(self) -> None:
+        self._waiters: list[tuple[Callable[[ServerStats], bool], anyio.Event]] = []
+
+    def changed(self) -> None:
+        """Wake the waiters whose condition now holds."""
+        for waiter in list(self._waiters):
+            if waiter[0](self):
+                self._waiters.remove(waiter)
+                waiter[1].set()
+
+    async def wait_until(self, condition: Callable[[ServerStats], bool]) -> None:
+        """Return once ``condition(self)`` holds (bound it with ``anyio.fail_after``)."""
+        if condition(self):
+            return
+        event = anyio.Event()
+        self._waiters.append((condition, event))
+        await event.wait()
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> dict[str, Any]:
@@ -160,12 +181,14 @@ class _ChatCompletions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stats = self.stats
         stats.requests += 1
+        stats.changed()
         request = Request(scope, receive)
         try:
             body = json.loads(await request.body() or b"null")
             mreq, stream, include_usage = _to_model_request(body, request.headers.get("x-apr-purpose"))
         except (ValueError, _BadRequest, pydantic.ValidationError) as exc:
             stats.bad_requests += 1
+            stats.changed()
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             await JSONResponse(_error(400, f"invalid request: {detail}", "invalid_request_error"), 400)(
                 scope, receive, send
@@ -175,6 +198,7 @@ class _ChatCompletions:
         ident = f"chatcmpl-sim{self._ids}"
         stats.active += 1
         stats.max_active = max(stats.max_active, stats.active)
+        stats.changed()
         watch = _Watch(receive)
         try:
             async with self.model.session(mreq) as reply:
@@ -192,6 +216,7 @@ class _ChatCompletions:
                 stats.streams_closed_early += 1
             else:
                 stats.completed += 1
+            stats.changed()
 
     async def _http_error(self, reply: SimReply, scope: Scope, receive: Receive, send: Send) -> None:
         if reply.fault == "429":
@@ -284,17 +309,17 @@ def _usage(reply: SimReply) -> dict[str, int]:
     }
 
 
-def create_app(model: SimulatedModel | None = None) -> Starlette:
+def create_app(model: SimulatedModel | None = None, stats: ServerStats | None = None) -> Starlette:
     """The ASGI app. ``app.state.model`` and ``app.state.stats`` expose the counters."""
     model = model if model is not None else SimulatedModel()
-    stats = ServerStats()
+    stats = stats if stats is not None else ServerStats()
 
     async def models(_: Request) -> JSONResponse:
         entry = {"id": model.model_name, "object": "model", "created": 0, "owned_by": "apr-mcp-simulated"}
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def stats_endpoint(_: Request) -> JSONResponse:
-        return JSONResponse({**asdict(stats), "model_calls": model.calls})
+        return JSONResponse({**stats.as_dict(), "model_calls": model.calls})
 
     app = Starlette(
         routes=[
@@ -342,12 +367,12 @@ def _server(app: Starlette, host: str, log_level: str) -> uvicorn.Server:
 @asynccontextmanager
 async def serve_simulated(
     model: SimulatedModel | None = None, *, host: str = "127.0.0.1", port: int = 0,
-    log_level: str = "warning",
+    stats: ServerStats | None = None, log_level: str = "warning",
 ) -> AsyncIterator[str]:
     """Run the server in this process for the duration of the block; yields the base URL
-    (``http://127.0.0.1:PORT/v1``)."""
+    (``http://127.0.0.1:PORT/v1``). Pass ``stats`` to watch the server's counters."""
     sock = _bind(host, port)
-    server = _server(create_app(model), host, log_level)
+    server = _server(create_app(model, stats), host, log_level)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])
         try:

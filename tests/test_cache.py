@@ -1,0 +1,258 @@
+"""The disk cache and the cache wrapper: hits, keys, in-flight de-duplication, what is never
+stored, and two processes sharing one directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from apr_mcp.cache import ResultCache, add_cache_subcommand, make_key
+from apr_mcp.errors import CacheError, ServerError
+from apr_mcp.llm.base import Message, ModelRequest
+from apr_mcp.llm.cached import CachedModel
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+
+
+def request(text: str = "Explain write-ahead logging.", **kw: object) -> ModelRequest:
+    return ModelRequest(
+        messages=[Message(role="system", content="Be brief."), Message(role="user", content=text)],
+        purpose="solver",
+        prompt_version="solver@1",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def stack(tmp_path: Path, **sim: object) -> tuple[CachedModel, SimulatedModel, ResultCache]:
+    inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6, **sim)  # type: ignore[arg-type]
+    cache = ResultCache(tmp_path / "cache")
+    return CachedModel(inner, cache), inner, cache
+
+
+def test_make_key_is_canonical() -> None:
+    assert make_key(a=1, b=[1, 2]) == make_key(b=[1, 2], a=1)
+    assert make_key(a=1) != make_key(a=2)
+    assert len(make_key(a=1)) == 64
+
+
+async def test_second_identical_call_is_a_marked_hit(tmp_path: Path) -> None:
+    model, inner, cache = stack(tmp_path)
+    first = await model.complete(request())
+    seen: list[str] = []
+    second = await model.complete(request(), on_token=seen.append)
+    assert inner.calls == 1
+    assert not first.cached and second.cached
+    assert second.text == first.text and seen == [first.text]
+    assert second.usage == first.usage and second.latency_s < first.latency_s + 0.05
+    assert (cache.hits, cache.misses) == (1, 1)
+
+
+async def test_key_covers_what_changes_the_answer(tmp_path: Path) -> None:
+    model, inner, _ = stack(tmp_path)
+    await model.complete(request())
+    # Trailing whitespace and CRLF do not change the answer: still a hit.
+    assert (await model.complete(request("Explain write-ahead logging.  \r\n"))).cached
+    variants = [
+        request("Explain write-behind logging."),
+        request(temperature=0.7),
+        request(max_tokens=99),
+        request(model="sim-2"),
+        request(seed=3),
+        request(json_schema={"type": "object"}),
+        request().model_copy(update={"prompt_version": "solver@2"}),
+        request().model_copy(update={"purpose": "merger"}),
+    ]
+    for variant in variants:
+        assert not (await model.complete(variant)).cached
+    assert inner.calls == 1 + len(variants)
+
+
+async def test_concurrent_identical_requests_cost_one_inner_call(tmp_path: Path) -> None:
+    release, started = anyio.Event(), anyio.Event()
+    model, inner, _ = stack(tmp_path)
+
+    async def on_call(_: ModelRequest) -> None:
+        started.set()
+        await release.wait()
+
+    inner.on_call = on_call
+    results = []
+
+    async def call() -> None:
+        results.append(await model.complete(request()))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await started.wait()
+            for _ in range(4):
+                tg.start_soon(call)
+            await anyio.wait_all_tasks_blocked()  # the four are now waiting on the first
+            release.set()
+    assert inner.calls == 1
+    assert sorted(r.cached for r in results) == [False, True, True, True, True]
+    assert len({r.text for r in results}) == 1
+
+
+async def test_failure_stores_nothing_and_a_waiter_computes_itself(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "c")
+    go = anyio.Event()
+    computed: list[str] = []
+
+    async def failing() -> str:
+        computed.append("first")
+        await go.wait()
+        raise ServerError("boom")
+
+    async def succeeding() -> str:
+        computed.append("second")
+        return "value"
+
+    outcome: dict[str, object] = {}
+
+    async def first() -> None:
+        with pytest.raises(ServerError):
+            await cache.get_or_compute("k", failing)
+
+    async def second() -> None:
+        outcome["second"] = await cache.get_or_compute("k", succeeding)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            assert computed == ["first"]  # the second caller waits, it does not compute yet
+            go.set()
+    assert computed == ["first", "second"]
+    assert outcome["second"] == ("value", False)
+    assert cache.stats()["entries"] == 1
+
+
+async def test_cancelled_call_stores_nothing(tmp_path: Path) -> None:
+    started = anyio.Event()
+    model, inner, cache = stack(tmp_path)
+    inner.ttft_s = 30.0
+
+    async def on_call(_: ModelRequest) -> None:
+        started.set()
+
+    inner.on_call = on_call
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(model.complete, request())
+            await started.wait()
+            tg.cancel_scope.cancel()
+    assert cache.stats()["entries"] == 0
+    inner.ttft_s = 0.0
+    assert not (await model.complete(request())).cached and inner.calls == 2
+
+
+async def test_errors_truncated_and_empty_outputs_are_not_stored(tmp_path: Path) -> None:
+    script = SimScript([SimRule("fail once", fault="500", times=1), SimRule("say nothing", reply="")])
+    model, inner, cache = stack(tmp_path, script=script)
+    with pytest.raises(ServerError):
+        await model.complete(request("fail once"))
+    assert not (await model.complete(request("fail once"))).cached
+    for _ in range(2):
+        truncated = await model.complete(request("Why is the sky blue?", max_tokens=3))
+        assert truncated.finish_reason == "length" and not truncated.cached
+        assert not (await model.complete(request("say nothing"))).cached
+    assert inner.calls == 6
+    assert cache.stats()["entries"] == 1  # only the successful "fail once" retry
+
+
+async def test_disabled_cache_computes_every_time(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "off", enabled=False)
+    inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6)
+    model = CachedModel(inner, cache)
+    for _ in range(2):
+        assert not (await model.complete(request())).cached
+    assert inner.calls == 2
+    assert cache.stats()["entries"] == 0 and not (tmp_path / "off").exists()
+
+
+async def test_stats_and_clear(tmp_path: Path) -> None:
+    model, _, cache = stack(tmp_path)
+    for text in ("one", "two", "three"):
+        await model.complete(request(text))
+    stats = cache.stats()
+    assert stats["entries"] == 3 and stats["size_bytes"] > 0
+    assert stats["directory"] == str(tmp_path / "cache") and stats["misses"] == 3
+    assert cache.clear() == 3
+    assert cache.stats()["entries"] == 0
+    cache.close()
+    cache.close()  # idempotent
+
+
+def test_unusable_directory_is_a_cache_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CacheError, match=str(blocker)):
+        ResultCache(blocker / "cache")
+
+
+async def test_cli_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_cache_subcommand(parser.add_subparsers(dest="command"))
+
+    async def compute() -> str:
+        return "x"
+
+    with ResultCache(tmp_path / "cache") as cache:  # conftest points APR_CACHE_DIR here
+        await cache.get_or_compute(make_key(x=1), compute)
+
+    args = parser.parse_args(["cache", "stats", "--json"])
+    assert args.func(args) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 1 and stats["directory"] == str(tmp_path / "cache")
+    args = parser.parse_args(["cache", "clear"])
+    assert args.func(args) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+
+
+SHARED_REQUEST = "Compare the durability guarantees of SQLite and LMDB."
+
+CHILD = textwrap.dedent(
+    """
+    import sys, anyio
+    from pathlib import Path
+    from apr_mcp.cache import ResultCache
+    from apr_mcp.llm.base import Message, ModelRequest
+    from apr_mcp.llm.cached import CachedModel
+    from apr_mcp.llm.simulated import SimulatedModel
+
+    async def main() -> None:
+        inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6)
+        with ResultCache(Path(sys.argv[1])) as cache:
+            request = ModelRequest(
+                messages=[Message(role="system", content="Be brief."),
+                          Message(role="user", content=sys.argv[2])],
+                purpose="solver", prompt_version="solver@1")
+            response = await CachedModel(inner, cache).complete(request)
+        print(inner.calls, response.cached)
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_two_processes_share_one_cache_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    child = await anyio.run_process(
+        [sys.executable, "-c", CHILD, str(directory), SHARED_REQUEST], stderr=subprocess.STDOUT
+    )
+    assert child.stdout.decode().split() == ["1", "False"]  # the child paid for the call
+
+    inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6)
+    with ResultCache(directory) as cache:
+        response = await CachedModel(inner, cache).complete(request(SHARED_REQUEST))
+    assert inner.calls == 0 and response.cached
+    assert response.text == (await SimulatedModel().complete(request(SHARED_REQUEST))).text
