@@ -408,3 +408,27 @@ def test_find_limiter_walks_wrappers() -> None:
 def test_bad_parameters_are_config_errors(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         AdaptiveLimiter(2, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_weak_subscription_ends_with_its_subscriber() -> None:
+    import gc
+
+    class Run:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_change(self, old: int, new: int, reason: str) -> None:
+            self.seen.append(new)
+
+    limiter = AdaptiveLimiter(8, max_limit=8)
+    run = Run()
+    limiter.subscribe(run.on_change, weak=True)
+    s = await limiter.acquire()
+    limiter.release(s, "overload")
+    assert run.seen == [4]
+    del run
+    gc.collect()
+    s = await limiter.acquire()
+    limiter.release(s, "overload")
+    assert limiter.limit == 2
+    assert limiter._listeners == []

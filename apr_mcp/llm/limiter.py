@@ -19,9 +19,11 @@ backend``. Each retry attempt re-acquires a slot, and retry sleeps happen outsid
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -118,7 +120,9 @@ class AdaptiveLimiter:
         self._samples = 0
         self._queue: list[object] = []  # waiting acquirers, FIFO
         self._changed = anyio.Event()
-        self._listeners: list[ChangeCallback] = [on_change] if on_change else []
+        self._listeners: list[Callable[[], ChangeCallback | None]] = []
+        if on_change is not None:
+            self.subscribe(on_change)
         self._history: list[LimitChange] = [LimitChange(clock(), self._limit, "initial")]
 
     # ----- observation -----
@@ -158,17 +162,26 @@ class AdaptiveLimiter:
         """Seconds until new calls may start again after a ``Retry-After`` (0 if none)."""
         return max(0.0, self._cooldown_until - self.clock())
 
-    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+    def subscribe(self, callback: ChangeCallback, *, weak: bool = False) -> Callable[[], None]:
         """Call ``callback(old, new, reason)`` on each limit change; returns an unsubscribe function.
 
         A run subscribes for its lifetime and turns changes into ``backoff``/``recover`` decisions
-        (new < old is a backoff, new > old a recovery).
+        (new < old is a backoff, new > old a recovery). With ``weak=True`` the limiter holds only a
+        weak reference (a bound method's object may be a per-run controller): the subscription
+        ends by itself when the subscriber is garbage-collected.
         """
-        self._listeners.append(callback)
+        ref: Callable[[], ChangeCallback | None]
+        if not weak:
+            ref = lambda: callback
+        elif inspect.ismethod(callback):
+            ref = weakref.WeakMethod(callback)
+        else:
+            ref = weakref.ref(callback)
+        self._listeners.append(ref)
 
         def unsubscribe() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
+            if ref in self._listeners:
+                self._listeners.remove(ref)
 
         return unsubscribe
 
@@ -289,7 +302,11 @@ class AdaptiveLimiter:
             self._epoch += 1
         self._history.append(LimitChange(self.clock(), new, reason))
         log.info("concurrency limit %d -> %d: %s", old, new, reason)
-        for listener in list(self._listeners):
+        for ref in list(self._listeners):
+            listener = ref()
+            if listener is None:  # a weak subscriber is gone
+                self._listeners.remove(ref)
+                continue
             try:
                 listener(old, new, reason)
             except Exception:  # a broken listener must not break every model call
