@@ -11,6 +11,7 @@ cancels that task, and the cancellation reaches every in-flight model stream.
 """
 
 import argparse
+import inspect
 import logging
 import math
 import sys
@@ -315,6 +316,14 @@ def create_server(
     def deadline_of(deadline_s: float | None) -> float:
         return deadline_s if deadline_s is not None else settings.deadline_s
 
+    def tool(title: str, annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Any]:
+        def register(fn: Callable[..., Any]) -> Any:
+            # cleandoc: hosts show the description verbatim, without the source's indentation.
+            server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+            return fn
+
+        return register
+
     @asynccontextmanager
     async def guarded(deadline: float | None = None) -> AsyncIterator[None]:
         try:
@@ -336,9 +345,9 @@ def create_server(
                 f"the run did not return within its deadline ({deadline:g} s) plus {_DEADLINE_GRACE_S:g} s"
             ) from exc
 
-    @server.tool(
-        title="Decompose a question into parallel subtasks",
-        annotations=ToolAnnotations(title="Decompose", **_ANNOTATIONS),
+    @tool(
+        "Decompose a question into parallel subtasks",
+        ToolAnnotations(title="Decompose", **_ANNOTATIONS),
     )
     async def decompose(
         question: Question, ctx: Context, context: ContextArg = "", max_subtasks: MaxSubtasks = None
@@ -351,9 +360,9 @@ def create_server(
             plan = await engine.decompose(question, context=context, max_subtasks=max_subtasks)
         return _result(plan, plan_text(plan))
 
-    @server.tool(
-        title="Solve subtasks in parallel",
-        annotations=ToolAnnotations(title="Parallel solve", **_ANNOTATIONS),
+    @tool(
+        "Solve subtasks in parallel",
+        ToolAnnotations(title="Parallel solve", **_ANNOTATIONS),
     )
     async def parallel_solve(
         question: Question,
@@ -383,9 +392,9 @@ def create_server(
             )
         return _result(run, run_text(run))
 
-    @server.tool(
-        title="Merge parallel results into one answer",
-        annotations=ToolAnnotations(title="Merge", **_ANNOTATIONS),
+    @tool(
+        "Merge parallel results into one answer",
+        ToolAnnotations(title="Merge", **_ANNOTATIONS),
     )
     async def merge(
         question: Question,
@@ -410,9 +419,9 @@ def create_server(
             )
         return _result(merged, merge_text(merged))
 
-    @server.tool(
-        title="Solve with adaptive parallel reasoning",
-        annotations=ToolAnnotations(title="Solve (plan, parallel solve, merge)", **_ANNOTATIONS),
+    @tool(
+        "Solve with adaptive parallel reasoning",
+        ToolAnnotations(title="Solve (plan, parallel solve, merge)", **_ANNOTATIONS),
     )
     async def solve(
         question: Question,

@@ -45,3 +45,14 @@ async def test_stdio_subprocess_runs_the_chain(tmp_path: Path, mode: str) -> Non
             assert run.structured_content["run_id"] in runs.contents[0].text  # type: ignore[union-attr]
     # The run trace was written where APR_RUNS_DIR points (not into the user's data dir).
     assert any((tmp_path / "runs").iterdir())
+
+
+async def test_example_client_script_runs_the_chain(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "examples" / "client.py"
+    env = {**_params(tmp_path).env, "PATH": os.environ.get("PATH", "")}  # type: ignore[dict-item]
+    with anyio.fail_after(30):
+        done = await anyio.run_process([sys.executable, str(script), QUESTION], env=env, cwd=tmp_path, check=False)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err[-2000:]
+    assert "plan: 3 subtasks" in out and "answer:" in out and '"used": [' in out
+    assert "t1" in err  # per-thread progress went to stderr
