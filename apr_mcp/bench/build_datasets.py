@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .countdown import check_expression, generate_24, generate_countdown
 
@@ -143,8 +144,8 @@ def _split_pays() -> list[dict[str, Any]]:
                       "answer": answer, "grader": "numeric", "meta": {"kind": constraint}})
 
     words = [
-        ("Among the words 'banana', 'strength', 'queue', 'rhythm' and 'orange', which has the most vowels (a, e, i, o, u)? "
-         "Answer with the word.", max(["banana", "strength", "queue", "rhythm", "orange"], key=_vowels)),
+        (("Among the words 'banana', 'strength', 'queue', 'rhythm' and 'orange', which has the most vowels "
+          "(a, e, i, o, u)? Answer with the word."), max(["banana", "strength", "queue", "rhythm", "orange"], key=_vowels)),
         ("Among 'elephant', 'giraffe', 'hippopotamus' and 'crocodile', which word is longest? Answer with the word.",
          "hippopotamus"),
         ("Which of these cities is farthest north: Madrid, Rome, Oslo, Cairo? Answer with the city.", "Oslo"),
@@ -252,7 +253,7 @@ def _arithmetic() -> list[dict[str, Any]]:
 def _sequential_control() -> list[dict[str, Any]]:
     """Chains where every step needs the previous one: splitting cannot help."""
     items: list[dict[str, Any]] = []
-    chains = [
+    chains: list[tuple[int, list[tuple[str, Callable[[int], int]]]]] = [
         (7, [("double it", lambda x: 2 * x), ("subtract 3", lambda x: x - 3), ("square the result", lambda x: x * x),
              ("divide by 11", lambda x: x // 11)]),
         (5, [("multiply by 9", lambda x: 9 * x), ("add 7", lambda x: x + 7), ("take the sum of its digits", _digit_sum),
@@ -346,20 +347,20 @@ def _check_exact_divisions(chains: list[tuple[int, list[tuple[str, Any]]]]) -> N
 def _countdown() -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for i, p in enumerate(generate_countdown(20, seed=2026)):
-        numbers, target = p["numbers"], p["target"]
+        numbers, target = cast(list[int], p["numbers"]), p["target"]
         items.append({
             "id": f"cd-{i + 1:03d}",
-            "question": f"Countdown: using the numbers {', '.join(map(str, numbers))} (each at most once) and + - × ÷, "  # type: ignore[arg-type]
+            "question": f"Countdown: using the numbers {', '.join(map(str, numbers))} (each at most once) and + - × ÷, "
                         f"make exactly {target}. Every intermediate result must be a positive whole number. "
                         "Give the expression as the final answer.",
             "grader": "countdown",
             "meta": {"numbers": numbers, "target": target, "rules": "countdown", "solution": p["solution"]},
         })
     for i, p in enumerate(generate_24(20, seed=24)):
-        numbers = p["numbers"]
+        numbers = cast(list[int], p["numbers"])
         items.append({
             "id": f"g24-{i + 1:03d}",
-            "question": f"24 game: using each of the numbers {', '.join(map(str, numbers))} exactly once and + - × ÷ "  # type: ignore[arg-type]
+            "question": f"24 game: using each of the numbers {', '.join(map(str, numbers))} exactly once and + - × ÷ "
                         "(fractions allowed along the way), make 24. Give the expression as the final answer.",
             "grader": "countdown",
             "meta": {"numbers": numbers, "target": 24, "rules": "24", "solution": p["solution"]},
@@ -370,15 +371,15 @@ def _countdown() -> list[dict[str, Any]]:
     return items
 
 
-_SETS: dict[str, tuple[str, str, bool, Any]] = {
-    "split_pays": ("sp", "Multi-part comparison and multi-constraint questions with independent parts; "
-                   "splitting should pay.", True, _split_pays),
-    "countdown": ("", "Countdown (6 numbers, at most once each) and 24-game puzzles from a seeded generator "
-                  "(seeds 2026 and 24), each verified solvable; hypothesis search parallelises.", True, _countdown),
-    "arithmetic": ("ar", "GSM8K-style arithmetic word problems written for apr-mcp (not GSM8K itself); "
-                   "accuracy must not drop when the engine decides.", False, _arithmetic),
-    "sequential_control": ("sq", "Inherently sequential multi-hop chains (arithmetic, relations, pointer "
-                           "chasing, string rewriting): negative control, splitting should not happen.", False,
+_SETS: dict[str, tuple[str, str, bool, Callable[[], list[dict[str, Any]]]]] = {
+    "split_pays": ("sp", ("Multi-part comparison and multi-constraint questions with independent parts; "
+                          "splitting should pay."), True, _split_pays),
+    "countdown": ("", ("Countdown (6 numbers, at most once each) and 24-game puzzles from a seeded generator "
+                       "(seeds 2026 and 24), each verified solvable; hypothesis search parallelises."), True, _countdown),
+    "arithmetic": ("ar", ("GSM8K-style arithmetic word problems written for apr-mcp (not GSM8K itself); "
+                          "accuracy must not drop when the engine decides."), False, _arithmetic),
+    "sequential_control": ("sq", ("Inherently sequential multi-hop chains (arithmetic, relations, pointer "
+                                  "chasing, string rewriting): negative control, splitting should not happen."), False,
                            _sequential_control),
 }
 
@@ -391,10 +392,10 @@ def build_all() -> dict[str, list[dict[str, Any]]]:
         for i, r in enumerate(records):
             r.setdefault("id", f"{prefix}-{i + 1:03d}")
             r["should_split"] = split
-        header = {"_meta": {"name": name, "version": VERSION, "licence": LICENCE,
+        header: dict[str, Any] = {"_meta": {"name": name, "version": VERSION, "licence": LICENCE,
                             "source": "authored for apr-mcp; see apr_mcp/bench/build_datasets.py",
                             "description": description, "items": len(records)}}
-        ordered = [{k: r[k] for k in ("id", "question", "answer", "grader", "should_split", "meta") if k in r}
+        ordered: list[dict[str, Any]] = [{k: r[k] for k in ("id", "question", "answer", "grader", "should_split", "meta") if k in r}
                    for r in records]
         out[name] = [header, *ordered]
     return out

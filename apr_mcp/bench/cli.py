@@ -7,11 +7,10 @@ table of ``bench``, the text timeline of ``trace view``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -53,7 +52,7 @@ def add_bench_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
     add_model_flags(p)
     p.set_defaults(func=run_bench)
-    return p
+    return cast(argparse.ArgumentParser, p)
 
 
 def _dataset_names(values: list[str] | None) -> list[str]:
@@ -145,7 +144,7 @@ def add_trace_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=int, default=20)
     lst.add_argument("--runs-dir", type=Path)
     p.set_defaults(func=run_trace)
-    return p
+    return cast(argparse.ArgumentParser, p)
 
 
 def _load_run(ref: str, runs_dir: Path | None) -> Any:

@@ -29,8 +29,8 @@ __all__ = [
     "Rules",
     "check_expression",
     "extract_expression",
-    "generate_countdown",
     "generate_24",
+    "generate_countdown",
     "solve",
 ]
 
@@ -60,8 +60,9 @@ def extract_expression(text: str) -> str:
     """
     candidates: list[str] = []
     for raw in text.replace("`", " ").splitlines():
-        line = raw.strip().strip("*").strip()
-        line = re.sub(r"^(final answer|answer|expression)\s*[:=]\s*", "", line, flags=re.I)
+        # Markdown bold around labels ("**Answer:** ...") — not a power operator between numbers.
+        line = re.sub(r"\*\*(?=\s*[A-Za-z])|(?<=[A-Za-z:])\*\*", "", raw).strip().strip("*").strip()
+        line = re.sub(r"^(final answer|answer|expression)\s*[:=]\s*", "", line, flags=re.IGNORECASE)
         left = line.split("=")[0].strip() if "=" in line else line
         if left and _EXPR_LINE.match(left) and re.search(r"\d", left) and re.search(r"[+\-*/×x÷−]", left):
             candidates.append(left)

@@ -30,12 +30,12 @@ __all__ = [
     "GRADERS",
     "Grade",
     "JudgeVerdict",
+    "final_answer_text",
     "grade",
     "grade_choice",
     "grade_countdown",
     "grade_exact",
     "grade_numeric",
-    "final_answer_text",
 ]
 
 
@@ -49,7 +49,7 @@ class Grade:
 
 def final_answer_text(answer: str) -> str:
     """The part of ``answer`` after its last "Answer:" marker (or all of it)."""
-    matches = list(re.finditer(r"(?:final answer|answer)\s*(?:is\s*)?[:=]", answer, re.I))
+    matches = list(re.finditer(r"(?:final answer|answer)\s*(?:is\s*)?[:=]", answer, re.IGNORECASE))
     if matches:
         tail = answer[matches[-1].end():].strip()
         if tail:
@@ -79,7 +79,7 @@ def grade_exact(answer: str, reference: str | list[str]) -> Grade:
     return Grade(False, f"expected {refs[0]!r}, got {final[:80]!r}")
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?|-?\.\d+", re.I)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?|-?\.\d+", re.IGNORECASE)
 
 
 def _parse_number(token: str) -> float | None:
@@ -102,7 +102,7 @@ def extract_number(answer: str) -> float | None:
     return _parse_number(tokens[-1])
 
 
-def grade_numeric(answer: str, reference: float | int | str, *, rel_tol: float = 1e-6,
+def grade_numeric(answer: str, reference: float | str, *, rel_tol: float = 1e-6,
                   abs_tol: float = 1e-6) -> Grade:
     """The last number of the answer equals ``reference`` within the tolerances."""
     ref = float(reference)
@@ -115,8 +115,8 @@ def grade_numeric(answer: str, reference: float | int | str, *, rel_tol: float =
 
 
 _CHOICE_PATTERNS = [
-    re.compile(r"(?:final answer|answer|option|choice)\s*(?:is\s*)?[:=]?\s*\(?([A-Z])\)?(?![A-Za-z])", re.I),
-    re.compile(r"^\s*\(?([A-Z])\)?\s*(?:[.):\-]|$)", re.M),
+    re.compile(r"(?:final answer|answer|option|choice)\s*(?:is\s*)?[:=]?\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"^\s*\(?([A-Z])\)?\s*(?:[.):\-]|$)", re.MULTILINE),
     re.compile(r"\(([A-Z])\)"),
 ]
 
@@ -196,10 +196,10 @@ async def grade(item: Item, answer: str, *, judge: Model | None = None) -> Grade
     """Grade ``answer`` for ``item`` with the item's grader."""
     meta: dict[str, Any] = item.meta
     if item.grader == "exact":
-        return grade_exact(answer, item.answer)  # type: ignore[arg-type]
+        return grade_exact(answer, item.answer)
     if item.grader == "numeric":
         return grade_numeric(
-            answer, item.answer,  # type: ignore[arg-type]
+            answer, item.answer,
             rel_tol=float(meta.get("rel_tol", 1e-6)), abs_tol=float(meta.get("abs_tol", 1e-6)),
         )
     if item.grader == "choice":

@@ -30,6 +30,7 @@ details{margin:4px 0}summary{cursor:pointer}
 .filters label{margin-right:12px}
 .dot{stroke:#fff;stroke-width:1}
 .muted{color:#6b7280}
+.wide{overflow-x:auto}
 """
 
 # Segment colours come from LEGEND so the SVG, its legend and the text timeline agree.

@@ -160,10 +160,10 @@ def render_markdown(records: list[dict[str, Any]], info: dict[str, Any], *, seed
     out += ["## Summary (strategy × dataset)", "", "| " + " | ".join(_HEAD) + " |",
             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(_HEAD))) + "|"]
     out += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in table_rows(rows, simulated)]
-    out += ["", "Latency is wall time per item as measured by the harness; speed-up is the median over items "
-            "of sequential wall time ÷ strategy wall time. Tokens are input + output over all calls. "
-            "Routing accuracy: share of labelled items where the adaptive planner's split decision matched "
-            "`should_split`.", ""]
+    out += ["", ("Latency is wall time per item as measured by the harness; speed-up is the median over items "
+                 "of sequential wall time ÷ strategy wall time. Tokens are input + output over all calls. "
+                 "Routing accuracy: share of labelled items where the adaptive planner's split decision matched "
+                 "`should_split`."), ""]
     out += ["## Accuracy against the sequential baseline (paired)", ""]
     if simulated:
         out.append(f"Not reported: {SIMULATED_LABEL}.")
@@ -201,7 +201,7 @@ _STRAT_COLOURS = {"sequential": "#6b7280", "adaptive": "#2563eb", "fixed": "#d97
 def _scatter(rows: list[Row], simulated: bool) -> str:
     """Accuracy (or, when simulated, tokens) against median latency: one dot per strategy × dataset."""
     pts = [r for r in rows if r.lat_med is not None and (simulated or r.accuracy is not None)]
-    w, h, pad = 640, 320, 50
+    w, h, pad = 660, 320, 50
     ys = [(r.tok_med or 0.0) if simulated else (r.accuracy or 0.0) for r in pts]
     xmax = max([r.lat_med or 0.0 for r in pts] + [1e-6]) * 1.1
     ymax = (max(ys + [1.0]) * 1.1) if simulated else 1.0
@@ -213,13 +213,13 @@ def _scatter(rows: list[Row], simulated: bool) -> str:
              f'<text x="14" y="{h / 2:.0f}" transform="rotate(-90 14 {h / 2:.0f})" text-anchor="middle">{html.escape(ylabel)}</text>']
     for i in range(5):
         xv, yv = xmax * i / 4, ymax * i / 4
-        x = pad + (w - pad - 10) * i / 4
+        x = pad + (w - pad - 30) * i / 4
         y = h - pad - (h - pad - 10) * i / 4
         parts.append(f'<text class="tick" x="{x:.0f}" y="{h - pad + 14}" text-anchor="middle">{xv:.2f}</text>')
         ytxt = f"{yv:.0f}" if simulated else f"{yv:.0%}"
         parts.append(f'<text class="tick" x="{pad - 4}" y="{y + 4:.0f}" text-anchor="end">{ytxt}</text>')
     for r, yv in zip(pts, ys):
-        x = pad + (w - pad - 10) * (r.lat_med or 0.0) / xmax
+        x = pad + (w - pad - 30) * (r.lat_med or 0.0) / xmax
         y = h - pad - (h - pad - 10) * yv / ymax
         colour = _STRAT_COLOURS.get(r.strategy, "#111827")
         label = f"{r.strategy} / {r.dataset}: {r.lat_med:.3f}s, " + (f"{yv:.0f} tokens" if simulated else f"{yv:.1%}")
@@ -242,10 +242,10 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
     flag = (f'<p><strong class="flag">{esc(SIMULATED_LABEL)}</strong>: latency and tokens follow the simulated '
             "model's latency model; its answers are canned, so accuracy is not reported.</p>") if simulated else ""
     b.append(f'<div class="honesty{" simulated" if simulated else ""}">{flag}<ul>{honesty}</ul></div>')
-    b.append("<h2>Summary</h2><table><tr>" + "".join(f'<th class="{"l" if i < 2 else ""}">{esc(h)}</th>' for i, h in enumerate(_HEAD)) + "</tr>")
+    b.append('<h2>Summary</h2><div class="wide"><table><tr>' + "".join(f'<th class="{"l" if i < 2 else ""}">{esc(h)}</th>' for i, h in enumerate(_HEAD)) + "</tr>")
     for cells in table_rows(rows, simulated):
         b.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{esc(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
-    b.append("</table><p class=\"muted\">Speed-up: median over items of sequential ÷ strategy wall time. "
+    b.append("</table></div><p class=\"muted\">Speed-up: median over items of sequential ÷ strategy wall time. "
              "Routing accuracy: adaptive split decisions against <code>should_split</code> labels.</p>")
     if not simulated:
         b.append("<h2>Accuracy against the sequential baseline (paired)</h2><ul>")
@@ -263,19 +263,21 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
         items = list(dict.fromkeys(r["item_id"] for r in records if r["dataset"] == ds))
         b.append(f"<h3>{esc(ds)}</h3>")
         for item_id in items[:max_items_per_dataset]:
-            recs = sorted((r for r in records if r["dataset"] == ds and r["item_id"] == item_id),
+            item_recs = sorted((r for r in records if r["dataset"] == ds and r["item_id"] == item_id),
                           key=lambda r: STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99)
             b.append(f"<details open><summary>{esc(item_id)}</summary>")
-            for r in recs:
-                verdict = "" if simulated or r.get("correct") is None else (" ✓" if r["correct"] else " ✗")
-                head = (f'<div data-strategy="{esc(r["strategy"])}"><b>{esc(r["strategy"])}</b>{verdict} '
-                        f'<span class="muted">run {esc(str(r.get("run_id", "—")))} · {r.get("wall_s", 0):.3f}s · '
-                        f'{r.get("threads", "—")} threads</span>')
-                tl = _timeline_of(r)
-                if r.get("status") == "error":
-                    b.append(head + f'<br><span class="seg-failed">error: {esc(str(r.get("error")))}</span></div>')
+            # One time axis per item, so strategies compare at a glance.
+            span = max([float(r.get("wall_s") or 0.0) for r in item_recs] + [1e-9])
+            for rec in item_recs:
+                verdict = "" if simulated or rec.get("correct") is None else (" ✓" if rec["correct"] else " ✗")
+                head = (f'<div data-strategy="{esc(rec["strategy"])}"><b>{esc(rec["strategy"])}</b>{verdict} '
+                        f'<span class="muted">run {esc(str(rec.get("run_id", "—")))} · {rec.get("wall_s", 0):.3f}s · '
+                        f'{rec.get("threads", "—")} threads</span>')
+                tl = _timeline_of(rec)
+                if rec.get("status") == "error":
+                    b.append(head + f'<br><span class="seg-failed">error: {esc(str(rec.get("error")))}</span></div>')
                 elif tl is not None:
-                    b.append(head + render_svg(tl, run_index=index) + "</div>")
+                    b.append(head + render_svg(tl, run_index=index, span_s=span) + "</div>")
                     index += 1
                 else:
                     b.append(head + "</div>")

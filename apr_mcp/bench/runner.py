@@ -120,7 +120,7 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
 
 def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     path = config.out_dir / RUN_FILE
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     identity = _engine_identity(engine)
     info: dict[str, Any] = {}
     if config.resume and path.is_file():

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Lane", "Timeline", "LEGEND", "render_svg", "render_text", "timeline_from_result"]
+__all__ = ["LEGEND", "Lane", "Timeline", "render_svg", "render_text", "timeline_from_result"]
 
 
 class Lane(BaseModel):
@@ -108,7 +108,7 @@ def render_text(tl: Timeline, *, width: int = 60) -> str:
     scale = width / span
 
     def col(t: float) -> int:
-        return min(width, max(0, int(round(t * scale))))
+        return min(width, max(0, round(t * scale)))
 
     label_w = max([len(lane.id) for lane in tl.lanes] + [5])
     out = [f"run {tl.run_id}  {tl.title}  wall {tl.wall_s:.3f}s  critical path {tl.critical_path_s:.3f}s"]
@@ -137,9 +137,13 @@ _LABEL_W = 120
 _PAD = 24
 
 
-def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0) -> str:
-    """Inline SVG swimlanes (no external assets). Bars carry ``class="bar"`` and a tooltip."""
-    span = max(tl.wall_s, max([lane.finished_s or 0.0 for lane in tl.lanes] + [1e-9]))
+def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0, span_s: float | None = None) -> str:
+    """Inline SVG swimlanes (no external assets). Bars carry ``class="bar"`` and a tooltip.
+
+    ``span_s`` fixes the time axis (e.g. the slowest strategy of an item) so that several runs
+    drawn one above the other share a scale; by default the axis spans this run.
+    """
+    span = max(span_s or 0.0, tl.wall_s, max([lane.finished_s or 0.0 for lane in tl.lanes] + [1e-9]))
     plot_w = width - _LABEL_W - 10
     height = _PAD + _LANE_H * max(1, len(tl.lanes)) + 22
 
@@ -147,11 +151,11 @@ def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0) -> str:
         return _LABEL_W + max(0.0, t) / span * plot_w
 
     esc = html.escape
-    parts = [
+    parts = [(
         f'<svg class="timeline" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" data-run="{esc(tl.run_id)}" data-index="{run_index}" '
         f'aria-label="thread timeline of run {esc(tl.run_id)}">'
-    ]
+    )]
     for i in range(5):  # time axis
         t = span * i / 4
         parts.append(f'<line class="grid" x1="{x(t):.1f}" y1="{_PAD - 6}" x2="{x(t):.1f}" y2="{height - 18}"/>')
