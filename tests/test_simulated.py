@@ -146,7 +146,8 @@ async def test_merge_reply_combines_worker_results() -> None:
 
     messages = load_prompt("merger").render(
         question="Compare Python and Go", context="", mode="synthesize", schema="{}",
-        results="[t1] (confidence 0.8) Python is easy to write.\n[t2] (confidence 0.6) Go compiles fast.",
+        results="[t1] (confidence 0.80)\nTask: Assess Python.\nResult: Python is easy to write.\n\n"
+        "[t2] (confidence 0.60)\nTask: Assess Go.\nResult: Go compiles fast.",
     )
     request = ModelRequest(
         messages=messages, schema_name="MergeOutput", json_schema=MergeOutput.model_json_schema()

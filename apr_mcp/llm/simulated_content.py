@@ -341,7 +341,7 @@ def thread_reply(user_text: str, seed: int) -> dict[str, Any]:
         rng = random.Random(stable_hash(seed, "len", subtask))
         body = _filler(subtask, seed, rng.randint(2, 5))
         answer = f"[sim] Findings on {head}: {body}"
-        summary = f"[sim] Key point on {head}: {body.split('. ')[0].rstrip('.')}."
+        summary = f"[sim] Key point on {_head(subtask, 60)}: {body.split('. ')[0].rstrip('.')}."
     return {
         "answer": answer,
         "summary": summary,
@@ -361,14 +361,17 @@ def merge_reply(user_text: str, seed: int, schema: dict[str, Any] | None) -> dic
     results = section(user_text, "Worker results:") or user_text
     ids = list(dict.fromkeys(_IDS.findall(results)))
     confidences = [float(c) for c in _CONFIDENCE.findall(results) if float(c) <= 1.0]
-    lines = [ln.strip(" -*") for ln in results.splitlines() if ln.strip(" -*")]
     points = []
-    for ln in lines:
-        if _CONFIDENCE.fullmatch(ln) or re.fullmatch(r"\[?t\d+[^\s]*\]?:?", ln):
+    # One block per worker result (blank-line separated); keep the gist of its "Result:" part.
+    for block in re.split(r"\n\s*\n", results.strip())[:8]:
+        if not block.strip():
             continue
-        points.append(ln if len(ln) <= 200 else ln[:199] + "…")
-        if len(points) == 8:
-            break
+        label = _IDS.search(block)
+        body = block.split("Result:", 1)[1] if "Result:" in block else block
+        body = " ".join(body.replace("[sim]", "").split())
+        gist = " ".join(re.split(r"(?<=[.!?])\s+", body)[:2])
+        gist = gist if len(gist) <= 240 else gist[:239] + "…"
+        points.append(f"{label.group(1)}: {gist}" if label else gist)
     arithmetic = find_arithmetic(question, require_cue=True) if question else None
     lead = f"[sim] Merged answer to: {_head(question, 120)}" if question else "[sim] Merged answer"
     answer = lead + (f" ({len(ids)} results)." if ids else ".")
