@@ -32,7 +32,16 @@ from .engine import Engine
 from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
-from .schemas import MergeResult, MergeStrategy, Plan, RunEvent, SolveResult, SolveRun, Subtask, ThreadResult
+from .schemas import (
+    MergeResult,
+    MergeStrategy,
+    Plan,
+    RunEvent,
+    SolveResult,
+    SolveRun,
+    Subtask,
+    ThreadResult,
+)
 
 if TYPE_CHECKING:
     from .cache import ResultCache
@@ -66,12 +75,14 @@ pipeline in one call. To steer it yourself: `decompose` → (edit the subtasks) 
 `merge`, passing `subtasks` and `results` along unchanged. Do not use it for simple or strictly
 sequential questions — answer those directly."""
 
-_ANNOTATIONS = dict(
-    read_only_hint=True,  # it reads and answers; the only writes are its own cache and run traces
-    destructive_hint=False,
-    idempotent_hint=True,  # repeating a call has no further side effect (it may even hit the cache)
-    open_world_hint=True,  # it calls an external language model
-)
+def _annotations(title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=True,  # it reads and answers; its only writes are its own cache and traces
+        destructive_hint=False,
+        idempotent_hint=True,  # a repeated call has no further side effect (it may hit the cache)
+        open_world_hint=True,  # it calls an external language model
+    )
 
 Question = Annotated[
     str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
@@ -347,7 +358,7 @@ def create_server(
 
     @tool(
         "Decompose a question into parallel subtasks",
-        ToolAnnotations(title="Decompose", **_ANNOTATIONS),
+        _annotations("Decompose"),
     )
     async def decompose(
         question: Question, ctx: Context, context: ContextArg = "", max_subtasks: MaxSubtasks = None
@@ -362,7 +373,7 @@ def create_server(
 
     @tool(
         "Solve subtasks in parallel",
-        ToolAnnotations(title="Parallel solve", **_ANNOTATIONS),
+        _annotations("Parallel solve"),
     )
     async def parallel_solve(
         question: Question,
@@ -394,7 +405,7 @@ def create_server(
 
     @tool(
         "Merge parallel results into one answer",
-        ToolAnnotations(title="Merge", **_ANNOTATIONS),
+        _annotations("Merge"),
     )
     async def merge(
         question: Question,
@@ -421,7 +432,7 @@ def create_server(
 
     @tool(
         "Solve with adaptive parallel reasoning",
-        ToolAnnotations(title="Solve (plan, parallel solve, merge)", **_ANNOTATIONS),
+        _annotations("Solve (plan, parallel solve, merge)"),
     )
     async def solve(
         question: Question,

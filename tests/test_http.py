@@ -64,9 +64,11 @@ async def serving(tmp: Path, **overrides: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def _client(url: str, headers: dict[str, str] | None = None, mode: str = "auto") -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        yield client
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -87,21 +89,23 @@ async def test_chain_over_streamable_http(tmp_path: Path, mode: str) -> None:
 
 async def test_origin_validation(tmp_path: Path) -> None:
     with anyio.fail_after(20):
-        async with serving(tmp_path, allowed_origins=["https://app.example.com"]) as url:
-            async with httpx.AsyncClient() as http:
-                async def post(origin: str | None) -> httpx.Response:
-                    headers = dict(MCP_HEADERS)
-                    if origin:
-                        headers["origin"] = origin
-                    return await http.post(url, json=INITIALIZE, headers=headers)
+        async with (
+            serving(tmp_path, allowed_origins=["https://app.example.com"]) as url,
+            httpx.AsyncClient() as http,
+        ):
+            async def post(origin: str | None) -> httpx.Response:
+                headers = dict(MCP_HEADERS)
+                if origin:
+                    headers["origin"] = origin
+                return await http.post(url, json=INITIALIZE, headers=headers)
 
-                assert (await post("https://evil.example")).status_code == 403
-                refused = await post("http://localhost.evil.example:8080")
-                assert refused.status_code == 403 and "APR_ALLOWED_ORIGINS" in refused.text
-                assert (await post(None)).status_code == 200  # CLI clients send no Origin
-                assert (await post("http://localhost:5173")).status_code == 200
-                assert (await post("http://127.0.0.1")).status_code == 200
-                assert (await post("https://app.example.com")).status_code == 200  # APR_ALLOWED_ORIGINS
+            assert (await post("https://evil.example")).status_code == 403
+            refused = await post("http://localhost.evil.example:8080")
+            assert refused.status_code == 403 and "APR_ALLOWED_ORIGINS" in refused.text
+            assert (await post(None)).status_code == 200  # CLI clients send no Origin
+            assert (await post("http://localhost:5173")).status_code == 200
+            assert (await post("http://127.0.0.1")).status_code == 200
+            assert (await post("https://app.example.com")).status_code == 200  # APR_ALLOWED_ORIGINS
 
 
 async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:

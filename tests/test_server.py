@@ -8,8 +8,8 @@ simulated one with tiny latencies.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio

@@ -22,6 +22,7 @@ import warnings
 from typing import Any, Protocol
 
 import anyio
+from mcp.shared.exceptions import MCPDeprecationWarning, NoBackChannelError
 from mcp_types import (
     ClientCapabilities,
     CreateMessageResult,
@@ -31,8 +32,6 @@ from mcp_types import (
     TextContent,
 )
 from mcp_types.version import is_version_at_least
-
-from mcp.shared.exceptions import MCPDeprecationWarning, NoBackChannelError
 
 from ..errors import ModelError, ModelOutputError, ModelTimeoutError, SamplingUnavailable
 from ..tokens import count_messages, count_tokens
@@ -171,7 +170,7 @@ class SamplingModel(Model):
         return ModelResponse(
             text=text,
             usage=Usage(
-                input_tokens=count_messages(list(request.messages)),
+                input_tokens=count_messages(list[object](request.messages)),
                 output_tokens=count_tokens(text),
                 reported=False,
             ),
