@@ -14,6 +14,7 @@ import argparse
 import inspect
 import logging
 import math
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .config import Settings, load_settings
 from .engine import Engine
-from .errors import AprError, SamplingUnavailable
+from .errors import AprError, ConfigError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
 from .schemas import (
@@ -536,6 +537,19 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc} (choose another --port)") from exc
+    sock.listen(128)
+    return sock
+
+
 def run_server(
     settings: Settings | None = None,
     transport: Literal["stdio", "http"] = "stdio",
@@ -560,11 +574,20 @@ def run_server(
 
                 bind = host or settings.http_host
                 app = build_http_app(server, settings, host=bind)
-                config = uvicorn.Config(
-                    app, host=bind, port=settings.http_port if port is None else port,
-                    log_level="warning", lifespan="on",
+                # Bind before announcing: the printed URL (real port even for --port 0) accepts
+                # connections at once; they queue until uvicorn has started.
+                sock = _listen(bind, settings.http_port if port is None else port)
+                shown = f"[{bind}]" if ":" in bind else bind
+                print(
+                    f"apr-mcp: serving MCP over streamable HTTP at http://{shown}:{sock.getsockname()[1]}/mcp"
+                    + (" (bearer token required)" if settings.http_token else ""),
+                    file=sys.stderr, flush=True,
                 )
-                await uvicorn.Server(config).serve()
+                config = uvicorn.Config(app, log_level="warning", lifespan="on")
+                try:
+                    await uvicorn.Server(config).serve(sockets=[sock])
+                finally:
+                    sock.close()
         finally:
             with anyio.CancelScope(shield=True):
                 await close_server(server)
@@ -608,11 +631,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"apr-mcp serve: {exc}", file=sys.stderr)
         return 2
     transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
-    if transport == "http":
-        where = f"http://{args.host or settings.http_host}:{settings.http_port if args.port is None else args.port}/mcp"
-        print(f"apr-mcp: serving MCP over streamable HTTP at {where}", file=sys.stderr)
     try:
         run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
+    except ConfigError as exc:
+        print(f"apr-mcp serve: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -120,3 +123,29 @@ async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
             async with _client(url, {"authorization": f"Bearer {token}"}) as client:
                 result = await client.call_tool("decompose", {"question": QUESTION})
                 assert not result.is_error and result.structured_content is not None
+
+
+async def test_serve_http_subcommand_in_a_subprocess(tmp_path: Path) -> None:
+    """``apr-mcp serve --http --port 0`` announces its real URL on stderr and serves the tools."""
+    env = {
+        **os.environ, "APR_SIM_TTFT_S": "0.005", "APR_SIM_TOKENS_PER_S": "50000",
+        "APR_CACHE_DIR": str(tmp_path / "cache"), "APR_RUNS_DIR": str(tmp_path / "runs"),
+    }
+    cmd = [sys.executable, "-m", "apr_mcp", "serve", "--http", "--port", "0", "--backend", "simulated"]
+    with anyio.fail_after(30):
+        process = await anyio.open_process(cmd, env=env, cwd=tmp_path)
+        try:
+            assert process.stderr is not None
+            seen = b""
+            while b"/mcp" not in seen:
+                chunk = await process.stderr.receive()
+                seen += chunk
+            url = re.search(rb"http://127\.0\.0\.1:\d+/mcp", seen)
+            assert url is not None, seen
+            async with _client(url.group().decode()) as client:
+                result = await client.call_tool("decompose", {"question": QUESTION})
+                assert not result.is_error and len(result.structured_content["subtasks"]) >= 2  # type: ignore[index]
+        finally:
+            process.terminate()
+            await process.wait()
+            await process.aclose()

@@ -197,18 +197,23 @@ async def test_unconfigured_backend_explains_how_to_configure(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_deadline_returns_finished_threads_marked_partial(make_rig: Callable[..., Rig], mode: str) -> None:
+@pytest.mark.parametrize("where", ["argument", "settings"])
+async def test_deadline_returns_finished_threads_marked_partial(
+    make_rig: Callable[..., Rig], mode: str, where: str
+) -> None:
     slow = SimScript(rules=[SimRule(pattern="STRAGGLER", ttft_s=30.0)])
-    rig = make_rig(script=slow)
+    # The deadline comes from the call, or from APR_DEADLINE_S when the host passes none.
+    rig = make_rig(script=slow, **({"deadline_s": 0.5} if where == "settings" else {}))
     subtasks = [
         {"id": "fast", "prompt": "What is 2 + 2?"},
         {"id": "slow", "prompt": "STRAGGLER: what is 3 + 3?"},
     ]
+    args: dict[str, Any] = {"question": "two sums", "subtasks": subtasks}
+    if where == "argument":
+        args["deadline_s"] = 0.5
     with anyio.fail_after(10):
         async with Client(rig.server, mode=mode) as client:
-            result = await client.call_tool(
-                "parallel_solve", {"question": "two sums", "subtasks": subtasks, "deadline_s": 0.5}
-            )
+            result = await client.call_tool("parallel_solve", args)
     assert not result.is_error, _text(result)
     run = result.structured_content
     assert run is not None and run["partial"] is True and run["metrics"]["partial"] is True
