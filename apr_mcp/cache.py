@@ -73,6 +73,9 @@ class ResultCache:
     ``hits`` and ``misses`` count this process's lookups (a de-duplicated wait is a hit).
     """
 
+    #: ``ResultCache.key(**parts)`` is :func:`make_key`.
+    key = staticmethod(make_key)
+
     def __init__(
         self, directory: str | Path, *, enabled: bool = True, size_limit: int = DEFAULT_SIZE_LIMIT
     ) -> None:
