@@ -8,7 +8,6 @@ they do not fit the budget.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import cast
@@ -22,6 +21,7 @@ from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import MergeResult, MergeStrategy, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
+from .schema_text import schema_text
 
 __all__ = ["MergeOutput", "merge", "relevance_order"]
 
@@ -136,7 +136,7 @@ async def merge(
     prompt = load_prompt("merger")
     values = {
         "mode": strategy.value,
-        "schema": json.dumps(MergeOutput.model_json_schema()),
+        "schema": schema_text(MergeOutput),
         "question": question,
         "context": context,
     }

@@ -10,7 +10,6 @@ raises for a bad model answer: a plan of one task is always a valid answer.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Protocol, cast
 
@@ -21,6 +20,7 @@ from ..prompts import load_prompt
 from ..schemas import Plan, StageUsage, Subtask
 from ..tokens import count_messages
 from .controller import normalise_prompt
+from .schema_text import schema_text
 
 __all__ = ["HOST_MAX_SUBTASKS", "SplitHints", "find_duplicates", "make_plan", "single_task_plan", "validate_plan"]
 
@@ -237,7 +237,7 @@ async def make_plan(
     messages = prompt.render(
         min_threads=min(settings.min_threads, cap),
         max_threads=cap,
-        schema=json.dumps(Plan.model_json_schema()),
+        schema=schema_text(Plan),
         question=question,
         context=context,
         signals=_signal_text(hints, force_width),

@@ -15,7 +15,6 @@ propagates at once — backends close their streams when cancelled.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ..schemas import Decision, StageUsage, Subtask, ThreadAnswer, ThreadResult,
 from ..tokens import count_messages, truncate_to_tokens
 from .controller import Action, Cancel, Controller, Note, RunState, SetConcurrency, Spawn, Stop
 from .events import EventSink
+from .schema_text import schema_text
 
 __all__ = ["DagOutcome", "Scheduler", "critical_path"]
 
@@ -111,6 +111,7 @@ class Scheduler:
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._order: dict[str, int] = {}  # plan order, then spawn order: the priority tie-break
+        self._system_tokens: dict[str, int] = {}
         self._active = 0  # threads launched and not yet through the controller
         self._changed = anyio.Event()
         for sub in subtasks:
@@ -268,7 +269,7 @@ class Scheduler:
         prompt = load_prompt("solver")
         return ModelRequest(
             messages=prompt.render(
-                schema=json.dumps(ThreadAnswer.model_json_schema()),
+                schema=schema_text(ThreadAnswer),
                 question=st.question,
                 context=st.context,
                 dependencies="\n\n".join(deps) or "(none)",
@@ -279,6 +280,22 @@ class Scheduler:
             purpose="solver",
             prompt_version=prompt.key,
         )
+
+    def _prompt_tokens(self, request: ModelRequest) -> int:
+        """``count_messages(request.messages)``, with the system prompt (the same for every
+        thread, and the longest part) counted once per run: tiktoken is the engine's largest
+        per-thread CPU cost."""
+        empty = count_messages([])
+        total = empty
+        for m in request.messages:
+            if m.role == "system" and m.content in self._system_tokens:
+                total += self._system_tokens[m.content]
+                continue
+            tokens = count_messages([(str(m.role), m.content)]) - empty
+            if m.role == "system":
+                self._system_tokens[m.content] = tokens
+            total += tokens
+        return total
 
     async def _call(self, sid: str, borrower: object) -> ThreadResult:
         from ..llm.structured import complete_structured  # helper module; imported late on purpose
@@ -297,7 +314,7 @@ class Scheduler:
             with scope:
                 request = self._request(sub)
                 self.usage.calls += 1
-                prompt_tokens = count_messages(cast("list[object]", request.messages))
+                prompt_tokens = self._prompt_tokens(request)
                 self.usage.max_context_tokens = max(self.usage.max_context_tokens, prompt_tokens)
                 answer, response = await complete_structured(self.solver, request, ThreadAnswer)
                 cached = response.cached
