@@ -11,6 +11,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .schemas import RunEvent, SolveResult, ThreadStatus
@@ -60,12 +61,12 @@ class SolveConsole:
 
     def _render(self) -> Table:
         done, total = self._progress
-        table = Table(title=f"threads {done}/{total}", caption=self._last, expand=False)
+        table = Table(title=f"threads {done}/{total}", caption=escape(self._last), expand=False)
         table.add_column("thread")
         table.add_column("state")
         table.add_column("latest")
         for tid, (kind, message) in self._threads.items():
-            table.add_row(tid, f"[{_STYLE.get(kind, 'white')}]{kind}[/]", message[:80])
+            table.add_row(escape(tid), f"[{_STYLE.get(kind, 'white')}]{kind}[/]", escape(message[:80]))
         return table
 
     def print_result(self, result: SolveResult) -> None:
@@ -95,12 +96,12 @@ def thread_table(result: SolveResult) -> Table:
         status = r.status.value if isinstance(r.status, ThreadStatus) else str(r.status)
         detail = r.error or r.reason or r.summary or (r.answer or "")
         table.add_row(
-            r.id,
+            escape(r.id),
             f"[{_STYLE.get(status, 'white')}]{status}[/]",
             str(r.tokens_in),
             str(r.tokens_out),
             f"{r.latency_s:.2f}s",
             "yes" if r.cached else "",
-            detail[:70],
+            escape(detail[:70]),
         )
     return table
