@@ -126,8 +126,10 @@ def _table(rows: list[dict[str, Any]], ttft: float, repeat: int, subprocess: boo
     where = "child process" if subprocess else "same process (CPU includes the server)"
     lines = [
         f"engine overhead: latency {ttft:.3f}s per call, median of {repeat}, server in {where}",
-        f"{'path':>6} {'subtasks':>8} {'conc':>4} {'ideal s':>8} {'wall s':>8} {'best s':>8} {'ratio':>6} "
-        f"{'CPU ms/thread':>13} {'done':>5}",
+        (
+            f"{'path':>6} {'subtasks':>8} {'conc':>4} {'ideal s':>8} {'wall s':>8} {'best s':>8} "
+            f"{'ratio':>6} {'CPU ms/thread':>13} {'done':>5}"
+        ),
     ]
     for r in rows:
         lines.append(

@@ -334,9 +334,10 @@ class Engine:
             limit = min(plan.max_concurrency, self.settings.max_concurrency)
             why = f"planner suggested {plan.max_concurrency}, max_concurrency {self.settings.max_concurrency}"
         else:
-            limit = min(width, self.settings.max_concurrency)
+            limit = self.settings.max_concurrency
             why = f"one per subtask, capped by max_concurrency {self.settings.max_concurrency}"
-        limit = max(1, min(limit, 64, width))
+        # Not capped by the width: follow-ups spawned later may use the spare slots.
+        limit = max(1, min(limit, 64))
         scheduler = Scheduler(
             solver=self.solver, settings=self.settings, question=question, context=context,
             subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
@@ -344,7 +345,7 @@ class Engine:
             deadline_s=max(0.0, deadline_s), decisions=decisions,
         )
         if width > 1:
-            scheduler.decide("width", f"{width} subtasks, up to {limit} at once ({why}); "
+            scheduler.decide("width", f"{width} subtasks, up to {min(limit, width)} at once ({why}); "
                              f"complexity {plan.complexity}/10")
         return await scheduler.run()
 
