@@ -19,7 +19,7 @@ from apr_mcp.bench.runner import STRATEGIES, read_records, record_key
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
 from apr_mcp.errors import ConfigError
-from apr_mcp.llm.simulated import SimulatedModel
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.trace import RunStore
 
 ITEMS = [
@@ -167,6 +167,36 @@ async def test_resume_refuses_a_different_model(tmp_path: Path, dataset_path: Pa
     engine = Engine(settings=Settings(backend="simulated"), planner=other, solver=other, merger=other)
     with pytest.raises(ConfigError, match="mixing models"):
         await execute_bench(engine, BenchConfig(datasets=[ds], strategies=["adaptive"], out_dir=out, resume=True))
+
+
+async def test_failed_items_are_recorded_and_retried(tmp_path: Path, dataset_path: Path) -> None:
+    ds = load_dataset(str(dataset_path))
+    out = tmp_path / "out"
+    faulty = SimulatedModel(ttft_s=0.002, tokens_per_s=50_000, script=SimScript(rules=[
+        SimRule(pattern="12 eggs", fault="500"),            # every call about this item fails
+        SimRule(pattern="4, 6, 1, 1", ttft_s=30.0),         # this item hangs past the item timeout
+    ]))
+    engine = Engine(settings=Settings(backend="simulated"), planner=faulty, solver=faulty, merger=faulty)
+    config = BenchConfig(datasets=[ds], strategies=["sequential"], out_dir=out, item_timeout_s=0.5)
+    with anyio.fail_after(30):
+        records = await execute_bench(engine, config)
+    by = {r["item_id"]: r for r in records}
+    assert by["cmp-1"]["status"] == "ok"
+    assert by["num-1"]["status"] == "error" and "500" in by["num-1"]["error"] and by["num-1"]["correct"] is False
+    assert by["cd-1"]["status"] == "error" and "timed out" in by["cd-1"]["error"]
+    md, _ = write_reports(out)
+    row = parse_md_table(md.read_text(encoding="utf-8"), "## Summary")[0]
+    assert row["errors"] == "2" and row["n"] == "3"
+
+    # --resume alone keeps the failures; --retry-errors runs them again and the new record wins.
+    healthy = make_engine(tmp_path)
+    again = await execute_bench(healthy, BenchConfig(datasets=[ds], strategies=["sequential"], out_dir=out, resume=True))
+    assert [r["status"] for r in again if r["item_id"] != "cmp-1"] == ["error", "error"]
+    with anyio.fail_after(30):
+        fixed = await execute_bench(healthy, BenchConfig(datasets=[ds], strategies=["sequential"], out_dir=out,
+                                                         resume=True, retry_errors=True))
+    assert len(fixed) == 3 and all(r["status"] == "ok" for r in fixed)
+    assert len(read_records(out / "results.jsonl")) == 5  # history kept: 3 first records + 2 retries
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path, dataset_path: Path) -> None:

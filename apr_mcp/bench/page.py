@@ -21,7 +21,7 @@ h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px}h3{font-siz
 .simulated{border-color:#dc2626;background:#fef2f2}
 .simulated strong.flag{color:#b91c1c}
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:right}
-th{background:#f3f4f6}td.l,th.l{text-align:left}
+th{background:#f3f4f6}td{white-space:nowrap}td.l,th.l{text-align:left}
 .legend{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0 10px}.key{display:inline-flex;gap:4px;align-items:center}
 svg text{font-size:11px;fill:#374151}svg .grid{stroke:#e5e7eb}
 text.mark{font-style:italic}

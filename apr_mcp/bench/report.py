@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,11 @@ def _scatter(rows: list[Row], simulated: bool) -> str:
     return "".join(parts) + f'<div class="legend">{keys}</div>'
 
 
+def _code(text: str) -> str:
+    """Markdown `code` spans → <code> (input already escaped)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: int = 0,
                 max_items_per_dataset: int = 60) -> str:
     simulated = bool(info.get("simulated"))
@@ -238,7 +244,7 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
     rows = aggregate(records, seed=seed)
     esc = html.escape
     b: list[str] = ["<h1>apr-mcp bench report</h1>"]
-    honesty = "".join(f"<li>{esc(line[2:])}</li>" for line in _honesty_lines(info) if line.startswith("- "))
+    honesty = "".join(f"<li>{_code(esc(line[2:]))}</li>" for line in _honesty_lines(info) if line.startswith("- "))
     flag = (f'<p><strong class="flag">{esc(SIMULATED_LABEL)}</strong>: latency and tokens follow the simulated '
             "model's latency model; its answers are canned, so accuracy is not reported.</p>") if simulated else ""
     b.append(f'<div class="honesty{" simulated" if simulated else ""}">{flag}<ul>{honesty}</ul></div>')
@@ -262,10 +268,11 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
     for ds in dict.fromkeys(r["dataset"] for r in records):
         items = list(dict.fromkeys(r["item_id"] for r in records if r["dataset"] == ds))
         b.append(f"<h3>{esc(ds)}</h3>")
-        for item_id in items[:max_items_per_dataset]:
+        for n_item, item_id in enumerate(items[:max_items_per_dataset]):
             item_recs = sorted((r for r in records if r["dataset"] == ds and r["item_id"] == item_id),
                           key=lambda r: STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99)
-            b.append(f"<details open><summary>{esc(item_id)}</summary>")
+            # The first few items start expanded; the rest stay folded to keep the page scannable.
+            b.append(f"<details{' open' if n_item < 3 else ''}><summary>{esc(item_id)}</summary>")
             # One time axis per item, so strategies compare at a glance.
             span = max([float(r.get("wall_s") or 0.0) for r in item_recs] + [1e-9])
             for rec in item_recs:

@@ -211,6 +211,8 @@ def _record(dataset: Dataset, item: Item, strategy: str, result: SolveResult | N
         "model_calls": m.model_calls,
         "split": result.plan.should_split if result.plan is not None else (False if strategy == "sequential" else None),
         "threads": m.threads or len(result.results),
+        "threads_failed": m.threads_failed,
+        "threads_cancelled": m.threads_cancelled,
         "partial": result.partial,
         "decisions": [d.model_dump() for d in result.decisions][:50],
         "timeline": timeline_from_result(result, title=strategy).model_dump(),
@@ -233,9 +235,18 @@ async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, con
         return rec
     wall = time.perf_counter() - t0
     rec = _record(dataset, item, strategy, result, wall)
+    if result.results and not any(_status(t.status) == "done" for t in result.results):
+        # The engine degrades instead of raising; with no thread done there is no real answer.
+        errors = [t.error or t.reason or _status(t.status) for t in result.results]
+        rec.update({"status": "error", "error": f"no thread succeeded: {errors[0]}"[:500], "correct": False})
+        return rec
     g = await grade(item, result.answer, judge=getattr(engine, "merger", None))
     rec.update({"status": "ok", "correct": g.correct, "grade_detail": g.detail})
     return rec
+
+
+def _status(value: Any) -> str:
+    return str(getattr(value, "value", value))
 
 
 async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCallback | None = None) -> list[dict[str, Any]]:
