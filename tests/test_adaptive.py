@@ -201,37 +201,41 @@ class Burst:
 
 
 async def test_burst_of_429s_gives_backoff_and_recover_decisions() -> None:
+    # Four threads hit the endpoint together; it serves two and refuses two with 429 + Retry-After.
     backend = SimulatedModel(
         ttft_s=0.002,
         tokens_per_s=50_000,
-        on_call=Burst(3),
+        on_call=Burst(4),
         script=SimScript(
             rules=[
                 SimRule(
                     pattern="Your subtask:",
                     purpose="solver",
                     fault="429",
-                    times=3,
+                    times=2,
                     retry_after=0.01,
                 )
             ]
         ),
     )
-    limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0)
+    limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0, probe_windows=1)
     stack = RetryingModel(LimitedModel(backend, limiter), base_delay=0.001, max_delay=0.05)
     with anyio.fail_after(10):
-        result = await make_engine(stack, limiter=limiter).solve(QUESTION)
+        result = await make_engine(stack, limiter=limiter).solve(
+            "Compare Python, Go, Rust and Zig for writing a command-line tool"
+        )
+    assert len(result.results) == 4
     assert all(r.status is ThreadStatus.done for r in result.results)  # retries absorbed the burst
     backoffs = [d for d in result.decisions if d.kind == "backoff"]
     recovers = [d for d in result.decisions if d.kind == "recover"]
-    assert (
-        len(backoffs) == 1 and "4 -> 2" in backoffs[0].reason and "HTTP 429" in backoffs[0].reason
-    )
+    assert len(backoffs) == 1, backoffs  # one burst, one backoff, down to what was served
+    assert "4 -> 2" in backoffs[0].reason and "HTTP 429" in backoffs[0].reason
     assert "Retry-After" in backoffs[0].reason
-    assert recovers and "2 -> 3" in recovers[0].reason
-    assert [h.limit for h in limiter.history][:3] == [4, 2, 3]
+    assert len(recovers) == 1 and "2 -> 3" in recovers[0].reason
+    assert backoffs[0].at_s <= recovers[0].at_s
+    assert [h.limit for h in limiter.history][:3] == [4, 2, 3]  # (the merge call may add more)
     assert limiter.peak_in_flight <= 4 and limiter.in_flight == 0
-    assert backend.calls_by_purpose["solver"] == 3 + 3  # three 429s, then three successes
+    assert backend.calls_by_purpose["solver"] == 4 + 2  # two 429s, retried once each
 
 
 def test_state_summary_is_compact_and_complete() -> None:

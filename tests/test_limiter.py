@@ -82,22 +82,34 @@ class GatedModel(Model):
             self.current -= 1
 
 
-async def test_burst_of_429s_halves_once_per_epoch() -> None:
+async def test_burst_halves_once_then_settles_on_what_the_provider_sustains() -> None:
     changes: list[tuple[int, int, str]] = []
     limiter = AdaptiveLimiter(8, max_limit=8, on_change=lambda o, n, r: changes.append((o, n, r)))
     slots = [await limiter.acquire() for _ in range(8)]
     assert limiter.in_flight == 8
-    for s in slots:  # eight concurrent calls all hit 429: one burst, one decrease
+    # Five of eight concurrent calls are refused; three are being served.
+    for s in slots[:5]:
         limiter.release(s, "overload", detail="rate limited (HTTP 429)")
-    assert limiter.limit == 4
-    assert limiter.in_flight == 0
+    assert limiter.limit == 3 and limiter.in_flight == 3
+    assert [(o, n) for o, n, _ in changes] == [(8, 4), (4, 3)]  # one halving, then the cap
+    assert all("429" in r for _, _, r in changes)
+    assert "3 call(s) still running" in changes[-1][2]
+    for s in slots[5:]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 3  # the level that worked; going beyond it is probed slowly
     s = await limiter.acquire()  # a call started after the decrease that fails again halves again
     limiter.release(s, "overload", detail="rate limited (HTTP 429)")
-    assert limiter.limit == 2
-    assert [(o, n) for o, n, _ in changes] == [(8, 4), (4, 2)]
-    assert all("429" in r for _, _, r in changes)
-    assert [h.limit for h in limiter.history] == [8, 4, 2]
+    assert limiter.limit == 1
+    assert [h.limit for h in limiter.history] == [8, 4, 3, 1]
     assert limiter.history[0].reason == "initial"
+
+
+async def test_provider_that_serves_nothing_drops_to_the_minimum() -> None:
+    limiter = AdaptiveLimiter(8, min_limit=2, max_limit=8)
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots:
+        limiter.release(s, "overload")
+    assert limiter.limit == 2
 
 
 async def test_limit_never_below_min() -> None:
@@ -144,31 +156,35 @@ async def test_retry_after_is_capped() -> None:
     assert limiter.cooldown_remaining() == 5
 
 
-async def test_recovery_is_additive_and_gradual() -> None:
-    limiter = AdaptiveLimiter(8, max_limit=4, latency_floor_s=0)
-    assert limiter.limit == 4  # initial clamped to max
-    for _ in range(2):
-        s = await limiter.acquire()
-        limiter.release(s, "overload")
-    assert limiter.limit == 1
-    successes_needed: list[int] = []
+async def test_recovery_is_gradual_and_probes_slowly_past_the_overload_point() -> None:
+    limiter = AdaptiveLimiter(8, max_limit=8, latency_floor_s=0)
+    slots = [await limiter.acquire() for _ in range(7)]
+    limiter.release(slots[0], "overload")  # six still running: the provider sustains six
+    assert limiter.limit == 4
+    steps: list[int] = []
     count = 0
-    while limiter.limit < 4:
+    pending = slots[1:]
+    while limiter.limit < 8:
         before = limiter.limit
-        s = await limiter.acquire()
-        limiter.release(s, "success", latency_s=0.01)
+        if pending:
+            limiter.release(pending.pop(), "success", latency_s=0.01)
+        else:
+            s = await limiter.acquire()
+            limiter.release(s, "success", latency_s=0.01)
         count += 1
         if limiter.limit != before:
             assert limiter.limit == before + 1  # never jumps
-            successes_needed.append(count)
+            steps.append(count)
             count = 0
-        assert sum(successes_needed) + count < 100
-    # One full window of successes (= the limit) per step: 1, then 2, then 3.
-    assert successes_needed == [1, 2, 3]
+        assert sum(steps) + count < 200
+    # Back to the sustained six one step per success; 3 clean windows (18 calls) before probing
+    # seven; then one window per step.
+    assert steps == [1, 1, 18, 7]
     s = await limiter.acquire()
     limiter.release(s, "success", latency_s=0.01)
-    assert limiter.limit == 4  # capped at max
-    assert [h.limit for h in limiter.history] == [4, 2, 1, 2, 3, 4]
+    assert limiter.limit == 8  # capped at max
+    assert [h.limit for h in limiter.history] == [8, 4, 5, 6, 7, 8]
+    assert "probing" in limiter.history[4].reason
     assert "successes" in limiter.history[-1].reason
 
 
@@ -318,7 +334,7 @@ async def test_limited_model_reports_429_with_retry_after() -> None:
     model = LimitedModel(inner, limiter)
     with pytest.raises(RateLimitError):
         await model.complete(REQ)
-    assert limiter.limit == 2 and limiter.in_flight == 0
+    assert limiter.limit == 1 and limiter.in_flight == 0  # refused with nothing else running
     assert limiter.cooldown_remaining() == 1.5
     assert "HTTP 429" in limiter.history[-1].reason
 
@@ -332,7 +348,7 @@ async def test_server_errors_only_overload_statuses_lower(status: int, lowered: 
     limiter = AdaptiveLimiter(4, max_limit=4)
     with pytest.raises(ServerError):
         await LimitedModel(inner, limiter).complete(REQ)
-    assert (limiter.limit == 2) is lowered
+    assert (limiter.limit < 4) is lowered
     assert limiter.in_flight == 0
 
 
@@ -370,13 +386,13 @@ async def test_subscribe_and_broken_listener() -> None:
 
     limiter = AdaptiveLimiter(8, max_limit=8, on_change=broken)
     unsubscribe = limiter.subscribe(lambda o, n, r: seen.append(n))
-    s = await limiter.acquire()
-    limiter.release(s, "overload")
+    slots = [await limiter.acquire() for _ in range(8)]
+    limiter.release(slots[0], "overload")
     unsubscribe()
-    s = await limiter.acquire()
-    limiter.release(s, "overload")
+    for s in slots[1:5]:
+        limiter.release(s, "overload")
     assert seen == [4]
-    assert limiter.limit == 2
+    assert limiter.limit == 3
 
 
 async def test_double_release_is_a_no_op() -> None:
@@ -423,12 +439,12 @@ async def test_weak_subscription_ends_with_its_subscriber() -> None:
     limiter = AdaptiveLimiter(8, max_limit=8)
     run = Run()
     limiter.subscribe(run.on_change, weak=True)
-    s = await limiter.acquire()
-    limiter.release(s, "overload")
+    slots = [await limiter.acquire() for _ in range(8)]
+    limiter.release(slots[0], "overload")
     assert run.seen == [4]
     del run
     gc.collect()
-    s = await limiter.acquire()
-    limiter.release(s, "overload")
-    assert limiter.limit == 2
+    for s in slots[1:5]:
+        limiter.release(s, "overload")
+    assert limiter.limit == 3
     assert limiter._listeners == []

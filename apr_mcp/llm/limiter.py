@@ -5,13 +5,20 @@ fixed concurrency either wastes capacity or hammers the endpoint, so the limit a
 congestion control does:
 
 - **multiplicative decrease** on rate limits or overload (429, 529, 503): ``limit *= 0.5``, at most
-  once per "epoch" — calls that were already in flight when the limit dropped do not drop it again,
-  so one burst of N concurrent 429s halves the limit once, not N times;
+  once per "epoch" — calls that were already in flight when the limit dropped do not halve it
+  again, so one burst of N concurrent 429s is one decrease, not N;
+- **what the provider sustains**: an overload signal also caps the limit at the number of calls
+  still running at that moment (they are what the provider is serving). During a burst the later
+  429s see fewer calls still running, so the limit settles on the provider's capacity in one round
+  instead of one halving per ``Retry-After``;
 - **Retry-After** starts a cooldown: no new call starts until it passes, for every caller;
-- **additive increase** on success: ``+increase`` after a full window (``limit`` successes) since the
-  last change, back up to ``max_limit`` — recovery is gradual by design;
+- **recovery**: back up to the sustained level one step per success (like TCP's slow start up to
+  its threshold), then ``+increase`` per full window (``limit`` successes); the first step beyond
+  the level where the provider refused needs ``probe_windows`` clean windows, so the limit does not
+  keep knocking on the same ceiling. Recovery is gradual by design, capped at ``max_limit``;
 - **latency**: an EWMA of time-to-first-token (or latency) is compared with its lowest value seen;
-  when it climbs above ``latency_factor`` × that baseline the limit goes down by one per window.
+  when it climbs above ``latency_factor`` × that baseline the limit goes down by one per window
+  and stops growing.
 
 Composition used by the runtime (outermost first): ``CachedModel → RetryingModel → LimitedModel →
 backend``. Each retry attempt re-acquires a slot, and retry sleeps happen outside any slot.
@@ -83,6 +90,7 @@ class AdaptiveLimiter:
         latency_alpha: float = 0.3,
         latency_min_samples: int = 3,
         latency_floor_s: float = 0.05,
+        probe_windows: int = 3,
         max_cooldown_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -107,6 +115,7 @@ class AdaptiveLimiter:
         self.latency_min_samples = latency_min_samples
         self.latency_floor_s = latency_floor_s
         self.max_cooldown_s = max_cooldown_s
+        self.probe_windows = max(1, probe_windows)
         self.clock = clock
         self._sleep = sleep
         self._limit = min(max_limit, max(min_limit, initial))
@@ -115,6 +124,8 @@ class AdaptiveLimiter:
         self._epoch = 0  # bumped on every decrease
         self._window_successes = 0  # successes since the last change of the limit
         self._cooldown_until = -math.inf
+        #: Concurrency the provider sustained at the last overload (None: no overload to respect).
+        self._safe: int | None = None
         self._ewma: float | None = None
         self._baseline: float | None = None
         self._samples = 0
@@ -257,21 +268,33 @@ class AdaptiveLimiter:
                 self._baseline = (
                     self._ewma if self._baseline is None else min(self._baseline, self._ewma)
                 )
-        window_done = self._window_successes >= self._limit
         if self._latency_high():
             assert self._ewma is not None and self._baseline is not None
-            if window_done and self._limit > self.min_limit:
+            if self._window_successes >= self._limit and self._limit > self.min_limit:
                 self._set_limit(
                     self._limit - 1,
                     f"latency {self._ewma:.2f}s > {self.latency_factor:g}x baseline {self._baseline:.2f}s",
                     decrease=True,
                 )
             return  # no growth while latency is high
-        if window_done and self._limit < self.max_limit:
-            self._set_limit(
-                min(self.max_limit, self._limit + self.increase),
-                f"{self._window_successes} successes in a row",
-            )
+        if self._limit >= self.max_limit:
+            return
+        safe = self._safe
+        if safe is not None and self._limit < safe:
+            # Back to a level the provider was sustaining when it refused more: one step per success.
+            needed, why = 1, f"recovering towards {safe}, the concurrency the provider sustained"
+        elif safe is not None:
+            # Beyond that level is where it refused: probe slowly.
+            needed = self._limit * self.probe_windows
+            why = f"{needed} clean calls at the last overload point; probing one higher"
+        else:
+            needed, why = self._limit, f"{self._limit} successes in a row"
+        if self._window_successes >= needed:
+            if safe is not None and self._limit >= safe:
+                self._safe = None  # the probe worked: the provider's capacity grew
+            step = self.increase if safe is None or self._limit >= safe else 1
+            new = min(self.max_limit, self._limit + step)
+            self._set_limit(min(new, safe) if safe is not None and self._limit < safe else new, why)
 
     def _latency_high(self) -> bool:
         if self._ewma is None or self._baseline is None or self._samples < self.latency_min_samples:
@@ -284,13 +307,20 @@ class AdaptiveLimiter:
             until = self.clock() + min(retry_after, self.max_cooldown_s)
             self._cooldown_until = max(self._cooldown_until, until)
             pause = f"; pausing new calls {min(retry_after, self.max_cooldown_s):g}s (Retry-After)"
-        # Calls that started before the last decrease saw the old limit; one burst, one decrease.
-        if slot.epoch != self._epoch:
-            return
-        new = max(self.min_limit, math.floor(self._limit * self.decrease_factor))
-        if new < self._limit:
-            self._set_limit(new, detail + pause, decrease=True)
+        # The calls still running when the provider refused one more are what it sustains now.
+        # (During a burst, later 429s see fewer still running: the estimate tightens.)
+        sustained = max(self.min_limit, self._in_flight)
+        fresh = slot.epoch == self._epoch  # one multiplicative decrease per burst, not per 429
+        if fresh or self._safe is None:
+            self._safe = sustained
         else:
+            self._safe = min(self._safe, sustained)
+        new = math.floor(self._limit * self.decrease_factor) if fresh else self._limit
+        new = max(self.min_limit, min(new, sustained))
+        if new < self._limit:
+            running = f"; {self._in_flight} call(s) still running" if not fresh else ""
+            self._set_limit(new, detail + pause + running, decrease=True)
+        elif fresh:
             self._epoch += 1
             self._window_successes = 0
 
