@@ -14,7 +14,7 @@ import pytest
 
 from apr_mcp.bench import BenchConfig, execute_bench, load_dataset, write_reports
 from apr_mcp.bench.cli import add_bench_subcommand, add_trace_subcommand
-from apr_mcp.bench.report import SIMULATED_LABEL, render_markdown
+from apr_mcp.bench.report import SIMULATED_LABEL, render_html, render_markdown
 from apr_mcp.bench.runner import STRATEGIES, read_records, record_key
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
@@ -234,6 +234,13 @@ def test_real_run_report_shows_accuracy_paired_ci_speedup_and_routing() -> None:
     assert 0 < lo < 30 < hi
     assert paired[0]["wins / losses"] == "6 / 0"
     assert md == render_markdown(records, info, seed=3)  # deterministic
+    assert "disk cache" not in md
+
+    page = render_html(records, info, seed=3)
+    assert "Accuracy versus latency" in page and page.count('<circle class="dot"') == 2
+    assert "+30.0% (paired bootstrap 95% CI" in page
+    records[0]["cache_hits"] = 2
+    assert "2 model calls were answered from the disk cache" in render_markdown(records, info)
 
 
 def _parser() -> argparse.ArgumentParser:

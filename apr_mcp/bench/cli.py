@@ -109,7 +109,12 @@ def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
     async def progress(rec: dict[str, Any]) -> None:
         nonlocal done
         done += 1
-        mark = {True: "✓", False: "✗", None: "·"}[rec.get("correct")] if rec.get("status") == "ok" else "error"
+        if rec.get("status") != "ok":
+            mark = "error"
+        elif settings.backend == "simulated":
+            mark = "done"  # canned answers: right/wrong would mean nothing
+        else:
+            mark = {True: "✓", False: "✗", None: "ungraded"}[rec.get("correct")]
         print(f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "
               f"{rec['wall_s']:.2f}s", file=sys.stderr)
 

@@ -154,10 +154,21 @@ def _honesty_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cache_warning(records: list[dict[str, Any]]) -> str | None:
+    hits = sum(int(r.get("cache_hits") or 0) for r in latest_records(records))
+    if not hits:
+        return None
+    return (f"{hits} model calls were answered from the disk cache, so those items' latency is not model "
+            "latency; rerun with `--no-cache` (into a fresh `--out`) for cold figures.")
+
+
 def render_markdown(records: list[dict[str, Any]], info: dict[str, Any], *, seed: int = 0) -> str:
     simulated = bool(info.get("simulated"))
     rows = aggregate(records, seed=seed)
     out = ["# apr-mcp bench report", ""] + _honesty_lines(info) + [""]
+    warning = _cache_warning(records)
+    if warning:
+        out += [f"**Note:** {warning}", ""]
     out += ["## Summary (strategy × dataset)", "", "| " + " | ".join(_HEAD) + " |",
             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(_HEAD))) + "|"]
     out += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in table_rows(rows, simulated)]
@@ -247,7 +258,9 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
     honesty = "".join(f"<li>{_code(esc(line[2:]))}</li>" for line in _honesty_lines(info) if line.startswith("- "))
     flag = (f'<p><strong class="flag">{esc(SIMULATED_LABEL)}</strong>: latency and tokens follow the simulated '
             "model's latency model; its answers are canned, so accuracy is not reported.</p>") if simulated else ""
-    b.append(f'<div class="honesty{" simulated" if simulated else ""}">{flag}<ul>{honesty}</ul></div>')
+    warning = _cache_warning(records)
+    note = f"<p><strong>Note:</strong> {_code(esc(warning))}</p>" if warning else ""
+    b.append(f'<div class="honesty{" simulated" if simulated else ""}">{flag}<ul>{honesty}</ul>{note}</div>')
     b.append('<h2>Summary</h2><div class="wide"><table><tr>' + "".join(f'<th class="{"l" if i < 2 else ""}">{esc(h)}</th>' for i, h in enumerate(_HEAD)) + "</tr>")
     for cells in table_rows(rows, simulated):
         b.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{esc(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
