@@ -65,9 +65,11 @@ logger = logging.getLogger(__name__)
 #: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
 EngineFactory = Callable[[Model | None], Engine]
 
-#: Extra seconds the server waits past a run's deadline for the engine to hand back its partial
-#: results before it gives up on the call (a safety net; the engine itself honours the deadline).
-_DEADLINE_GRACE_S = 5.0
+def _grace_s(deadline: float) -> float:
+    """Extra time the server waits past a run's deadline for the engine to hand back its partial
+    results before it gives up on the call (a safety net; the engine itself honours the deadline):
+    a tenth of the deadline, between 1 and 5 seconds (55 s + 5 s stays within host limits)."""
+    return min(5.0, max(1.0, deadline / 10))
 
 INSTRUCTIONS = """\
 apr-mcp adds adaptive parallel reasoning: it splits a broad question into independent subtasks,
@@ -337,13 +339,12 @@ def create_server(
         return register
 
     @asynccontextmanager
-    async def guarded(deadline: float | None = None) -> AsyncIterator[None]:
+    async def guarded(deadline: float) -> AsyncIterator[None]:
+        """Engine failures → tool errors; a hard stop a little after the deadline (a safety net:
+        the engine itself returns partial results at the deadline)."""
         try:
-            if deadline is None:
+            with anyio.fail_after(deadline + _grace_s(deadline)):
                 yield
-            else:
-                with anyio.fail_after(deadline + _DEADLINE_GRACE_S):
-                    yield
         except AprError as exc:
             raise _fail(exc) from exc
         except ExceptionGroup as group:
@@ -354,7 +355,8 @@ def create_server(
             raise _fail(apr) from group
         except TimeoutError as exc:
             raise ToolError(
-                f"the run did not return within its deadline ({deadline:g} s) plus {_DEADLINE_GRACE_S:g} s"
+                f"no result within the deadline ({deadline:g} s) plus {_grace_s(deadline):g} s; "
+                "try a larger deadline_s or fewer subtasks"
             ) from exc
 
     @tool(
@@ -368,7 +370,7 @@ def create_server(
         that it should not be split (simple or strictly sequential questions come back with
         should_split=false). Use it before parallel_solve when you want to review or edit the plan;
         use solve instead to do everything in one call. Output `subtasks` is parallel_solve's input."""
-        async with guarded(), backing.engine(ctx) as engine:
+        async with guarded(settings.deadline_s), backing.engine(ctx) as engine:
             plan = await engine.decompose(question, context=context, max_subtasks=max_subtasks)
         return _result(plan, plan_text(plan))
 
@@ -425,7 +427,7 @@ def create_server(
     ) -> Annotated[CallToolResult, MergeResult]:
         """Merge per-thread results into one answer with provenance (which threads were used or
         dropped), keeping the merge prompt within a token budget. Use it after parallel_solve."""
-        async with guarded(), backing.engine(ctx) as engine:
+        async with guarded(settings.deadline_s), backing.engine(ctx) as engine:
             merged = await engine.merge(
                 question, results, strategy=strategy, context_budget_tokens=context_budget_tokens
             )

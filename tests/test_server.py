@@ -310,3 +310,22 @@ async def test_prompts_for_debugging_and_research(rig: Rig, mode: str) -> None:
         assert "KeyError: 'user_id'" in text and 'mode="debug"' in text and "d['user_id']" in text
         research = await client.get_prompt("research", {"question": "Why did the Bronze Age collapse?"})
         assert "Bronze Age" in research.messages[0].content.text  # type: ignore[union-attr]
+
+
+class _HangingEngine(Engine):
+    """An engine that never answers: the server's safety net must still end the call."""
+
+    async def decompose(self, question: str, *, context: str = "", max_subtasks: int | None = None) -> Any:
+        await anyio.sleep_forever()
+
+
+async def test_a_hung_engine_is_stopped_shortly_after_the_deadline(tmp_path: Path) -> None:
+    settings = Settings(backend="simulated", deadline_s=0.05, cache_dir=tmp_path / "cache")
+    model = SimulatedModel()
+    server = create_server(
+        settings, engine_factory=lambda _: _HangingEngine(settings=settings, planner=model, solver=model, merger=model)
+    )
+    with anyio.fail_after(15):
+        async with Client(server) as client:
+            result = await client.call_tool("decompose", {"question": QUESTION})
+    assert result.is_error and "deadline" in _text(result)
