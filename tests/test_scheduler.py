@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 from engine_helpers import Gates, Recorder, answer, engine, sim, solver_rule
@@ -233,3 +235,36 @@ def test_critical_path_of_a_known_dag() -> None:
     results.append(r("g", 1.0, ["e", "d"]))
     assert critical_path(results) == pytest.approx(5.0)
     assert critical_path([]) == 0.0
+
+
+async def test_controller_review_hook_can_steer_the_run() -> None:
+    from apr_mcp.config import Settings
+    from apr_mcp.engine.controller import Action, Controller, Note, RunState, SetConcurrency
+
+    class Narrow(Controller):
+        async def review(self, state: RunState) -> list[Action]:
+            if len(state.results) == 1:
+                return [SetConcurrency(limit=1, reason="provider looks busy"),
+                        Note(kind="meta", reason="meta: continue")]
+            return []
+
+    gates = Gates()
+    gates.block["A"] = gates.started["B"]  # A and B overlap at first...
+    model = sim(gates=gates)
+    eng = engine(model)
+
+    def factory(settings: Settings, _model: object) -> Controller:
+        return Narrow(settings)
+
+    eng.controller_factory = factory
+    with anyio.fail_after(5):
+        run = await eng.parallel_solve("q", _subs("A", "B", "C", "D", "E"), max_concurrency=2)
+    kinds = [(d.kind, d.reason) for d in run.decisions]
+    assert ("width", "provider looks busy") in kinds and ("meta", "meta: continue") in kinds
+    r = _by_id(run.results)
+    # ...after the width drops to 1, the remaining threads never overlap.
+    first_two_done = max(r["a"].finished_s or 0, r["b"].finished_s or 0)
+    assert all((r[t].started_s or 0) >= first_two_done for t in ("c", "d", "e"))
+    later = sorted((r[t] for t in ("c", "d", "e")), key=lambda x: x.started_s or 0)
+    for first, second in itertools.pairwise(later):
+        assert (second.started_s or 0) >= (first.finished_s or 0)

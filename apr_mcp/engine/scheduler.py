@@ -253,9 +253,12 @@ class Scheduler:
 
     async def _thread(self, sid: str, borrower: object) -> None:
         try:
-            result = await self._call(sid, borrower)
+            result = await self._call(sid)
             await self._finish(result)
         finally:
+            # The slot is freed only after the controller has seen the result, so a width
+            # change or a stop it decides applies before the next launch.
+            self._limiter.release_on_behalf_of(borrower)
             self._active -= 1
             self._notify()
 
@@ -297,7 +300,7 @@ class Scheduler:
             total += tokens
         return total
 
-    async def _call(self, sid: str, borrower: object) -> ThreadResult:
+    async def _call(self, sid: str) -> ThreadResult:
         from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
         st = self.state
@@ -325,7 +328,6 @@ class Scheduler:
             log.exception("thread %s crashed", sid)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._limiter.release_on_behalf_of(borrower)
             self._scopes.pop(sid, None)
             st.running.pop(sid, None)
         finished = st.elapsed()
