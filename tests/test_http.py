@@ -109,6 +109,9 @@ async def test_origin_validation(tmp_path: Path) -> None:
             assert (await post("http://localhost:5173")).status_code == 200
             assert (await post("http://127.0.0.1")).status_code == 200
             assert (await post("https://app.example.com")).status_code == 200  # APR_ALLOWED_ORIGINS
+            # DNS rebinding: a foreign Host header is refused by the SDK's transport security.
+            rebound = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "host": "evil.example"})
+            assert rebound.status_code == 421
 
 
 async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:

@@ -156,6 +156,28 @@ async def test_solve_runs_the_pipeline_and_reports_progress(rig: Rig, mode: str)
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_repeated_parallel_solve_is_served_from_the_cache(rig: Rig, mode: str) -> None:
+    subtasks = [{"id": "a", "prompt": "What is 2 + 3?"}, {"id": "b", "prompt": "What is 7 * 6?"}]
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async with Client(rig.server, mode=mode) as client:
+        first = await client.call_tool("parallel_solve", {"question": "sums", "subtasks": subtasks})
+        calls = rig.model.calls
+        messages.clear()
+        again = await client.call_tool(
+            "parallel_solve", {"question": "sums", "subtasks": subtasks}, progress_callback=on_progress
+        )
+    assert not first.is_error and not again.is_error
+    assert rig.model.calls == calls  # no new model call
+    assert all(r["cached"] for r in again.structured_content["results"])  # type: ignore[index]
+    assert any("cache" in m for m in messages), messages
+    assert "(cached)" in _text(again)
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_bad_arguments_come_back_as_errors(rig: Rig, mode: str) -> None:
     async with Client(rig.server, mode=mode) as client:
         cases = [
