@@ -286,6 +286,12 @@ def test_user_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     bad.write_text('{"id": "a", "question": "q", "grader": "telepathy", "answer": 1}\n')
     with pytest.raises(ConfigError, match="bad.jsonl:1: invalid record"):
         load_dataset(str(bad))
+    bad.write_text('{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1, "2"], "target": 3}}\n')
+    with pytest.raises(ConfigError, match="meta.numbers must be"):
+        load_dataset(str(bad))
+    bad.write_text('{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1], "target": 1, "rules": "go"}}\n')
+    with pytest.raises(ConfigError, match="meta.rules"):
+        load_dataset(str(bad))
     bad.write_text("not json\n")
     with pytest.raises(ConfigError, match="bad.jsonl:1: not valid JSON"):
         load_dataset(str(bad))

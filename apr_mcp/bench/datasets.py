@@ -52,6 +52,13 @@ class Item(BaseModel):
             missing = {"numbers", "target"} - self.meta.keys()
             if missing:
                 raise ValueError(f"countdown items need meta.{' and meta.'.join(sorted(missing))}")
+            numbers, target = self.meta["numbers"], self.meta["target"]
+            if not (isinstance(numbers, list) and numbers and all(type(n) is int for n in numbers)):
+                raise ValueError("meta.numbers must be a non-empty list of whole numbers")
+            if type(target) is not int:
+                raise ValueError("meta.target must be a whole number")
+            if self.meta.get("rules", "countdown") not in ("countdown", "24"):
+                raise ValueError("meta.rules must be 'countdown' or '24'")
         elif self.answer is None:
             raise ValueError(f"grader {self.grader!r} needs an answer")
         return self

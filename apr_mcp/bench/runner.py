@@ -124,7 +124,10 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     identity = _engine_identity(engine)
     info: dict[str, Any] = {}
     if config.resume and path.is_file():
-        info = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {path} to resume: {exc}") from exc
         old = {k: info.get(k) for k in ("backend", "model")}
         new = {k: identity.get(k) for k in ("backend", "model")}
         if old != new:
