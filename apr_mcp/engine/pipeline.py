@@ -320,7 +320,8 @@ class Engine:
                 else "answering with one call")
         reason = f"{what} ({plan.source}): {plan.reason or 'no reason given'}"
         decisions.append(Decision(at_s=round(clock(), 6), kind=kind, reason=reason))
-        sink.emit("planned", reason)
+        n = len(plan.subtasks)
+        sink.emit("planned", f"plan ready: {n} subtask{'s' if n != 1 else ''} ({plan.source})")
         sink.emit("decision", reason)
 
     async def _run_plan(
