@@ -15,10 +15,11 @@ import pytest
 from apr_mcp.bench import BenchConfig, execute_bench, load_dataset, write_reports
 from apr_mcp.bench.cli import add_bench_subcommand, add_trace_subcommand
 from apr_mcp.bench.report import SIMULATED_LABEL, render_html, render_markdown
-from apr_mcp.bench.runner import STRATEGIES, read_records, record_key
+from apr_mcp.bench.runner import STRATEGIES, read_records, record_key, solve_vote
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
 from apr_mcp.errors import ConfigError
+from apr_mcp.llm.base import ModelRequest
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.trace import RunStore
 
@@ -197,6 +198,23 @@ async def test_failed_items_are_recorded_and_retried(tmp_path: Path, dataset_pat
                                                          resume=True, retry_errors=True))
     assert len(fixed) == 3 and all(r["status"] == "ok" for r in fixed)
     assert len(read_records(out / "results.jsonl")) == 5  # history kept: 3 first records + 2 retries
+
+
+async def test_vote_samples_attempts_at_the_vote_temperature(tmp_path: Path, dataset_path: Path) -> None:
+    seen: list[tuple[str, float]] = []
+
+    async def record(request: ModelRequest) -> None:
+        seen.append((request.purpose, request.temperature))
+
+    model = SimulatedModel(ttft_s=0.002, tokens_per_s=50_000, on_call=record)
+    engine = Engine(settings=Settings(backend="simulated"), planner=model, solver=model, merger=model)
+    item = load_dataset(str(dataset_path)).items[0]
+    result = await solve_vote(engine, item, 4, temperature=0.7)
+    assert sorted(seen) == sorted([("solver", 0.7)] * 4 + [("merger", 0.0)])
+    assert engine.settings.temperature == 0.0  # the caller's engine is untouched
+    prompts = {r.prompt for r in result.results}
+    assert len(prompts) == 4  # distinct attempts: the cache cannot fold them into one call
+    assert result.strategy == "vote" and result.merge is not None
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path, dataset_path: Path) -> None:

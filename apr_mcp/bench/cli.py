@@ -46,6 +46,8 @@ def add_bench_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--retry-errors", action="store_true", help="with --resume: run failed items again")
     p.add_argument("--vote-k", type=int, default=5, help="attempts per item for the vote strategy")
+    p.add_argument("--vote-temperature", type=float, default=0.7,
+                   help="sampling temperature of the vote attempts (default 0.7; the merge keeps APR_TEMPERATURE)")
     p.add_argument("--item-timeout", type=float, help="seconds before an item counts as an error")
     p.add_argument("--report-only", action="store_true", help="only rebuild the reports from --out")
     p.add_argument("--list-datasets", action="store_true", help="list bundled datasets and exit")
@@ -85,6 +87,7 @@ def run_bench(args: argparse.Namespace) -> int:
         config = BenchConfig(
             datasets=datasets, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
             out_dir=out_dir, concurrency=args.concurrency, resume=args.resume, vote_k=args.vote_k,
+            vote_temperature=args.vote_temperature,
             retry_errors=args.retry_errors, item_timeout_s=args.item_timeout,
         )
         _run_with_engine(args, config)

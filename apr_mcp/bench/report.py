@@ -147,7 +147,7 @@ def _honesty_lines(info: dict[str, Any]) -> list[str]:
                  f"`{info.get('planner_model', '?')}`, merger `{info.get('merger_model', '?')}`)")
     lines.append(f"- date: {info.get('started', '?')} (last updated {info.get('updated', '?')}), apr-mcp "
                  f"{info.get('apr_mcp_version', '?')}, bench concurrency {info.get('concurrency', '?')}, "
-                 f"vote k = {info.get('vote_k', '?')}")
+                 f"vote k = {info.get('vote_k', '?')} at temperature {info.get('vote_temperature', '?')}")
     for name, d in (info.get("datasets") or {}).items():
         lines.append(f"- dataset `{name}` v{d.get('version')} — {d.get('licence')}; source: {d.get('source')} "
                      f"({d.get('items_run')} items run)")

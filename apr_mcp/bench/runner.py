@@ -12,6 +12,7 @@ parallel solve → merge, the engine decides), ``fixed`` (always fan out), and `
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -51,6 +52,9 @@ class BenchConfig:
     concurrency: int = 4
     resume: bool = False
     vote_k: int = 5
+    #: Sampling temperature of the vote attempts (self-consistency needs diverse samples);
+    #: None keeps the configured temperature. The merge keeps the configured one.
+    vote_temperature: float | None = 0.7
     retry_errors: bool = False
     item_timeout_s: float | None = None
 
@@ -64,6 +68,8 @@ class BenchConfig:
             raise ConfigError("--concurrency must be at least 1")
         if self.vote_k < 2:
             raise ConfigError("vote needs at least 2 attempts")
+        if self.vote_temperature is not None and not 0.0 <= self.vote_temperature <= 2.0:
+            raise ConfigError("--vote-temperature must be between 0 and 2")
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -142,6 +148,7 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     info["apr_mcp_version"] = __version__
     info["strategies"] = sorted(set(info.get("strategies", [])) | set(config.strategies), key=STRATEGIES.index)
     info["vote_k"] = config.vote_k
+    info["vote_temperature"] = config.vote_temperature
     info["concurrency"] = config.concurrency
     datasets = info.setdefault("datasets", {})
     for ds in config.datasets:
@@ -151,11 +158,12 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     return info
 
 
-async def solve_vote(engine: Any, item: Item, k: int) -> SolveResult:
+async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | None = None) -> SolveResult:
     """Self-consistency: ``k`` independent attempts in parallel, merged by majority vote.
 
-    Attempts differ by an attempt number in the prompt, which also keeps the cache from
-    collapsing them into one call (identical prompts share a cache entry).
+    Attempts are sampled at ``temperature`` (an engine copy with that setting; models, limiter
+    and run store are shared) and differ by an attempt number in the prompt, which also keeps the
+    cache from collapsing them into one call (identical prompts share a cache entry).
     """
     subtasks = [
         Subtask(id=f"v{i + 1}", prompt=f"{item.question}\n\n(Independent attempt {i + 1} of {k}: "
@@ -163,7 +171,11 @@ async def solve_vote(engine: Any, item: Item, k: int) -> SolveResult:
         for i in range(k)
     ]
     t0 = time.perf_counter()
-    run = await engine.parallel_solve(item.question, subtasks, context=item.context)
+    sampler = engine
+    if temperature is not None and temperature != engine.settings.temperature:
+        sampler = copy.copy(engine)
+        sampler.settings = engine.settings.model_copy(update={"temperature": temperature})
+    run = await sampler.parallel_solve(item.question, subtasks, context=item.context)
     merged = await engine.merge(item.question, run.results, context=item.context, strategy=MergeStrategy.vote)
     wall = time.perf_counter() - t0
     m: RunMetrics = run.metrics.model_copy(deep=True)
@@ -228,7 +240,7 @@ async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, con
     try:
         with anyio.fail_after(config.item_timeout_s):
             if strategy == "vote":
-                result = await solve_vote(engine, item, config.vote_k)
+                result = await solve_vote(engine, item, config.vote_k, temperature=config.vote_temperature)
             else:
                 result = await engine.solve(item.question, context=item.context, strategy=strategy)
     except (AprError, TimeoutError) as exc:
