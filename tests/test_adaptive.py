@@ -254,3 +254,22 @@ def test_state_summary_is_compact_and_complete() -> None:
     assert "[t1] Assess Python -> (confidence 0.80) Quick to write." in text
     assert "[t2] for 1.5s" in text and "Pending (1):" in text and "[t3]" in text
     assert len(text) < 2000  # long prompts are cut
+
+
+async def test_limit_changes_between_thread_events_are_coalesced() -> None:
+    limiter = AdaptiveLimiter(8, max_limit=8, probe_windows=1)
+    controller = MetaController(Settings(backend="simulated"), limiter=limiter)
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots[:6]:  # a burst: 8 -> 4 -> 3 -> 2, step by step
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    for s in slots[6:]:
+        limiter.release(
+            s, "success", latency_s=0.01
+        )  # 2 -> 3 (two clean calls at the sustained level)
+    notes = controller.limiter_notes()
+    assert [(n.kind, n.reason.split(":")[0]) for n in notes] == [  # type: ignore[union-attr]
+        ("backoff", "concurrency limit 8 -> 2"),
+        ("recover", "concurrency limit 2 -> 3"),
+    ]
+    assert "more step(s)" in notes[0].reason  # type: ignore[union-attr]
+    assert controller.limiter_notes() == []

@@ -123,10 +123,23 @@ class MetaController(Controller):
         self._changes.append((old, new, reason))
 
     def limiter_notes(self) -> list[Action]:
-        """Pending limit changes as ``backoff``/``recover`` decisions (and forget them)."""
+        """Pending limit changes as ``backoff``/``recover`` decisions (and forget them).
+
+        Consecutive changes in one direction (a burst of 429s tightening the limit step by step)
+        become one decision from the first old to the last new limit.
+        """
         notes: list[Action] = []
-        for old, new, reason in self._changes:
+        runs: list[list[tuple[int, int, str]]] = []
+        for change in self._changes:
+            down = change[1] < change[0]
+            if runs and (runs[-1][-1][1] < runs[-1][-1][0]) == down:
+                runs[-1].append(change)
+            else:
+                runs.append([change])
+        for run in runs:
+            old, new = run[0][0], run[-1][1]
             kind = "backoff" if new < old else "recover"
+            reason = run[0][2] if len(run) == 1 else f"{run[0][2]} (+{len(run) - 1} more step(s))"
             notes.append(Note(kind=kind, reason=f"concurrency limit {old} -> {new}: {reason}"))
         self._changes.clear()
         return notes

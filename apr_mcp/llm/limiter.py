@@ -13,9 +13,10 @@ congestion control does:
   instead of one halving per ``Retry-After``;
 - **Retry-After** starts a cooldown: no new call starts until it passes, for every caller;
 - **recovery**: back up to the sustained level one step per success (like TCP's slow start up to
-  its threshold), then ``+increase`` per full window (``limit`` successes); the first step beyond
-  the level where the provider refused needs ``probe_windows`` clean windows, so the limit does not
-  keep knocking on the same ceiling. Recovery is gradual by design, capped at ``max_limit``;
+  its threshold); the step beyond it needs ``probe_windows`` clean windows (doubling after each
+  failed probe, and a failed probe returns to the sustained level instead of halving), so the
+  limit does not keep knocking on the same ceiling; after a clean window above it, ``+increase``
+  per full window (``limit`` successes). Gradual by design, capped at ``max_limit``;
 - **latency**: an EWMA of time-to-first-token (or latency) is compared with its lowest value seen;
   when it climbs above ``latency_factor`` × that baseline the limit goes down by one per window
   and stops growing.
@@ -126,6 +127,7 @@ class AdaptiveLimiter:
         self._cooldown_until = -math.inf
         #: Concurrency the provider sustained at the last overload (None: no overload to respect).
         self._safe: int | None = None
+        self._failed_probes = 0
         self._ewma: float | None = None
         self._baseline: float | None = None
         self._samples = 0
@@ -283,18 +285,19 @@ class AdaptiveLimiter:
         if safe is not None and self._limit < safe:
             # Back to a level the provider was sustaining when it refused more: one step per success.
             needed, why = 1, f"recovering towards {safe}, the concurrency the provider sustained"
-        elif safe is not None:
-            # Beyond that level is where it refused: probe slowly.
-            needed = self._limit * self.probe_windows
+        elif safe is not None and self._limit == safe:
+            # One above is where it refused: probe rarely, and more rarely after each failed probe.
+            needed = self._limit * self.probe_windows * 2 ** min(self._failed_probes, 4)
             why = f"{needed} clean calls at the last overload point; probing one higher"
         else:
             needed, why = self._limit, f"{self._limit} successes in a row"
         if self._window_successes >= needed:
-            if safe is not None and self._limit >= safe:
-                self._safe = None  # the probe worked: the provider's capacity grew
-            step = self.increase if safe is None or self._limit >= safe else 1
-            new = min(self.max_limit, self._limit + step)
-            self._set_limit(min(new, safe) if safe is not None and self._limit < safe else new, why)
+            if safe is not None and self._limit > safe:
+                self._safe = None  # a full clean window above the old level: capacity grew
+                self._failed_probes = 0
+            self._set_limit(
+                min(self.max_limit, self._limit + (1 if safe is not None else self.increase)), why
+            )
 
     def _latency_high(self) -> bool:
         if self._ewma is None or self._baseline is None or self._samples < self.latency_min_samples:
@@ -311,11 +314,14 @@ class AdaptiveLimiter:
         # (During a burst, later 429s see fewer still running: the estimate tightens.)
         sustained = max(self.min_limit, self._in_flight)
         fresh = slot.epoch == self._epoch  # one multiplicative decrease per burst, not per 429
-        if fresh or self._safe is None:
-            self._safe = sustained
-        else:
-            self._safe = min(self._safe, sustained)
-        new = math.floor(self._limit * self.decrease_factor) if fresh else self._limit
+        new = self._limit
+        if fresh:
+            if self._safe is not None and self._limit > self._safe:
+                new = self._safe  # a failed probe: back to the level that worked, no halving
+                self._failed_probes += 1
+            else:
+                new = math.floor(self._limit * self.decrease_factor)
+        self._safe = sustained if fresh or self._safe is None else min(self._safe, sustained)
         new = max(self.min_limit, min(new, sustained))
         if new < self._limit:
             running = f"; {self._in_flight} call(s) still running" if not fresh else ""
