@@ -67,27 +67,39 @@ class HTTPGuard:
         origin = headers.get("origin")
         if origin and not _origin_allowed(origin, self.allowed_origins):
             logger.warning("refused a request from Origin %r (not in APR_ALLOWED_ORIGINS)", origin)
-            await _reply(send, 403, f"Origin {origin} is not allowed; add it to APR_ALLOWED_ORIGINS.")
+            await _reply(
+                send, 403, f"Origin {origin} is not allowed; add it to APR_ALLOWED_ORIGINS."
+            )
             return
         if self._token is not None:
             auth = headers.get("authorization", "")
             scheme, _, value = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), self._token
+            ):
                 await _reply(
-                    send, 401, "Missing or wrong bearer token (Authorization: Bearer <APR_HTTP_TOKEN>).",
+                    send,
+                    401,
+                    "Missing or wrong bearer token (Authorization: Bearer <APR_HTTP_TOKEN>).",
                     extra=[(b"www-authenticate", b'Bearer realm="apr-mcp"')],
                 )
                 return
         await self.app(scope, receive, send)
 
 
-async def _reply(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _reply(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"error": message}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(extra or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -98,7 +110,11 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
     if host not in _LOOPBACK_HOSTS and host not in ("0.0.0.0", "::"):
         hosts += [f"{host}:*", host]
-    origins = [f"{o}:*" for o in LOOPBACK_ORIGINS] + list(LOOPBACK_ORIGINS) + list(settings.allowed_origins)
+    origins = (
+        [f"{o}:*" for o in LOOPBACK_ORIGINS]
+        + list(LOOPBACK_ORIGINS)
+        + list(settings.allowed_origins)
+    )
     # Bound to every interface the Host header can be anything; the Origin check still applies.
     enable = host not in ("0.0.0.0", "::")
     return TransportSecuritySettings(
@@ -106,7 +122,9 @@ def transport_security(settings: Settings, host: str) -> TransportSecuritySettin
     )
 
 
-def build_http_app(server: MCPServer[Any], settings: Settings, *, host: str = "127.0.0.1") -> ASGIApp:
+def build_http_app(
+    server: MCPServer[Any], settings: Settings, *, host: str = "127.0.0.1"
+) -> ASGIApp:
     """The streamable HTTP ASGI app (endpoint ``/mcp``) wrapped in :class:`HTTPGuard`."""
     app = server.streamable_http_app(
         streamable_http_path="/mcp",

@@ -65,11 +65,13 @@ logger = logging.getLogger(__name__)
 #: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
 EngineFactory = Callable[[Model | None], Engine]
 
+
 def _grace_s(deadline: float) -> float:
     """Extra time the server waits past a run's deadline for the engine to hand back its partial
     results before it gives up on the call (a safety net; the engine itself honours the deadline):
     a tenth of the deadline, between 1 and 5 seconds (55 s + 5 s stays within host limits)."""
     return min(5.0, max(1.0, deadline / 10))
+
 
 INSTRUCTIONS = """\
 apr-mcp adds adaptive parallel reasoning: it splits a broad question into independent subtasks,
@@ -77,6 +79,7 @@ solves them concurrently with a language model and merges the results. Use `solv
 pipeline in one call. To steer it yourself: `decompose` → (edit the subtasks) → `parallel_solve` →
 `merge`, passing `subtasks` and `results` along unchanged. Do not use it for simple or strictly
 sequential questions — answer those directly."""
+
 
 def _annotations(title: str) -> ToolAnnotations:
     return ToolAnnotations(
@@ -86,6 +89,7 @@ def _annotations(title: str) -> ToolAnnotations:
         idempotent_hint=True,  # a repeated call has no further side effect (it may hit the cache)
         open_world_hint=True,  # it calls an external language model
     )
+
 
 Question = Annotated[
     str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
@@ -107,7 +111,10 @@ Deadline = Annotated[
     ),
 ]
 MaxSubtasks = Annotated[
-    int | None, Field(ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS).")
+    int | None,
+    Field(
+        ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS)."
+    ),
 ]
 
 
@@ -145,7 +152,9 @@ class _Backing:
             else:
                 from .cache import ResultCache
 
-                self._cache = ResultCache(self.settings.effective_cache_dir(), enabled=self.settings.cache)
+                self._cache = ResultCache(
+                    self.settings.effective_cache_dir(), enabled=self.settings.cache
+                )
                 self._owns_cache = True
         assert self._cache is not None
         return self._cache
@@ -166,7 +175,9 @@ class _Backing:
 
         if sampling:
             # The host model belongs to this call's session, so the engine does too.
-            runtime = build_runtime(self.settings, sampling_model=host_model, run_store=self.run_store)
+            runtime = build_runtime(
+                self.settings, sampling_model=host_model, run_store=self.run_store
+            )
             try:
                 yield runtime.engine
             finally:
@@ -252,7 +263,9 @@ def plan_text(plan: Plan) -> str:
             f"Not worth splitting ({plan.reason or 'simple or sequential question'}); answer it directly "
             f"or call solve. Complexity {plan.complexity}/10, planned by {plan.source}."
         )
-    lines = [f"Split into {len(plan.subtasks)} self-contained subtasks (complexity {plan.complexity}/10, by {plan.source}): {plan.reason}"]
+    lines = [
+        f"Split into {len(plan.subtasks)} self-contained subtasks (complexity {plan.complexity}/10, by {plan.source}): {plan.reason}"
+    ]
     for s in plan.subtasks:
         after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
         lines.append(f"- {s.id}{after}: {s.prompt}")
@@ -322,8 +335,11 @@ def create_server(
     settings = settings if settings is not None else load_settings()
     backing = _Backing(settings, engine_factory, run_store, cache)
     server: MCPServer[Any] = MCPServer(
-        "apr-mcp", title="Adaptive parallel reasoning", version=__version__,
-        instructions=INSTRUCTIONS, log_level="WARNING",
+        "apr-mcp",
+        title="Adaptive parallel reasoning",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
     )
     server.apr_backing = backing  # type: ignore[attr-defined]
 
@@ -333,7 +349,12 @@ def create_server(
     def tool(title: str, annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Any]:
         def register(fn: Callable[..., Any]) -> Any:
             # cleandoc: hosts show the description verbatim, without the source's indentation.
-            server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+            server.add_tool(
+                fn,
+                title=title,
+                description=inspect.cleandoc(fn.__doc__ or ""),
+                annotations=annotations,
+            )
             return fn
 
         return register
@@ -390,7 +411,9 @@ def create_server(
             ),
         ] = None,
         context: ContextArg = "",
-        max_concurrency: Annotated[int | None, Field(ge=1, le=64, description="Threads at once.")] = None,
+        max_concurrency: Annotated[
+            int | None, Field(ge=1, le=64, description="Threads at once.")
+        ] = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, SolveRun]:
         """Run several independent subtasks concurrently with a language model, each in its own
@@ -401,8 +424,12 @@ def create_server(
         deadline = deadline_of(deadline_s)
         async with guarded(deadline), backing.engine(ctx) as engine:
             run = await engine.parallel_solve(
-                question, subtasks, context=context, max_concurrency=max_concurrency,
-                deadline_s=deadline, on_event=_Progress(ctx),
+                question,
+                subtasks,
+                context=context,
+                max_concurrency=max_concurrency,
+                deadline_s=deadline,
+                on_event=_Progress(ctx),
             )
         return _result(run, run_text(run))
 
@@ -414,15 +441,24 @@ def create_server(
         question: Question,
         results: Annotated[
             list[ThreadResult],
-            Field(min_length=1, max_length=256, description="parallel_solve's `results`, unchanged."),
+            Field(
+                min_length=1, max_length=256, description="parallel_solve's `results`, unchanged."
+            ),
         ],
         ctx: Context,
         strategy: Annotated[
             MergeStrategy,
-            Field(description="synthesize (combine), vote (pick the majority answer) or rank (order the candidates)."),
+            Field(
+                description="synthesize (combine), vote (pick the majority answer) or rank (order the candidates)."
+            ),
         ] = MergeStrategy.synthesize,
         context_budget_tokens: Annotated[
-            int | None, Field(ge=256, le=200_000, description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).")
+            int | None,
+            Field(
+                ge=256,
+                le=200_000,
+                description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).",
+            ),
         ] = None,
     ) -> Annotated[CallToolResult, MergeResult]:
         """Merge per-thread results into one answer with provenance (which threads were used or
@@ -443,13 +479,19 @@ def create_server(
         context: ContextArg = "",
         mode: Annotated[
             Literal["general", "debug"],
-            Field(description="debug: treat the question as a bug (error + code in context) and test hypotheses in parallel."),
+            Field(
+                description="debug: treat the question as a bug (error + code in context) and test hypotheses in parallel."
+            ),
         ] = "general",
         strategy: Annotated[
             Literal["adaptive", "sequential", "fixed"],
-            Field(description="adaptive (decide whether and how wide to split), sequential (one call), fixed (always split)."),
+            Field(
+                description="adaptive (decide whether and how wide to split), sequential (one call), fixed (always split)."
+            ),
         ] = "adaptive",
-        merge_strategy: Annotated[MergeStrategy | None, Field(description="How to merge (default: the engine decides).")] = None,
+        merge_strategy: Annotated[
+            MergeStrategy | None, Field(description="How to merge (default: the engine decides).")
+        ] = None,
         max_subtasks: MaxSubtasks = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, SolveResult]:
@@ -460,14 +502,25 @@ def create_server(
         deadline = deadline_of(deadline_s)
         async with guarded(deadline), backing.engine(ctx) as engine:
             result = await engine.solve(
-                question, context=context, strategy=strategy, mode=mode, max_subtasks=max_subtasks,
-                deadline_s=deadline, merge_strategy=merge_strategy, on_event=_Progress(ctx),
+                question,
+                context=context,
+                strategy=strategy,
+                mode=mode,
+                max_subtasks=max_subtasks,
+                deadline_s=deadline,
+                merge_strategy=merge_strategy,
+                on_event=_Progress(ctx),
             )
         return _result(result, solve_text(result))
 
     # ----- resources -----
 
-    @server.resource("apr://runs", name="runs", description="Recent runs (newest first).", mime_type="application/json")
+    @server.resource(
+        "apr://runs",
+        name="runs",
+        description="Recent runs (newest first).",
+        mime_type="application/json",
+    )
     def list_runs() -> str:
         return _json(backing.run_store.list(50))
 
@@ -484,7 +537,12 @@ def create_server(
             raise ResourceNotFoundError(f"{exc}; recent runs are listed at apr://runs") from exc
         return run.model_dump_json(indent=2)
 
-    @server.resource("apr://cache/stats", name="cache-stats", description="Result cache statistics.", mime_type="application/json")
+    @server.resource(
+        "apr://cache/stats",
+        name="cache-stats",
+        description="Result cache statistics.",
+        mime_type="application/json",
+    )
     def cache_stats() -> str:
         return _json(backing.cache.stats())
 
@@ -536,7 +594,9 @@ async def close_server(server: MCPServer[Any]) -> None:
 
 def _log_to_stderr(level: str = "WARNING") -> None:
     # stdout is the protocol wire in stdio mode: nothing else may ever be written there.
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -583,7 +643,8 @@ def run_server(
                 print(
                     f"apr-mcp: serving MCP over streamable HTTP at http://{shown}:{sock.getsockname()[1]}/mcp"
                     + (" (bearer token required)" if settings.http_token else ""),
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
                 config = uvicorn.Config(app, log_level="warning", lifespan="on")
                 try:
@@ -616,10 +677,18 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the apr-mcp MCP server. Without --http it speaks MCP over stdin/stdout, "
         "which is what Claude Desktop, Claude Code, VS Code and Cursor launch.",
     )
-    p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
-    p.add_argument("--host", default=None, help="HTTP bind address (default APR_HTTP_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)")
-    p.add_argument("--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None)
+    p.add_argument(
+        "--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp"
+    )
+    p.add_argument(
+        "--host", default=None, help="HTTP bind address (default APR_HTTP_HOST or 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)"
+    )
+    p.add_argument(
+        "--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None
+    )
     p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
     p.set_defaults(func=run_serve)
     return p
@@ -628,7 +697,9 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     """Run the ``serve`` subcommand; returns the exit code."""
     try:
-        settings = load_settings(backend=getattr(args, "backend", None), model=getattr(args, "model", None))
+        settings = load_settings(
+            backend=getattr(args, "backend", None), model=getattr(args, "model", None)
+        )
     except AprError as exc:
         print(f"apr-mcp serve: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,10 @@ DEFAULT_QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
 
 
 async def progress(done: float, total: float | None, message: str | None) -> None:
-    print(f"  [{done:.0f}/{total or '?':.0f}] {message}" if total else f"  [{done:.0f}] {message}", file=sys.stderr)
+    print(
+        f"  [{done:.0f}/{total or '?':.0f}] {message}" if total else f"  [{done:.0f}] {message}",
+        file=sys.stderr,
+    )
 
 
 async def main(question: str) -> None:
@@ -51,13 +54,18 @@ async def main(question: str) -> None:
             sys.exit(f"parallel_solve failed: {run.content}")
         results = run.structured_content["results"]
         metrics = run.structured_content["metrics"]
-        print(f"solved: {metrics['threads_done']}/{metrics['threads']} threads in {metrics['wall_s']:.2f} s")
+        print(
+            f"solved: {metrics['threads_done']}/{metrics['threads']} threads in {metrics['wall_s']:.2f} s"
+        )
 
         merged = await client.call_tool("merge", {"question": question, "results": results})
         if merged.is_error or merged.structured_content is None:
             sys.exit(f"merge failed: {merged.content}")
         print("\nanswer:\n" + merged.structured_content["answer"])
-        print("\nprovenance: " + json.dumps({k: merged.structured_content[k] for k in ("used", "dropped")}))
+        print(
+            "\nprovenance: "
+            + json.dumps({k: merged.structured_content[k] for k in ("used", "dropped")})
+        )
 
 
 if __name__ == "__main__":

@@ -55,13 +55,19 @@ class WatchedModel(SimulatedModel):
 async def test_cancelled_call_closes_streams_and_caches_nothing(tmp_path: Path, mode: str) -> None:
     stuck = SimScript(rules=[SimRule(pattern="STUCK", ttft_s=60.0)])
     model = WatchedModel(ttft_s=0.001, tokens_per_s=50_000, script=stuck)
-    subtasks = [{"id": f"t{i}", "prompt": f"STUCK thread {i}: what is {i} + {i}?"} for i in range(THREADS)]
+    subtasks = [
+        {"id": f"t{i}", "prompt": f"STUCK thread {i}: what is {i} + {i}?"} for i in range(THREADS)
+    ]
     cache_dir = tmp_path / "cache"
     with anyio.fail_after(15):
         async with serve_simulated(model) as base_url:
             settings = Settings(
-                backend="openai", base_url=base_url, model="sim-1", api_key="sim",
-                cache_dir=cache_dir, max_retries=0,
+                backend="openai",
+                base_url=base_url,
+                model="sim-1",
+                api_key="sim",
+                cache_dir=cache_dir,
+                max_retries=0,
             )
             server = create_server(settings)  # the production engine stack
             try:
@@ -72,7 +78,9 @@ async def test_cancelled_call_closes_streams_and_caches_nothing(tmp_path: Path, 
                     async def run() -> None:
                         with call:
                             outcome.append(
-                                await client.call_tool("parallel_solve", {"question": "sums", "subtasks": subtasks})
+                                await client.call_tool(
+                                    "parallel_solve", {"question": "sums", "subtasks": subtasks}
+                                )
                             )
 
                     async with anyio.create_task_group() as tg:

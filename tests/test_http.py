@@ -33,7 +33,11 @@ INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
 }
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
@@ -66,7 +70,9 @@ async def serving(tmp: Path, **overrides: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def _client(url: str, headers: dict[str, str] | None = None, mode: str = "auto") -> AsyncIterator[Client]:
+async def _client(
+    url: str, headers: dict[str, str] | None = None, mode: str = "auto"
+) -> AsyncIterator[Client]:
     async with (
         httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http,
         Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
@@ -83,10 +89,14 @@ async def test_chain_over_streamable_http(tmp_path: Path, mode: str) -> None:
             plan = (await client.call_tool("decompose", {"question": QUESTION})).structured_content
             assert plan is not None and len(plan["subtasks"]) >= 2
             run = (
-                await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]})
+                await client.call_tool(
+                    "parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]}
+                )
             ).structured_content
             assert run is not None and all(r["status"] == "done" for r in run["results"])
-            merged = await client.call_tool("merge", {"question": QUESTION, "results": run["results"]})
+            merged = await client.call_tool(
+                "merge", {"question": QUESTION, "results": run["results"]}
+            )
             assert not merged.is_error and merged.structured_content["answer"]  # type: ignore[index]
 
 
@@ -96,6 +106,7 @@ async def test_origin_validation(tmp_path: Path) -> None:
             serving(tmp_path, allowed_origins=["https://app.example.com"]) as url,
             httpx.AsyncClient() as http,
         ):
+
             async def post(origin: str | None) -> httpx.Response:
                 headers = dict(MCP_HEADERS)
                 if origin:
@@ -110,7 +121,9 @@ async def test_origin_validation(tmp_path: Path) -> None:
             assert (await post("http://127.0.0.1")).status_code == 200
             assert (await post("https://app.example.com")).status_code == 200  # APR_ALLOWED_ORIGINS
             # DNS rebinding: a foreign Host header is refused by the SDK's transport security.
-            rebound = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "host": "evil.example"})
+            rebound = await http.post(
+                url, json=INITIALIZE, headers={**MCP_HEADERS, "host": "evil.example"}
+            )
             assert rebound.status_code == 421
 
 
@@ -120,8 +133,12 @@ async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
         async with serving(tmp_path, http_token=SecretStr(token)) as url:
             async with httpx.AsyncClient() as http:
                 missing = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
-                assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
-                wrong = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "authorization": "Bearer nope"})
+                assert missing.status_code == 401 and missing.headers[
+                    "www-authenticate"
+                ].startswith("Bearer")
+                wrong = await http.post(
+                    url, json=INITIALIZE, headers={**MCP_HEADERS, "authorization": "Bearer nope"}
+                )
                 assert wrong.status_code == 401
             async with _client(url, {"authorization": f"Bearer {token}"}) as client:
                 result = await client.call_tool("decompose", {"question": QUESTION})
@@ -131,10 +148,23 @@ async def test_bearer_token_is_required_when_configured(tmp_path: Path) -> None:
 async def test_serve_http_subcommand_in_a_subprocess(tmp_path: Path) -> None:
     """``apr-mcp serve --http --port 0`` announces its real URL on stderr and serves the tools."""
     env = {
-        **os.environ, "APR_SIM_TTFT_S": "0.005", "APR_SIM_TOKENS_PER_S": "50000",
-        "APR_CACHE_DIR": str(tmp_path / "cache"), "APR_RUNS_DIR": str(tmp_path / "runs"),
+        **os.environ,
+        "APR_SIM_TTFT_S": "0.005",
+        "APR_SIM_TOKENS_PER_S": "50000",
+        "APR_CACHE_DIR": str(tmp_path / "cache"),
+        "APR_RUNS_DIR": str(tmp_path / "runs"),
     }
-    cmd = [sys.executable, "-m", "apr_mcp", "serve", "--http", "--port", "0", "--backend", "simulated"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apr_mcp",
+        "serve",
+        "--http",
+        "--port",
+        "0",
+        "--backend",
+        "simulated",
+    ]
     with anyio.fail_after(30):
         process = await anyio.open_process(cmd, env=env, cwd=tmp_path)
         try:

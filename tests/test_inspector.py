@@ -55,15 +55,27 @@ async def test_inspector_cli_runs_the_chain(inspector: str, tmp_path: Path) -> N
     with anyio.fail_after(90):
         async with serve_simulated(model) as base_url:
             env_args = [
-                "APR_BACKEND=openai", f"APR_BASE_URL={base_url}", "APR_MODEL=sim-1", "APR_API_KEY=sim",
-                f"APR_CACHE_DIR={tmp_path / 'cache'}", f"APR_RUNS_DIR={tmp_path / 'runs'}",
+                "APR_BACKEND=openai",
+                f"APR_BASE_URL={base_url}",
+                "APR_MODEL=sim-1",
+                "APR_API_KEY=sim",
+                f"APR_CACHE_DIR={tmp_path / 'cache'}",
+                f"APR_RUNS_DIR={tmp_path / 'runs'}",
             ]
 
             async def call(tool: str, **args: Any) -> dict[str, Any]:
                 cmd = [inspector, "--cli"]
                 for e in env_args:
                     cmd += ["-e", e]
-                cmd += [sys.executable, "-m", "apr_mcp", "--method", "tools/call", "--tool-name", tool]
+                cmd += [
+                    sys.executable,
+                    "-m",
+                    "apr_mcp",
+                    "--method",
+                    "tools/call",
+                    "--tool-name",
+                    tool,
+                ]
                 for key, value in args.items():
                     text = value if isinstance(value, str) else json.dumps(value)
                     cmd += ["--tool-arg", f"{key}={text}"]

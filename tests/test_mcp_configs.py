@@ -59,7 +59,10 @@ def test_host_config_shape(path: Path) -> None:
         # Secrets come from the host (inputs / environment); only Claude Desktop needs a paste-in.
         if "vscode" in path.parts:
             assert key_value == "${input:openai-api-key}"
-            assert data["inputs"][0]["id"] == "openai-api-key" and data["inputs"][0]["password"] is True
+            assert (
+                data["inputs"][0]["id"] == "openai-api-key"
+                and data["inputs"][0]["password"] is True
+            )
         elif "claude-desktop" in path.parts:
             assert key_value == "sk-REPLACE-ME"
         else:
@@ -69,19 +72,27 @@ def test_host_config_shape(path: Path) -> None:
 def test_repository_vscode_config_uses_inputs_for_secrets() -> None:
     data = _load(ROOT / ".vscode" / "mcp.json")
     assert "servers" in data and "mcpServers" not in data
-    declared = {i["id"] for i in data["inputs"] if i["type"] == "promptString" and i["password"] is True}
+    declared = {
+        i["id"] for i in data["inputs"] if i["type"] == "promptString" and i["password"] is True
+    }
     for server in data["servers"].values():
         for value in server.get("env", {}).values():
             assert not value.startswith("sk-")
             if value.startswith("${input:"):
                 assert value[len("${input:") : -1] in declared
-    assert {s["env"]["APR_BACKEND"] for s in data["servers"].values()} >= {"sampling", "openai", "simulated"}
+    assert {s["env"]["APR_BACKEND"] for s in data["servers"].values()} >= {
+        "sampling",
+        "openai",
+        "simulated",
+    }
 
 
 async def test_repository_vscode_server_starts_and_lists_tools(tmp_path: Path) -> None:
     entry = _load(ROOT / ".vscode" / "mcp.json")["servers"]["apr-mcp-simulated"]
     command = entry["command"].replace("${workspaceFolder}", str(ROOT))
-    if not Path(command).exists():  # not installed into .venv: use the interpreter running the tests
+    if not Path(
+        command
+    ).exists():  # not installed into .venv: use the interpreter running the tests
         command = str(Path(sys.executable).parent / "apr-mcp")
     assert Path(command).exists(), f"apr-mcp entry point not installed: {command}"
     env = {**os.environ, **entry["env"], "APR_CACHE_DIR": str(tmp_path / "cache")}

@@ -35,7 +35,9 @@ class Rig:
     """A server over a real engine and a simulated model, plus what the tests look at."""
 
     def __init__(self, tmp: Path, *, script: SimScript | None = None, **overrides: Any) -> None:
-        self.settings = Settings(**{"backend": "simulated", "cache_dir": tmp / "cache", **overrides})
+        self.settings = Settings(
+            **{"backend": "simulated", "cache_dir": tmp / "cache", **overrides}
+        )
         self.model = SimulatedModel(ttft_s=0.005, tokens_per_s=50_000, script=script)
         self.cache = ResultCache(tmp / "cache")
         self.store = RunStore(tmp / "runs")
@@ -51,7 +53,9 @@ class Rig:
         self.host_models.append(host_model)
         inner: Model = host_model if host_model is not None else self.model
         model = CachedModel(inner, self.cache)
-        return Engine(settings=self.settings, planner=model, solver=model, merger=model, run_store=self.store)
+        return Engine(
+            settings=self.settings, planner=model, solver=model, merger=model, run_store=self.store
+        )
 
 
 @pytest.fixture
@@ -77,16 +81,28 @@ def _text(result: Any) -> str:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_tools_are_listed_with_output_schemas_and_honest_annotations(rig: Rig, mode: str) -> None:
+async def test_tools_are_listed_with_output_schemas_and_honest_annotations(
+    rig: Rig, mode: str
+) -> None:
     async with Client(rig.server, mode=mode) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {"decompose", "parallel_solve", "merge", "solve"}
-    expected_output = {"decompose": "subtasks", "parallel_solve": "results", "merge": "answer", "solve": "answer"}
+    expected_output = {
+        "decompose": "subtasks",
+        "parallel_solve": "results",
+        "merge": "answer",
+        "solve": "answer",
+    }
     for name, tool in tools.items():
-        assert tool.output_schema is not None and expected_output[name] in tool.output_schema["properties"]
+        assert (
+            tool.output_schema is not None
+            and expected_output[name] in tool.output_schema["properties"]
+        )
         assert tool.annotations is not None
         assert tool.annotations.open_world_hint is True  # it calls an external model
-        assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        assert (
+            tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
+        )
         assert tool.description and len(tool.description) > 80
     assert "simple" in tools["solve"].description  # tells the host when not to use it
     assert tools["parallel_solve"].input_schema["required"] == ["question"]
@@ -105,11 +121,15 @@ async def test_chain_passes_structured_content_unchanged(rig: Rig, mode: str) ->
 
         # The host passes JSON through, exactly as it received it.
         subtasks = json.loads(json.dumps(plan["subtasks"]))
-        solved = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": subtasks})
+        solved = await client.call_tool(
+            "parallel_solve", {"question": QUESTION, "subtasks": subtasks}
+        )
         assert not solved.is_error, _text(solved)
         run = solved.structured_content
         assert run is not None
-        assert [r["id"] for r in run["results"]][: len(ids)] == ids or {r["id"] for r in run["results"]} >= set(ids)
+        assert [r["id"] for r in run["results"]][: len(ids)] == ids or {
+            r["id"] for r in run["results"]
+        } >= set(ids)
         assert all(r["status"] == "done" for r in run["results"])
         assert run["partial"] is False and run["metrics"]["threads_done"] >= len(ids)
 
@@ -140,13 +160,17 @@ async def test_solve_runs_the_pipeline_and_reports_progress(rig: Rig, mode: str)
         seen.append((progress, total, message))
 
     async with Client(rig.server, mode=mode) as client:
-        result = await client.call_tool("solve", {"question": QUESTION}, progress_callback=on_progress)
+        result = await client.call_tool(
+            "solve", {"question": QUESTION}, progress_callback=on_progress
+        )
     assert not result.is_error, _text(result)
     out = result.structured_content
     assert out is not None and out["answer"].strip() and out["metrics"]["threads"] >= 2
     assert seen, "no progress notifications"
     progress = [p for p, _, _ in seen]
-    assert progress == sorted(progress) and len(set(progress)) == len(progress)  # strictly increasing
+    assert progress == sorted(progress) and len(set(progress)) == len(
+        progress
+    )  # strictly increasing
     assert all(t is None or t >= p for p, t, _ in seen)
     totals = [t for _, t, _ in seen if t is not None]
     assert totals == sorted(totals)  # threads known so far only grow
@@ -168,7 +192,9 @@ async def test_repeated_parallel_solve_is_served_from_the_cache(rig: Rig, mode: 
         calls = rig.model.calls
         messages.clear()
         again = await client.call_tool(
-            "parallel_solve", {"question": "sums", "subtasks": subtasks}, progress_callback=on_progress
+            "parallel_solve",
+            {"question": "sums", "subtasks": subtasks},
+            progress_callback=on_progress,
         )
     assert not first.is_error and not again.is_error
     assert rig.model.calls == calls  # no new model call
@@ -187,7 +213,11 @@ async def test_bad_arguments_come_back_as_errors(rig: Rig, mode: str) -> None:
             ("parallel_solve", {"question": "q", "subtasks": [{"id": "a b", "prompt": "x"}]}, "id"),
             ("parallel_solve", {"question": "q", "deadline_s": -1}, "deadline_s"),
             ("merge", {"question": "q", "results": []}, "results"),
-            ("merge", {"question": "q", "results": [{"id": "t1"}], "strategy": "coinflip"}, "strategy"),
+            (
+                "merge",
+                {"question": "q", "results": [{"id": "t1"}], "strategy": "coinflip"},
+                "strategy",
+            ),
             ("solve", {"question": "q", "mode": "panic"}, "mode"),
         ]
         for tool, args, field in cases:
@@ -249,7 +279,9 @@ def _sim_sampler(model: SimulatedModel, calls: list[CreateMessageRequestParams])
 
     async def sample(context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
         calls.append(params)
-        messages = [Message(role="system", content=params.system_prompt)] if params.system_prompt else []
+        messages = (
+            [Message(role="system", content=params.system_prompt)] if params.system_prompt else []
+        )
         messages += [
             Message(role=m.role, content=m.content.text)  # type: ignore[union-attr]
             for m in params.messages
@@ -263,17 +295,24 @@ def _sim_sampler(model: SimulatedModel, calls: list[CreateMessageRequestParams])
         )
         reply = await model.complete(request)
         return CreateMessageResult(
-            role="assistant", content=TextContent(type="text", text=reply.text), model="host-sim", stop_reason="endTurn"
+            role="assistant",
+            content=TextContent(type="text", text=reply.text),
+            model="host-sim",
+            stop_reason="endTurn",
         )
 
     return sample
 
 
-async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(make_rig: Callable[..., Rig]) -> None:
+async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(
+    make_rig: Callable[..., Rig],
+) -> None:
     rig = make_rig(backend="sampling")
     host = SimulatedModel(ttft_s=0.001, tokens_per_s=50_000)
     calls: list[CreateMessageRequestParams] = []
-    async with Client(rig.server, mode="legacy", sampling_callback=_sim_sampler(host, calls)) as client:
+    async with Client(
+        rig.server, mode="legacy", sampling_callback=_sim_sampler(host, calls)
+    ) as client:
         result = await client.call_tool("solve", {"question": QUESTION})
     assert not result.is_error, _text(result)
     assert result.structured_content is not None and result.structured_content["answer"].strip()
@@ -283,10 +322,14 @@ async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(make_ri
     assert {"planner", "solver"} <= purposes
 
 
-async def test_sampling_on_2026_connections_fails_with_the_alternatives(make_rig: Callable[..., Rig]) -> None:
+async def test_sampling_on_2026_connections_fails_with_the_alternatives(
+    make_rig: Callable[..., Rig],
+) -> None:
     rig = make_rig(backend="sampling")
     calls: list[CreateMessageRequestParams] = []
-    async with Client(rig.server, sampling_callback=_sim_sampler(SimulatedModel(), calls)) as client:
+    async with Client(
+        rig.server, sampling_callback=_sim_sampler(SimulatedModel(), calls)
+    ) as client:
         result = await client.call_tool("solve", {"question": QUESTION})
     assert result.is_error
     text = _text(result)
@@ -330,14 +373,18 @@ async def test_prompts_for_debugging_and_research(rig: Rig, mode: str) -> None:
         )
         text = got.messages[0].content.text  # type: ignore[union-attr]
         assert "KeyError: 'user_id'" in text and 'mode="debug"' in text and "d['user_id']" in text
-        research = await client.get_prompt("research", {"question": "Why did the Bronze Age collapse?"})
+        research = await client.get_prompt(
+            "research", {"question": "Why did the Bronze Age collapse?"}
+        )
         assert "Bronze Age" in research.messages[0].content.text  # type: ignore[union-attr]
 
 
 class _HangingEngine(Engine):
     """An engine that never answers: the server's safety net must still end the call."""
 
-    async def decompose(self, question: str, *, context: str = "", max_subtasks: int | None = None) -> Any:
+    async def decompose(
+        self, question: str, *, context: str = "", max_subtasks: int | None = None
+    ) -> Any:
         await anyio.sleep_forever()
 
 
@@ -345,7 +392,10 @@ async def test_a_hung_engine_is_stopped_shortly_after_the_deadline(tmp_path: Pat
     settings = Settings(backend="simulated", deadline_s=0.05, cache_dir=tmp_path / "cache")
     model = SimulatedModel()
     server = create_server(
-        settings, engine_factory=lambda _: _HangingEngine(settings=settings, planner=model, solver=model, merger=model)
+        settings,
+        engine_factory=lambda _: _HangingEngine(
+            settings=settings, planner=model, solver=model, merger=model
+        ),
     )
     with anyio.fail_after(15):
         async with Client(server) as client:

@@ -24,7 +24,9 @@ def _params(tmp: Path) -> StdioServerParameters:
         APR_CACHE_DIR=str(tmp / "cache"),
         APR_RUNS_DIR=str(tmp / "runs"),
     )
-    return StdioServerParameters(command=sys.executable, args=["-m", "apr_mcp"], env=env, cwd=str(tmp))
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "apr_mcp"], env=env, cwd=str(tmp)
+    )
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -35,7 +37,9 @@ async def test_stdio_subprocess_runs_the_chain(tmp_path: Path, mode: str) -> Non
             assert tools == {"decompose", "parallel_solve", "merge", "solve"}
             plan = (await client.call_tool("decompose", {"question": QUESTION})).structured_content
             assert plan is not None and len(plan["subtasks"]) >= 2
-            run = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]})
+            run = await client.call_tool(
+                "parallel_solve", {"question": QUESTION, "subtasks": plan["subtasks"]}
+            )
             assert not run.is_error and run.structured_content is not None
             results = run.structured_content["results"]
             assert {r["id"] for r in results} >= {s["id"] for s in plan["subtasks"]}
@@ -51,7 +55,9 @@ async def test_example_client_script_runs_the_chain(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "examples" / "client.py"
     env = {**_params(tmp_path).env, "PATH": os.environ.get("PATH", "")}  # type: ignore[dict-item]
     with anyio.fail_after(30):
-        done = await anyio.run_process([sys.executable, str(script), QUESTION], env=env, cwd=tmp_path, check=False)
+        done = await anyio.run_process(
+            [sys.executable, str(script), QUESTION], env=env, cwd=tmp_path, check=False
+        )
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err[-2000:]
     assert "plan: 3 subtasks" in out and "answer:" in out and '"used": [' in out

@@ -74,7 +74,8 @@ def sampling_problem(ctx: _SamplingContext) -> str | None:
         return (
             f"APR_BACKEND=sampling needs a 2025-era MCP connection; this client speaks protocol "
             f"{version}, where a server cannot ask the host's model mid-call (the engine's model "
-            f"calls depend on earlier answers, so they cannot be declared up front). " + ALTERNATIVES
+            f"calls depend on earlier answers, so they cannot be declared up front). "
+            + ALTERNATIVES
         )
     caps = ctx.client_capabilities
     if caps is None or caps.sampling is None:
@@ -114,7 +115,9 @@ class SamplingModel(Model):
             if m.role != "system"
         ]
         if not messages:
-            raise ModelOutputError("a sampling request needs at least one user message", backend=self.backend)
+            raise ModelOutputError(
+                "a sampling request needs at least one user message", backend=self.backend
+            )
         prefs = ModelPreferences(hints=[ModelHint(name=request.model)]) if request.model else None
         started = time.monotonic()
         # create_message is marked deprecated for 2026-07-28 (SEP-2577) but is the only way to
@@ -151,7 +154,9 @@ class SamplingModel(Model):
                     "this connection has no back-channel for sampling requests. " + ALTERNATIVES,
                     backend=self.backend,
                 ) from exc
-            raise ModelError(f"the host refused the sampling request: {exc}", backend=self.backend) from exc
+            raise ModelError(
+                f"the host refused the sampling request: {exc}", backend=self.backend
+            ) from exc
         content = result.content
         if not isinstance(content, TextContent):
             raise ModelOutputError(
