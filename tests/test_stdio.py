@@ -3,9 +3,11 @@ backend, driven by the SDK's stdio client in both protocol eras."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -62,3 +64,54 @@ async def test_example_client_script_runs_the_chain(tmp_path: Path) -> None:
     assert done.returncode == 0, err[-2000:]
     assert "plan: 3 subtasks" in out and "answer:" in out and '"used": [' in out
     assert "t1" in err  # per-thread progress went to stderr
+
+
+async def test_stdout_carries_only_protocol_messages_even_with_debug_logs(tmp_path: Path) -> None:
+    """Raw wire check: with -vv (debug logging) every stdout line is JSON-RPC; logs go to stderr."""
+    env = _params(tmp_path).env
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "decompose", "arguments": {"question": QUESTION}},
+        },
+    ]
+    wire = "".join(json.dumps(r) + "\n" for r in requests).encode()
+    stderr = bytearray()
+    lines: list[dict[str, Any]] = []
+    with anyio.fail_after(30):
+        process = await anyio.open_process(
+            [sys.executable, "-m", "apr_mcp", "-vv"], env=env, cwd=tmp_path
+        )
+        assert process.stdin and process.stdout and process.stderr
+        async with process, anyio.create_task_group() as tg:
+
+            async def drain() -> None:
+                async for chunk in process.stderr:  # type: ignore[union-attr]
+                    stderr.extend(chunk)
+
+            tg.start_soon(drain)
+            await process.stdin.send(wire)
+            buffer = b""
+            while not any(m.get("id") == 2 for m in lines):
+                buffer += await process.stdout.receive()
+                *complete, buffer = buffer.split(b"\n")
+                lines += [json.loads(line) for line in complete if line.strip()]
+            await process.stdin.aclose()  # EOF: the server exits
+            await process.wait()
+    assert all(m.get("jsonrpc") == "2.0" for m in lines)
+    answer = next(m for m in lines if m.get("id") == 2)
+    assert answer["result"]["structuredContent"]["should_split"] is True
+    assert b"DEBUG" in stderr  # the logs exist, and they went to stderr
