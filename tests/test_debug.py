@@ -96,7 +96,7 @@ async def test_model_hypotheses_and_verdict_ranking_are_used() -> None:
         ],
     }
     engine, _ = engine_for(
-        planner_rule(), SimRule(pattern="Investigations", purpose="merger", reply=verdict)
+        planner_rule(), SimRule(pattern="Worker results", purpose="merger", reply=verdict)
     )
     with anyio.fail_after(10):
         result = await debug(engine, TRACEBACK, CODE)
@@ -141,7 +141,7 @@ async def test_failed_investigation_and_failed_verdict_give_partial_ranking() ->
     engine, _ = engine_for(
         planner_rule(),
         SimRule(pattern=r"Hypothesis h2:", purpose="solver", fault="500"),
-        SimRule(pattern="Investigations", purpose="merger", fault="500"),
+        SimRule(pattern="Worker results", purpose="merger", fault="500"),
     )
     with anyio.fail_after(10):
         result = await debug(engine, TRACEBACK, CODE)
