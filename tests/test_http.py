@@ -18,12 +18,13 @@ import pytest
 import uvicorn
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 from pydantic import SecretStr
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
 from apr_mcp.http_app import build_http_app
-from apr_mcp.llm.base import Model
+from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.simulated import SimulatedModel
 from apr_mcp.server import create_server
 from apr_mcp.trace import RunStore
@@ -45,12 +46,14 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": 
 @asynccontextmanager
 async def serving(tmp: Path, **overrides: Any) -> AsyncIterator[str]:
     """Run the real HTTP app under uvicorn on a free loopback port; yields the /mcp URL."""
-    settings = Settings(backend="simulated", cache=False, cache_dir=tmp / "cache", **overrides)
+    base: dict[str, Any] = {"backend": "simulated", "cache": False, "cache_dir": tmp / "cache"}
+    settings = Settings(**{**base, **overrides})
     model = SimulatedModel(ttft_s=0.005, tokens_per_s=50_000)
     store = RunStore(tmp / "runs")
 
-    def engine(_: Model | None) -> Engine:
-        return Engine(settings=settings, planner=model, solver=model, merger=model, run_store=store)
+    def engine(host: Model | None) -> Engine:
+        m = host if host is not None else model  # APR_BACKEND=sampling: the client's model
+        return Engine(settings=settings, planner=m, solver=m, merger=m, run_store=store)
 
     server = create_server(settings, engine_factory=engine, run_store=store)
     app = build_http_app(server, settings, host="127.0.0.1")
@@ -71,11 +74,11 @@ async def serving(tmp: Path, **overrides: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def _client(
-    url: str, headers: dict[str, str] | None = None, mode: str = "auto"
+    url: str, headers: dict[str, str] | None = None, mode: str = "auto", **kw: Any
 ) -> AsyncIterator[Client]:
     async with (
         httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+        Client(streamable_http_client(url, http_client=http), mode=mode, **kw) as client,  # type: ignore[arg-type]
     ):
         yield client
 
@@ -182,3 +185,35 @@ async def test_serve_http_subcommand_in_a_subprocess(tmp_path: Path) -> None:
             process.terminate()
             await process.wait()
             await process.aclose()
+
+
+async def test_sampling_over_http_on_a_2025_connection(tmp_path: Path) -> None:
+    """The host's model answers the engine's requests over the HTTP back-channel (SSE)."""
+    host = SimulatedModel(ttft_s=0.001, tokens_per_s=50_000)
+    asked: list[str] = []
+
+    async def sample(context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
+        meta = params.metadata or {}
+        asked.append(str(meta.get("purpose")))
+        messages = [Message(role="system", content=params.system_prompt or "")]
+        messages += [Message(role=m.role, content=m.content.text) for m in params.messages]  # type: ignore[union-attr]
+        request = ModelRequest(
+            messages=messages,
+            max_tokens=params.max_tokens,
+            purpose=str(meta.get("purpose")),
+            schema_name=str(meta.get("schema_name")),
+        )
+        reply = await host.complete(request)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text=reply.text), model="host"
+        )
+
+    with anyio.fail_after(20):
+        async with (
+            serving(tmp_path, backend="sampling") as url,
+            _client(url, mode="legacy", sampling_callback=sample) as client,
+        ):
+            result = await client.call_tool("solve", {"question": QUESTION})
+    assert not result.is_error, result.content
+    assert result.structured_content is not None and result.structured_content["answer"]
+    assert "planner" in asked and asked.count("solver") >= 2 and host.calls == len(asked)
