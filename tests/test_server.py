@@ -24,7 +24,7 @@ from apr_mcp.engine import Engine
 from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.cached import CachedModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
-from apr_mcp.server import create_server
+from apr_mcp.server import close_server, create_server
 from apr_mcp.trace import RunStore
 
 MODES = ["auto", "legacy"]
@@ -401,3 +401,23 @@ async def test_a_hung_engine_is_stopped_shortly_after_the_deadline(tmp_path: Pat
         async with Client(server) as client:
             result = await client.call_tool("decompose", {"question": QUESTION})
     assert result.is_error and "deadline" in _text(result)
+
+
+async def test_sampling_through_the_production_runtime(tmp_path: Path) -> None:
+    """No engine factory: the server builds a per-call engine around the host's model
+    (limiter, retry and cache wrappers included) and closes it after the call."""
+    server = create_server(Settings(backend="sampling", cache_dir=tmp_path / "cache"))
+    host = SimulatedModel(ttft_s=0.001, tokens_per_s=50_000)
+    calls: list[CreateMessageRequestParams] = []
+    try:
+        async with Client(
+            server, mode="legacy", sampling_callback=_sim_sampler(host, calls)
+        ) as client:
+            first = await client.call_tool("solve", {"question": QUESTION})
+            asked = len(calls)
+            again = await client.call_tool("solve", {"question": QUESTION})
+    finally:
+        await close_server(server)
+    assert not first.is_error and not again.is_error, _text(first)
+    assert asked >= 3 and first.structured_content["backend"] == "sampling"  # type: ignore[index]
+    assert len(calls) == asked  # the second run was answered from the disk cache
