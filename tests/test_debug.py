@@ -234,3 +234,17 @@ def test_example_traceback_is_what_the_example_really_raises() -> None:
     recorded = parse_error(TRACEBACK)
     assert (real.exc_type, real.message) == (recorded.exc_type, recorded.message)
     assert [f[1:] for f in real.frames] == [f[1:] for f in recorded.frames]
+
+
+async def test_traceback_in_context_instead_of_the_question() -> None:
+    # The MCP prompt style: a generic question, the error and the code in `context`.
+    engine, _ = engine_for()
+    with anyio.fail_after(10):
+        result = await engine.solve(
+            "What causes this error and how do I fix it?",
+            context=TRACEBACK + "\n\n" + CODE,
+            mode="debug",
+        )
+    assert result.plan is not None
+    assert any("Off-by-one" in s.prompt and "window_sums" in s.prompt for s in result.plan.subtasks)
+    assert all(r.status is ThreadStatus.done for r in result.results)

@@ -247,6 +247,11 @@ _THREADS = re.compile(
 def fallback_hypotheses(error: str, code: str = "", *, limit: int = 4) -> list[Hypothesis]:
     """Hypotheses read from the exception type, the failing frame and code smells, no model."""
     info = parse_error(error)
+    if not info.exc_type and not info.frames:
+        # Hosts may ask "what causes this error?" and put the traceback in the context instead.
+        in_code = parse_error(code)
+        if in_code.exc_type or in_code.frames:
+            info = in_code
     where = info.where or "the failing function"
     picks = list(_CAUSES.get(info.exc_type, []))
     if _MUTABLE_DEFAULT.search(code):
