@@ -258,19 +258,26 @@ def _json(value: Any) -> str:
 
 
 def plan_text(plan: Plan) -> str:
-    if not plan.should_split or not plan.subtasks:
-        return (
-            f"Not worth splitting ({plan.reason or 'simple or sequential question'}); answer it directly "
-            f"or call solve. Complexity {plan.complexity}/10, planned by {plan.source}."
+    """A readable plan; ends with the subtasks as JSON for hosts that only read text."""
+    if plan.should_split and plan.subtasks:
+        head = (
+            f"Split into {len(plan.subtasks)} self-contained subtasks (complexity "
+            f"{plan.complexity}/10, by {plan.source}): {plan.reason}"
         )
-    lines = [
-        f"Split into {len(plan.subtasks)} self-contained subtasks (complexity {plan.complexity}/10, by {plan.source}): {plan.reason}"
-    ]
+    else:
+        head = (
+            f"Not worth splitting ({plan.reason or 'simple or sequential question'}): answer it "
+            f"directly or call solve. Complexity {plan.complexity}/10, planned by {plan.source}."
+        )
+    lines = [head]
     for s in plan.subtasks:
         after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
         lines.append(f"- {s.id}{after}: {s.prompt}")
-    lines.append("Pass `subtasks` unchanged (or edited) to parallel_solve:")
-    lines.append(_json([s.model_dump(mode="json", exclude_defaults=True) for s in plan.subtasks]))
+    if plan.subtasks:
+        lines.append("Pass `subtasks` unchanged (or edited) to parallel_solve:")
+        lines.append(
+            _json([s.model_dump(mode="json", exclude_defaults=True) for s in plan.subtasks])
+        )
     return "\n".join(lines)
 
 

@@ -142,6 +142,20 @@ async def test_chain_passes_structured_content_unchanged(rig: Rig, mode: str) ->
         assert out["answer"].strip()[:40] in _text(merged)
 
 
+async def test_a_simple_question_is_not_split_and_the_chain_still_works(rig: Rig) -> None:
+    question = "What is the capital of France?"
+    async with Client(rig.server) as client:
+        planned = await client.call_tool("decompose", {"question": question})
+        plan = planned.structured_content
+        assert plan is not None and plan["should_split"] is False
+        assert "Not worth splitting" in _text(planned)
+        run = await client.call_tool(
+            "parallel_solve", {"question": question, "subtasks": plan["subtasks"]}
+        )
+        assert not run.is_error, _text(run)
+        assert len(run.structured_content["results"]) <= 1  # type: ignore[index]
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_parallel_solve_without_subtasks_plans_first(rig: Rig, mode: str) -> None:
     async with Client(rig.server, mode=mode) as client:
