@@ -10,7 +10,7 @@ from engine_helpers import Gates, Recorder, answer, engine, sim, solver_rule
 
 from apr_mcp.engine.scheduler import critical_path
 from apr_mcp.llm.base import ModelRequest, ModelResponse, TokenCallback, WrapperModel
-from apr_mcp.schemas import Subtask, ThreadResult, ThreadStatus
+from apr_mcp.schemas import RunEvent, Subtask, ThreadResult, ThreadStatus
 
 
 def _subs(*specs: str | tuple[str, list[str]] | tuple[str, list[str], int]) -> list[Subtask]:
@@ -101,6 +101,22 @@ async def test_early_stop_cancels_the_rest() -> None:
     stop = [d for d in run.decisions if d.kind == "early_stop"]
     assert stop and stop[0].thread_id == "oracle" and "0.95" in stop[0].reason
     assert not run.partial
+
+
+async def test_cancelled_threads_count_the_tokens_they_spent() -> None:
+    # STREAM starts streaming at once and slowly; ORACLE settles the question 0.3 s in, by which
+    # time STREAM has sent part of its answer. Its prompt and streamed part were spent.
+    model = sim(
+        solver_rule("ORACLE", answer("42", confidence=0.95, settles=True), ttft_s=0.3),
+        solver_rule("STREAM", answer("word " * 200), ttft_s=0.0, tokens_per_s=200),
+    )
+    with anyio.fail_after(5):
+        run = await engine(model).parallel_solve("q", _subs("ORACLE", "STREAM"))
+    r = _by_id(run.results)
+    assert r["stream"].status is ThreadStatus.cancelled
+    assert r["stream"].tokens_in > 0 and 0 < r["stream"].tokens_out < 200
+    assert run.metrics.tokens_out == r["oracle"].tokens_out + r["stream"].tokens_out
+    assert run.metrics.tokens_in == r["oracle"].tokens_in + r["stream"].tokens_in
 
 
 async def test_confident_result_below_threshold_does_not_stop() -> None:
@@ -268,3 +284,19 @@ async def test_controller_review_hook_can_steer_the_run() -> None:
     later = sorted((r[t] for t in ("c", "d", "e")), key=lambda x: x.started_s or 0)
     for first, second in itertools.pairwise(later):
         assert (second.started_s or 0) >= (first.finished_s or 0)
+
+
+async def test_slow_or_broken_progress_callback_neither_reorders_nor_fails_the_run() -> None:
+    seen: list[RunEvent] = []
+
+    async def callback(event: RunEvent) -> None:
+        await anyio.lowlevel.checkpoint()  # yields to other tasks, as sending a notification does
+        if event.kind == "started":
+            raise RuntimeError("broken client")
+        seen.append(event)
+
+    run = await engine(sim()).parallel_solve("q", _subs("A", "B", "C", "D"), on_event=callback)
+    assert all(r.status is ThreadStatus.done for r in run.results)
+    completed = [e.completed for e in seen]
+    assert completed == sorted(completed) and completed[-1] == 4
+    assert seen[-1].kind == "finished" and not [e for e in seen if e.kind == "started"]

@@ -145,8 +145,9 @@ async def merge(
     entries: list[str] = []
     used: list[str] = []
     truncated: str | None = None
+    full = False  # once one entry does not fit, every less relevant one is dropped
     for r in ordered:
-        if truncated is not None:
+        if full:
             dropped.append(r.id)
             continue
         entry = _entry(r, _distilled(r))
@@ -155,14 +156,14 @@ async def merge(
             entries.append(entry)
             used.append(r.id)
             room -= cost
-        elif not used or room >= MIN_PARTIAL_TOKENS:
+            continue
+        full = True
+        if not used or room >= MIN_PARTIAL_TOKENS:
             entries.append(truncate_to_tokens(entry, max(room - 2, MIN_PARTIAL_TOKENS)))
             used.append(r.id)
             truncated = r.id
-            room = 0
         else:
             dropped.append(r.id)
-            truncated = ""  # nothing more fits
     messages = prompt.render(results="\n\n".join(entries), **values)
     context_tokens = count_messages(cast("list[object]", messages))
     request = ModelRequest(

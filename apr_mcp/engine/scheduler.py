@@ -27,7 +27,7 @@ from ..errors import AprError
 from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import Decision, StageUsage, Subtask, ThreadAnswer, ThreadResult, ThreadStatus
-from ..tokens import count_messages, truncate_to_tokens
+from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from .controller import Action, Cancel, Controller, Note, RunState, SetConcurrency, Spawn, Stop
 from .events import EventSink
 from .schema_text import schema_text
@@ -311,15 +311,19 @@ class Scheduler:
         self._scopes[sid] = scope
         answer: ThreadAnswer | None = None
         cached = False
-        tokens_in = tokens_out = 0
+        tokens_in = tokens_out = prompt_tokens = 0
         error: str | None = None
+        # What streamed before a cancel or failure: tokens spent that no response will report.
+        streamed: list[str] = []
         try:
             with scope:
                 request = self._request(sub)
                 self.usage.calls += 1
                 prompt_tokens = self._prompt_tokens(request)
                 self.usage.max_context_tokens = max(self.usage.max_context_tokens, prompt_tokens)
-                answer, response = await complete_structured(self.solver, request, ThreadAnswer)
+                answer, response = await complete_structured(
+                    self.solver, request, ThreadAnswer, on_token=streamed.append
+                )
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
         except AprError as exc:
@@ -331,7 +335,7 @@ class Scheduler:
             self._scopes.pop(sid, None)
             st.running.pop(sid, None)
         finished = st.elapsed()
-        common = {
+        common: dict[str, object] = {
             "id": sid,
             "prompt": sub.prompt,
             "depends_on": list(sub.depends_on),
@@ -340,12 +344,18 @@ class Scheduler:
             "finished_s": round(finished, 6),
             "latency_s": round(max(0.0, finished - started), 6),
         }
+        if answer is None:
+            # A cancelled call was sent, so its prompt counts; a failed one only if it streamed.
+            cancelled = error is None or sid in self._cancel_reasons
+            tokens_in = prompt_tokens if (cancelled or streamed) else 0
+            tokens_out = count_tokens("".join(streamed)) if streamed else 0
+            common.update(tokens_in=tokens_in, tokens_out=tokens_out)
+        self.usage.tokens_in += tokens_in
+        self.usage.tokens_out += tokens_out
+        st.tokens_in += tokens_in
+        st.tokens_out += tokens_out
         if answer is not None:
-            self.usage.tokens_in += tokens_in
-            self.usage.tokens_out += tokens_out
             self.usage.cached_calls += int(cached)
-            st.tokens_in += tokens_in
-            st.tokens_out += tokens_out
             return ThreadResult(
                 status=ThreadStatus.done,
                 answer=answer.answer,
