@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from apr_mcp.engine.heuristics import SplitSignals, analyze, concurrency_for, width_for
@@ -214,10 +212,10 @@ def test_signals_serialise_for_traces() -> None:
     assert again == s
 
 
-def test_fast_enough_for_every_request() -> None:
-    # Not a timing assertion on the suite's speed, a sanity bound: pure regex, no catastrophic
-    # backtracking on a long adversarial input.
+def test_adversarial_input_stays_linear() -> None:
+    # Pure regex on every request: a pattern with catastrophic backtracking would hang here
+    # (the speed figure itself belongs to benchmarks, not to a timed unit test).
     text = ("compare " + "a, " * 2000 + "b vs c. ") + ("either x " * 500) + "?" * 100
-    start = time.perf_counter()
-    analyze(text, context="x " * 20000)
-    assert time.perf_counter() - start < 2.0
+    s = analyze(text, context="x " * 20000)
+    assert s.should_split_hint is True
+    assert 1 <= s.complexity <= 10 and len(s.entities) <= 12
