@@ -248,3 +248,19 @@ async def test_traceback_in_context_instead_of_the_question() -> None:
     assert result.plan is not None
     assert any("Off-by-one" in s.prompt and "window_sums" in s.prompt for s in result.plan.subtasks)
     assert all(r.status is ThreadStatus.done for r in result.results)
+
+
+async def test_deadline_bounds_every_stage_and_returns_partial_results() -> None:
+    engine, _ = engine_for(
+        SimRule(pattern="Error or symptom", purpose="planner", ttft_s=30.0),  # the planner hangs
+        SimRule(pattern=r"Hypothesis h2:", purpose="solver", ttft_s=30.0),  # so does one thread
+    )
+    start = anyio.current_time()
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE, deadline_s=0.6, max_hypotheses=3)
+    assert anyio.current_time() - start < 1.5
+    assert result.plan is not None and "hypothesis call timed out" in result.plan.reason
+    status = {r.id: r.status for r in result.results}
+    assert status["h2"] is ThreadStatus.cancelled and status["h1"] is ThreadStatus.done
+    assert result.partial
+    assert result.merge is not None and "h2" in result.merge.dropped
