@@ -8,6 +8,7 @@ only the newest :data:`KEEP` runs are kept. Run ids sort by time: ``YYYYMMDDTHHM
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -80,10 +81,12 @@ class RunStore:
         except OSError as exc:
             raise AprError(f"cannot read run {run_id!r}: {exc}") from exc
         try:
-            if '"strategy"' in text and '"answer"' in text:
-                return SolveResult.model_validate_json(text)
-            return SolveRun.model_validate_json(text)
-        except ValidationError as exc:
+            data = json.loads(text)
+            # Only a whole-pipeline result has a top-level strategy.
+            if isinstance(data, dict) and "strategy" in data:
+                return SolveResult.model_validate(data)
+            return SolveRun.model_validate(data)
+        except (ValueError, ValidationError) as exc:
             raise AprError(f"run {run_id!r} is not a valid trace: {exc}") from exc
 
     def ids(self) -> list[str]:
