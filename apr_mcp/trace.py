@@ -3,7 +3,7 @@
 A trace is the full :class:`~apr_mcp.schemas.SolveResult` or :class:`~apr_mcp.schemas.SolveRun`
 (plan, per-thread ``started_s`` / ``finished_s``, decisions, metrics), so timelines and reports
 can be drawn from it later. Files live in ``$APR_RUNS_DIR`` or ``<user data dir>/apr-mcp/runs``;
-only the newest :data:`KEEP` runs are kept. Run ids sort by time: ``YYYYMMDDTHHMMSSmmm-xxxx``.
+only the newest :data:`KEEP` runs are kept. Run ids sort by time: ``YYYYMMDDTHHMMSSmmm-xxxxxx``.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ KEEP = 200
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
+_last_ms = 0
+
+
 def new_run_id() -> str:
-    """A short id that sorts by creation time: UTC timestamp to the millisecond + 4 random hex."""
-    now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}{int(now * 1000) % 1000:03d}-{secrets.token_hex(2)}"
+    """A short id that sorts by creation time: UTC timestamp to the millisecond + 6 random hex.
+
+    Within one process the millisecond is bumped when needed, so ids are strictly increasing and
+    never collide; the random part keeps ids of different processes apart.
+    """
+    global _last_ms
+    ms = max(int(time.time() * 1000), _last_ms + 1)
+    _last_ms = ms
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ms / 1000))
+    return f"{stamp}{ms % 1000:03d}-{secrets.token_hex(3)}"
 
 
 def _default_dir() -> Path:

@@ -69,11 +69,10 @@ def test_bad_ids_and_files_give_clear_errors(tmp_path: Path) -> None:
 
 
 def test_run_ids_sort_by_time_and_are_unique() -> None:
-    ids = [new_run_id() for _ in range(50)]
+    ids = [new_run_id() for _ in range(50)]  # far faster than one per millisecond
     assert len(set(ids)) == 50
-    stamps = [i.split("-")[0] for i in ids]
-    assert stamps == sorted(stamps)
-    assert len(ids[0]) <= 24
+    assert ids == sorted(ids)  # strictly increasing within a process
+    assert len(ids[0]) <= 26
 
 
 def test_default_directory_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
