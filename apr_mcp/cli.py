@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -135,7 +135,9 @@ def _run_solve(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read --context-file: {exc}") from exc
     settings = settings_from_args(args)
     settings.require_backend()
-    strategy = "adaptive" if args.strategy == "parallel" else args.strategy
+    strategy: Literal["adaptive", "sequential", "fixed"] = (
+        "adaptive" if args.strategy == "parallel" else args.strategy
+    )
 
     async def go() -> int:
         from .runtime import build_runtime

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.live import Live
@@ -36,7 +37,7 @@ class SolveConsole:
         self._progress = (0, 0)
         self._live: Live | None = None
 
-    def __enter__(self) -> SolveConsole:
+    def __enter__(self) -> Self:
         if self.live_enabled:
             self._live = Live(self._render(), console=self.err, refresh_per_second=8, transient=True)
             self._live.__enter__()

@@ -11,6 +11,7 @@ provider pushes back. Backends are built once per distinct model id and shared.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import httpx
@@ -18,6 +19,7 @@ import httpx
 from .cache import ResultCache
 from .config import Settings
 from .engine import Engine
+from .engine.meta import MetaController
 from .llm.base import Model
 from .llm.cached import CachedModel
 from .llm.factory import build_backend
@@ -87,6 +89,10 @@ def build_runtime(
         planner=roles["planner"],
         solver=roles["solver"],
         merger=roles["merger"],
+        # The meta-controller model (APR_META_CONTROLLER) reuses the planner's model and stack.
+        controller=roles["planner"] if settings.meta_controller else None,
+        # Every run's controller also turns limiter changes into backoff/recover decisions.
+        controller_factory=functools.partial(MetaController, limiter=limiter),
         run_store=run_store if run_store is not None else RunStore(),
     )
     return Runtime(engine=engine, cache=cache, limiter=limiter, backends=list(backends.values()))

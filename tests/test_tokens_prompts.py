@@ -1,8 +1,8 @@
 import pytest
 
+from apr_mcp.llm.base import Message
 from apr_mcp.prompts import load_prompt, prompt_names
 from apr_mcp.tokens import count_messages, count_tokens, encoding_for, truncate_to_tokens
-from apr_mcp.llm.base import Message
 
 
 def test_tiktoken_loads_offline() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 import anyio
 from pydantic import BaseModel, Field
@@ -140,7 +139,7 @@ async def merge(
         "question": question,
         "context": context,
     }
-    base_tokens = count_messages(cast("list[object]", prompt.render(results="", **values)))
+    base_tokens = count_messages(prompt.render(results="", **values))
     room = budget_tokens - base_tokens
     entries: list[str] = []
     used: list[str] = []
@@ -165,7 +164,7 @@ async def merge(
         else:
             dropped.append(r.id)
     messages = prompt.render(results="\n\n".join(entries), **values)
-    context_tokens = count_messages(cast("list[object]", messages))
+    context_tokens = count_messages(messages)
     request = ModelRequest(
         messages=messages,
         max_tokens=max(settings.max_tokens, 1536),

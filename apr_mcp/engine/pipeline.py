@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import anyio
 
@@ -381,7 +381,7 @@ class Engine:
             purpose="sequential",
             prompt_version=prompt.key,
         )
-        prompt_tokens = count_messages(cast("list[object]", request.messages))
+        prompt_tokens = count_messages(request.messages)
         usage = StageUsage(calls=1, max_context_tokens=prompt_tokens)
         async with event_sink(on_event) as sink:
             sink.add_threads(1)

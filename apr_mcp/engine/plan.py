@@ -11,7 +11,7 @@ raises for a bad model answer: a plan of one task is always a valid answer.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..config import Settings
 from ..errors import ModelError, ModelOutputError, PlanError
@@ -252,7 +252,7 @@ async def make_plan(
     problem = ""
     for attempt in range(2):
         usage.calls += 1
-        prompt_tokens = count_messages(cast("list[object]", request.messages))
+        prompt_tokens = count_messages(request.messages)
         usage.max_context_tokens = max(usage.max_context_tokens, prompt_tokens)
         try:
             plan, response = await complete_structured(planner, request, Plan)

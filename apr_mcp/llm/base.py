@@ -125,8 +125,8 @@ class WrapperModel(Model):
     def inner(self) -> Model:
         return self._inner
 
-    @property  # type: ignore[override]
-    def supports_json_schema(self) -> bool:  # noqa: D102
+    @property
+    def supports_json_schema(self) -> bool:
         return self._inner.supports_json_schema
 
     @supports_json_schema.setter
