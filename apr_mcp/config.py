@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Simulated backend: latency model.
     sim_ttft_s: float = Field(default=0.05, ge=0)
     sim_tokens_per_s: float = Field(default=400.0, gt=0)
+    sim_script: Path | None = Field(
+        default=None, description="JSON script of scripted replies/faults for the simulated backend."
+    )
 
     # Streamable HTTP server.
     http_host: str = "127.0.0.1"
