@@ -30,7 +30,11 @@ class SolveConsole:
 
     def __init__(self, *, live: bool | None = None) -> None:
         self.err = Console(file=sys.stderr, highlight=False)
-        self.out = Console(file=sys.stdout, highlight=False)
+        # Piped output gets a wide table instead of rich's 80-column default, so headers and
+        # figures stay on one line for whoever reads or greps it.
+        self.out = Console(
+            file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 140
+        )
         self.live_enabled = self.err.is_terminal if live is None else live
         self._threads: dict[str, tuple[str, str]] = {}
         self._last = ""
@@ -71,7 +75,7 @@ class SolveConsole:
         return table
 
     def print_result(self, result: SolveResult) -> None:
-        self.out.print(result.answer, markup=False)
+        self.out.print(result.answer, markup=False, soft_wrap=True)
         self.out.print()
         if result.results:
             self.out.print(thread_table(result))
