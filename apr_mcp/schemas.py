@@ -176,6 +176,9 @@ class RunMetrics(BaseModel):
     threads_done: int = 0
     threads_failed: int = 0
     threads_cancelled: int = 0
+    threads_skipped: int = Field(
+        default=0, description="Threads never run: a dependency failed, or a duplicate of another."
+    )
     partial: bool = Field(default=False, description="True if a deadline or budget cut the run short.")
     stages: dict[str, StageUsage] = Field(default_factory=dict)
 

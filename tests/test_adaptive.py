@@ -231,9 +231,12 @@ async def test_burst_of_429s_gives_backoff_and_recover_decisions() -> None:
     assert len(backoffs) == 1, backoffs  # one burst, one backoff, down to what was served
     assert "4 -> 2" in backoffs[0].reason and "HTTP 429" in backoffs[0].reason
     assert "Retry-After" in backoffs[0].reason
-    assert len(recovers) == 1 and "2 -> 3" in recovers[0].reason
+    assert "2 -> 3" in recovers[0].reason
     assert backoffs[0].at_s <= recovers[0].at_s
     assert [h.limit for h in limiter.history][:3] == [4, 2, 3]  # (the merge call may add more)
+    # Every change is reported by the end of the run, including those after the last thread.
+    last = [d for d in result.decisions if d.kind in ("backoff", "recover")][-1]
+    assert last.reason.split(":")[0].endswith(f"-> {limiter.history[-1].limit}")
     assert limiter.peak_in_flight <= 4 and limiter.in_flight == 0
     assert backend.calls_by_purpose["solver"] == 4 + 2  # two 429s, retried once each
 
@@ -273,3 +276,33 @@ async def test_limit_changes_between_thread_events_are_coalesced() -> None:
     ]
     assert "more step(s)" in notes[0].reason  # type: ignore[union-attr]
     assert controller.limiter_notes() == []
+
+
+async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> None:
+    # No controller_factory: the engine finds the limiter in the solver's wrapper chain itself.
+    # Only the merge call is refused (429), after every thread has ended, so the backoff can only
+    # be reported when the run ends.
+    backend = SimulatedModel(
+        ttft_s=0.002,
+        tokens_per_s=50_000,
+        script=SimScript(
+            rules=[SimRule(pattern=".", purpose="merger", fault="429", times=1, retry_after=0.01)]
+        ),
+    )
+    limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0)
+    stack = RetryingModel(LimitedModel(backend, limiter), base_delay=0.001, max_delay=0.05)
+    engine = Engine(settings=Settings(backend="simulated"), planner=stack, solver=stack,
+                    merger=stack)
+    events: list[str] = []
+
+    async def on_event(event: Any) -> None:
+        events.append(f"{event.kind}: {event.message}")
+
+    with anyio.fail_after(10):
+        result = await engine.solve(QUESTION, on_event=on_event)
+    assert result.merge is not None and result.merge.answer
+    backoffs = [d for d in result.decisions if d.kind == "backoff"]
+    assert len(backoffs) == 1 and "HTTP 429" in backoffs[0].reason
+    assert backoffs[0].at_s >= max(r.finished_s for r in result.results)
+    i = events.index(f"decision: {backoffs[0].reason}")
+    assert events[i + 1].startswith("finished:")  # reported to the host before the run ends

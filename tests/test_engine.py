@@ -119,6 +119,36 @@ async def test_host_subtasks_are_validated() -> None:
         await eng.parallel_solve("q", [])
 
 
+@pytest.mark.parametrize(
+    ("subtasks", "match"),
+    [
+        ([("a", "A", ["b"]), ("b", "B", ["a"])], "dependency cycle"),
+        ([("a", "A", []), ("b", "B", ["nope"])], "unknown id.*nope"),
+        ([("a", "A", []), ("a", "Other", [])], "duplicate subtask ids: a"),
+    ],
+)
+async def test_bad_host_plan_raises_plan_error_itself_with_progress_on(
+    subtasks: list[tuple[str, str, list[str]]], match: str
+) -> None:
+    # With a progress callback the run has a task group; the error must not come out wrapped in
+    # an ExceptionGroup (the MCP server and the CLI catch AprError), and nothing may have run.
+    model = sim()
+    rec = Recorder()
+    subs = [Subtask(id=i, prompt=p, depends_on=d) for i, p, d in subtasks]
+    with pytest.raises(PlanError, match=match):
+        await engine(model).parallel_solve("q", subs, on_event=rec)
+    assert model.calls == 0 and rec.events == []
+
+
+async def test_event_sink_reraises_the_body_error_unwrapped() -> None:
+    from apr_mcp.engine.events import event_sink
+
+    with pytest.raises(PlanError, match="boom"):
+        async with event_sink(Recorder()) as sink:
+            sink.emit("started", "x")
+            raise PlanError("boom")
+
+
 async def test_duplicate_host_subtasks_run_once() -> None:
     model = sim()
     run = await engine(model).parallel_solve(
@@ -128,6 +158,32 @@ async def test_duplicate_host_subtasks_run_once() -> None:
     assert by_id["a"].status is ThreadStatus.done
     assert by_id["b"].status is ThreadStatus.skipped and by_id["b"].reason == "duplicate of a; see its result"
     assert model.calls_by_purpose["solver"] == 1
+
+
+async def test_host_subtasks_width_decision_states_a_real_complexity() -> None:
+    from apr_mcp.engine.heuristics import analyze
+
+    subs = [Subtask(id=x, prompt=f"Assess {x} for a CLI tool") for x in ("python", "go", "rust")]
+    expected = analyze(COMPARE).complexity
+    assert expected > 1  # a three-way comparison is not a complexity-1 question
+    run = await engine(sim()).parallel_solve(COMPARE, subs)
+    width = [d.reason for d in run.decisions if d.kind == "width"]
+    assert len(width) == 1 and f"complexity {expected}/10 (estimated from the question)" in width[0]
+    run = await engine(sim()).parallel_solve(COMPARE, subs, complexity=7)
+    assert any("complexity 7/10 (given by the caller)" in d.reason for d in run.decisions)
+    with pytest.raises(PlanError, match="between 1 and 10"):
+        await engine(sim()).parallel_solve(COMPARE, subs, complexity=11)
+
+
+async def test_metrics_count_skipped_threads() -> None:
+    # b is a duplicate of a, d depends on c which fails: two skipped threads, one failed.
+    model = sim(solver_rule("C", fault="500"))
+    subs = [Subtask(id="a", prompt="A task"), Subtask(id="b", prompt="a task"),
+            Subtask(id="c", prompt="C task"), Subtask(id="d", prompt="D task", depends_on=["c"])]
+    run = await engine(model, max_retries=0).parallel_solve("q", subs)
+    m = run.metrics
+    assert (m.threads, m.threads_done, m.threads_failed, m.threads_skipped) == (4, 1, 1, 2)
+    assert m.threads_cancelled == 0
 
 
 async def test_solve_deadline_still_merges_what_finished() -> None:

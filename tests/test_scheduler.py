@@ -168,19 +168,60 @@ async def test_follow_ups_are_spawned_within_bounds() -> None:
     assert [e.kind for e in rec.events].count("spawned") == 2
 
 
-async def test_token_budget_stops_launching() -> None:
-    model = sim()
-    run = await engine(model, token_budget=50).parallel_solve(
-        "q", _subs("ONE", "TWO", "THREE"), max_concurrency=1
-    )
+_LONG = answer("word " * 6000)  # about 6000 output tokens, streamed in 16 chunks
+
+
+async def test_token_budget_cancels_the_thread_streaming_past_it() -> None:
+    # A first run without a budget measures what ONE costs; the budget then fits ONE and LONG's
+    # prompt, so it is crossed while LONG streams (not after it): LONG is cut, THREE never starts.
+    probe = await engine(sim()).parallel_solve("q", _subs("ONE"))
+    one_tokens, prompt = probe.metrics.tokens_in + probe.metrics.tokens_out, probe.metrics.tokens_in
+    limit = one_tokens + prompt + 1000
+    model = sim(solver_rule("LONG", _LONG))
+    with anyio.fail_after(5):
+        run = await engine(model, token_budget=limit).parallel_solve(
+            "q", _subs("ONE", "LONG", "THREE"), max_concurrency=1
+        )
     r = _by_id(run.results)
-    assert r["one"].status is ThreadStatus.done
-    assert r["two"].status is ThreadStatus.cancelled and r["two"].reason == "token budget spent"
-    assert r["three"].status is ThreadStatus.cancelled
-    assert run.partial
+    assert r["one"].status is ThreadStatus.done and r["one"].answer  # results so far are kept
+    assert r["long"].status is ThreadStatus.cancelled and r["long"].reason == "token budget"
+    assert 0 < r["long"].tokens_out < 3000  # stopped mid-stream, not after ~6000 tokens
+    assert r["three"].status is ThreadStatus.cancelled and r["three"].reason == "token budget"
+    assert model.calls_by_purpose["solver"] == 2
+    assert run.partial and run.metrics.partial
     budget = [d for d in run.decisions if d.kind == "budget"]
-    assert budget and "of 50 tokens" in budget[0].reason
-    assert model.calls_by_purpose["solver"] == 1
+    assert len(budget) == 1 and f"of {limit} tokens" in budget[0].reason
+    assert "cancelled 1 running and 1 pending" in budget[0].reason
+    # The live estimate is rough, but the run ends close to the budget, not thousands over it.
+    assert run.metrics.tokens_in + run.metrics.tokens_out < limit + 700
+
+
+async def test_token_budget_cancels_every_running_thread() -> None:
+    # SLOW is running (held at its call's start) when LONG's stream crosses the budget.
+    gates = Gates()
+    gates.block["SLOW"] = anyio.Event()  # never set: only the budget can end SLOW
+    model = sim(solver_rule("LONG", _LONG), gates=gates)
+    probe = await engine(sim()).parallel_solve("q", _subs("ONE"))
+    limit = 2 * probe.metrics.tokens_in + 1000
+    with anyio.fail_after(5):
+        run = await engine(model, token_budget=limit).parallel_solve(
+            "q", _subs("SLOW", "LONG"), max_concurrency=2
+        )
+    r = _by_id(run.results)
+    assert r["slow"].status is ThreadStatus.cancelled and r["slow"].reason == "token budget"
+    assert r["slow"].tokens_in > 0 and r["slow"].tokens_out == 0  # its prompt was sent
+    assert r["long"].status is ThreadStatus.cancelled and r["long"].reason == "token budget"
+    assert run.partial and [d.kind for d in run.decisions].count("budget") == 1
+
+
+async def test_token_budget_below_one_prompt_sends_nothing() -> None:
+    model = sim()
+    run = await engine(model, token_budget=50).parallel_solve("q", _subs("ONE", "TWO"))
+    assert all(r.status is ThreadStatus.cancelled and r.reason == "token budget"
+               for r in run.results)
+    assert model.calls == 0  # stopped before the first prompt went out
+    assert run.metrics.tokens_in == 0 and run.partial
+    assert run.metrics.threads_cancelled == 2
 
 
 async def test_events_are_monotonic_and_complete() -> None:

@@ -13,8 +13,10 @@ so a user can check them against the trace:
 * **follow-ups** — ``ThreadAnswer.follow_ups`` become new subtasks ``<parent>.f<n>`` that depend on
   their parent (so they receive its summary), bounded by ``settings.max_followups`` per run and
   ``settings.max_depth`` levels; duplicates of known subtasks are not spawned.
-* **token budget** — once ``settings.token_budget`` tokens are spent, nothing new is launched;
-  running threads finish (their tokens are already being paid for) and the run is partial.
+* **token budget** — ``settings.token_budget`` caps the tokens the threads spend (prompts plus
+  streamed output). The scheduler counts streamed tokens as they arrive and stops the run the moment
+  the budget is crossed: nothing new is launched, running threads are cancelled, the results so far
+  are kept and the run is partial. This rule is the backstop after each result (exact counts).
 
 A meta-controller (a model that decides continue / merge / split from the live state) plugs in by
 subclassing :class:`Controller` and overriding :meth:`Controller.review`.
@@ -40,6 +42,7 @@ __all__ = [
     "SetConcurrency",
     "Spawn",
     "Stop",
+    "budget_stop",
     "content_words",
     "normalise_prompt",
 ]
@@ -174,6 +177,11 @@ class Controller:
         """Hook for a meta-controller; called after every thread event. Default: no actions."""
         return []
 
+    def pending_notes(self) -> list[Note]:
+        """Decisions that arose outside thread events (e.g. concurrency-limit changes during the
+        merge); the engine records them when the run ends. Default: none."""
+        return []
+
     # ----- rules -----
 
     def early_stop(self, state: RunState, result: ThreadResult) -> list[Action]:
@@ -275,17 +283,20 @@ class Controller:
 
     def budget(self, state: RunState) -> list[Action]:
         limit = self.settings.token_budget
-        if limit is None or state.tokens_used < limit or not state.pending:
+        if limit is None or state.tokens_used < limit or not (state.pending or state.running):
             return []
-        return [
-            Stop(
-                kind="budget",
-                reason=f"token budget spent ({state.tokens_used} of {limit} tokens); "
-                f"launching nothing more, {len(state.pending)} pending thread(s) cancelled",
-                cancel_running=False,
-                thread_reason="token budget spent",
-            )
-        ]
+        return [budget_stop(state, state.tokens_used, limit)]
+
+
+def budget_stop(state: RunState, used: int, limit: int) -> Stop:
+    """The :class:`Stop` of a spent token budget: pending and running threads are cancelled."""
+    return Stop(
+        kind="budget",
+        reason=f"token budget spent (about {used} of {limit} tokens): cancelled "
+        f"{len(state.running)} running and {len(state.pending)} pending thread(s); "
+        "keeping the results so far",
+        thread_reason="token budget",
+    )
 
 
 def _follow_up_id(parent: str, taken: set[str]) -> str:

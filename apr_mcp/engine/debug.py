@@ -407,6 +407,7 @@ async def debug(
         max_concurrency=plan.max_concurrency,
         deadline_s=max(0.001, remaining() * (1 - _VERDICT_RESERVE)),
         on_event=forward,
+        complexity=plan.complexity,
     )
     done = [r for r in run.results if r.status is ThreadStatus.done]
     total = len(run.results)

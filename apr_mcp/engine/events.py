@@ -79,7 +79,14 @@ async def event_sink(callback: EventCallback | None) -> AsyncIterator[EventSink]
         yield EventSink()
         return
     send, receive = anyio.create_memory_object_stream[RunEvent](math.inf)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_deliver, receive, callback)
-        with send:
-            yield EventSink(send)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_deliver, receive, callback)
+            with send:
+                yield EventSink(send)
+    except BaseExceptionGroup as group:
+        # The delivery task never raises, so a lone error is the caller's own (a PlanError, a
+        # KeyboardInterrupt): re-raise it as such instead of wrapped in a task-group group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

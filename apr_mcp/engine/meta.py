@@ -11,7 +11,8 @@ concurrency limiter's decisions.
   or slow meta model means "continue", never a failed run.
 * **limiter decisions**: when given the run's :class:`~apr_mcp.llm.limiter.AdaptiveLimiter`, every
   change of the concurrency limit (a backoff on 429/overload/latency, a recovery) becomes a
-  visible ``backoff``/``recover`` decision in the run, reported at the next thread event.
+  visible ``backoff``/``recover`` decision in the run, reported at the next thread event (changes
+  after the last one, e.g. during the merge, when the run ends).
 """
 
 from __future__ import annotations
@@ -122,13 +123,13 @@ class MetaController(Controller):
     def _on_limit_change(self, old: int, new: int, reason: str) -> None:
         self._changes.append((old, new, reason))
 
-    def limiter_notes(self) -> list[Action]:
+    def limiter_notes(self) -> list[Note]:
         """Pending limit changes as ``backoff``/``recover`` decisions (and forget them).
 
         Consecutive changes in one direction (a burst of 429s tightening the limit step by step)
         become one decision from the first old to the last new limit.
         """
-        notes: list[Action] = []
+        notes: list[Note] = []
         runs: list[list[tuple[int, int, str]]] = []
         for change in self._changes:
             down = change[1] < change[0]
@@ -147,6 +148,10 @@ class MetaController(Controller):
     async def on_result(self, state: RunState, result: ThreadResult) -> list[Action]:
         self._last = result
         return self.limiter_notes() + await super().on_result(state, result)
+
+    def pending_notes(self) -> list[Note]:
+        """Limit changes since the last thread event (the engine asks once the run ends)."""
+        return self.limiter_notes()
 
     async def review(self, state: RunState) -> list[Action]:
         """Ask the meta model once per new finished result, within the bounds."""

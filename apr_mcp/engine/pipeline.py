@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import anyio
 
 from ..config import Settings
 from ..errors import AprError, ModelError, PlanError
 from ..llm.base import Model, ModelRequest
+from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
 from ..schemas import (
     Decision,
@@ -41,10 +42,18 @@ from ..schemas import (
 )
 from ..tokens import count_messages
 from ..trace import RunStore, new_run_id
-from .controller import Controller
+from .controller import Controller, Note
 from .events import EventCallback, EventSink, event_sink
 from .merge import merge as merge_results
-from .plan import HOST_MAX_SUBTASKS, find_duplicates, make_plan, single_task_plan, validate_plan
+from .meta import MetaController
+from .plan import (
+    HOST_MAX_SUBTASKS,
+    estimate_complexity,
+    find_duplicates,
+    make_plan,
+    single_task_plan,
+    validate_plan,
+)
 from .scheduler import DagOutcome, Scheduler
 
 __all__ = ["Engine", "EventCallback"]
@@ -58,6 +67,13 @@ MERGE_SHARE = 0.2
 MERGE_RESERVE_MAX_S = 10.0
 
 _MERGE_LATE = "merge ran past the deadline"
+#: Where a plan's complexity came from, as the width decision says it.
+_COMPLEXITY_BY = {
+    "model": "estimated by the planner",
+    "heuristic": "estimated by the heuristics",
+    "fallback": "fallback plan",
+    "host": "estimated from the question",
+}
 
 ControllerFactory = Callable[[Settings, "Model | None"], Controller]
 
@@ -76,8 +92,11 @@ class Engine:
     """One engine per configuration. Safe to use for many concurrent runs.
 
     ``controller`` is the optional meta-controller model; ``controller_factory`` builds the
-    per-run :class:`~apr_mcp.engine.controller.Controller` (override it to plug in a subclass);
-    ``run_store`` saves every ``parallel_solve`` and ``solve`` result as a trace.
+    per-run :class:`~apr_mcp.engine.controller.Controller` (override it to plug in a subclass;
+    the default is a :class:`~apr_mcp.engine.meta.MetaController` that also reports the
+    concurrency limiter's backoff/recover decisions when the solver is wrapped in a
+    :class:`~apr_mcp.llm.limiter.LimitedModel`); ``run_store`` saves every ``parallel_solve`` and
+    ``solve`` result as a trace.
     """
 
     def __init__(
@@ -97,7 +116,11 @@ class Engine:
         self.merger = merger
         self.controller = controller
         self.run_store = run_store
-        self.controller_factory: ControllerFactory = controller_factory or Controller
+        self.controller_factory: ControllerFactory = controller_factory or self._default_controller
+
+    def _default_controller(self, settings: Settings, model: Model | None) -> Controller:
+        # Found per run: the limiter belongs to the solver's wrapper chain, if there is one.
+        return MetaController(settings, model, limiter=find_limiter(self.solver))
 
     # ----- stage 1 -----
 
@@ -121,28 +144,36 @@ class Engine:
         max_concurrency: int | None = None,
         deadline_s: float | None = None,
         on_event: EventCallback | None = None,
+        complexity: int | None = None,
     ) -> SolveRun:
         """Solve ``subtasks`` (planned first when None) concurrently; never raises for a thread's
-        failure. Raises :class:`PlanError` for invalid host subtasks."""
+        failure. Raises :class:`PlanError` for invalid host subtasks (before anything runs).
+
+        ``complexity`` (1..10) of host subtasks is only reported in the width decision; when
+        None it is estimated from the question by the heuristics."""
         clock = _Clock()
         deadline = deadline_s or self.settings.deadline_s
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
         extra: list[ThreadResult] = []
         plan_latency = 0.0
+        if subtasks is not None:
+            # Validated outside any task group, so a bad plan raises PlanError itself.
+            plan, extra = self._host_plan(subtasks, question, context, complexity)
+        controller = self.controller_factory(self.settings, self.controller)
         async with event_sink(on_event) as sink:
             if subtasks is None:
                 plan, stages["plan"] = await self._plan(question, context, None, deadline, clock)
                 plan_latency = clock()
                 self._plan_decisions(plan, decisions, sink, clock)
-            else:
-                plan, extra = self._host_plan(subtasks)
             outcome = await self._run_plan(
-                question, context, plan, sink, clock, decisions,
+                question, context, plan, sink, clock, decisions, controller,
                 max_concurrency=max_concurrency, deadline_s=deadline - clock(),
+                complexity_by="given by the caller" if complexity is not None else None,
             )
             stages["solve"] = outcome.usage
             results = outcome.results + extra
+            _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(results, clock()))
         metrics = _metrics(results, stages, clock(), outcome.partial,
                            plan_latency + outcome.critical_path_s)
@@ -223,6 +254,7 @@ class Engine:
         deadline = deadline_s or self.settings.deadline_s
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
+        controller = self.controller_factory(self.settings, self.controller)
         async with event_sink(on_event) as sink:
             force = self.settings.max_threads if strategy == "fixed" else None
             plan, stages["plan"] = await self._plan(
@@ -235,7 +267,7 @@ class Engine:
             self._plan_decisions(plan, decisions, sink, clock)
             reserve = min(MERGE_RESERVE_MAX_S, MERGE_SHARE * deadline) if plan.should_split else 0.0
             outcome = await self._run_plan(
-                question, context, plan, sink, clock, decisions,
+                question, context, plan, sink, clock, decisions, controller,
                 max_concurrency=max_concurrency, deadline_s=deadline - reserve - clock(),
             )
             stages["solve"] = outcome.usage
@@ -255,6 +287,8 @@ class Engine:
                 tokens_in=merged.tokens_in, tokens_out=merged.tokens_out,
                 max_context_tokens=merged.context_tokens,
             )
+            # Limit changes after the last thread event (e.g. the merge call was rate limited).
+            _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(outcome.results, clock()))
         partial = outcome.partial or merged.note.startswith(_MERGE_LATE)
         metrics = _metrics(outcome.results, stages, clock(), partial,
@@ -284,7 +318,9 @@ class Engine:
         )
         return plan, StageUsage(calls=1)
 
-    def _host_plan(self, subtasks: Sequence[Subtask]) -> tuple[Plan, list[ThreadResult]]:
+    def _host_plan(
+        self, subtasks: Sequence[Subtask], question: str, context: str, complexity: int | None
+    ) -> tuple[Plan, list[ThreadResult]]:
         """Validate subtasks a host wrote. Identical prompts run once; the duplicates get a
         ``skipped`` result naming the one that ran, so every given id has a result."""
         if not subtasks:
@@ -296,9 +332,12 @@ class Engine:
                 f"{len(subtasks)} subtasks given; at most {HOST_MAX_SUBTASKS} per call"
             )
         subs = [Subtask.model_validate(s) if not isinstance(s, Subtask) else s for s in subtasks]
+        if complexity is not None and not 1 <= complexity <= 10:
+            raise PlanError(f"complexity must be between 1 and 10, got {complexity}")
         plan = validate_plan(
             Plan(should_split=len(subs) > 1, reason="subtasks given by the host", subtasks=subs,
-                 source="host"),
+                 source="host",
+                 complexity=complexity or estimate_complexity(question, context, self.settings)),
             max_subtasks=HOST_MAX_SUBTASKS,
         )
         extra = [
@@ -326,7 +365,8 @@ class Engine:
 
     async def _run_plan(
         self, question: str, context: str, plan: Plan, sink: EventSink, clock: _Clock,
-        decisions: list[Decision], *, max_concurrency: int | None, deadline_s: float,
+        decisions: list[Decision], controller: Controller, *, max_concurrency: int | None,
+        deadline_s: float, complexity_by: str | None = None,
     ) -> DagOutcome:
         width = len(plan.subtasks)
         if max_concurrency is not None:
@@ -342,12 +382,13 @@ class Engine:
         scheduler = Scheduler(
             solver=self.solver, settings=self.settings, question=question, context=context,
             subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
-            controller=self.controller_factory(self.settings, self.controller),
+            controller=controller,
             deadline_s=max(0.0, deadline_s), decisions=decisions,
         )
         if width > 1:
+            by = complexity_by or _COMPLEXITY_BY[plan.source]
             scheduler.decide("width", f"{width} subtasks, up to {min(limit, width)} at once ({why}); "
-                             f"complexity {plan.complexity}/10")
+                             f"complexity {plan.complexity}/10 ({by})")
         return await scheduler.run()
 
     async def _bounded_merge(
@@ -383,6 +424,8 @@ class Engine:
         )
         prompt_tokens = count_messages(request.messages)
         usage = StageUsage(calls=1, max_context_tokens=prompt_tokens)
+        controller = self.controller_factory(self.settings, self.controller)
+        decisions: list[Decision] = []
         async with event_sink(on_event) as sink:
             sink.add_threads(1)
             sink.emit("started", "t1 started (sequential baseline)", thread_id="t1")
@@ -418,12 +461,13 @@ class Engine:
                 answer = "No answer: the deadline passed before the model finished."
                 thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline", **common)
                 sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
+            _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message([thread], clock()))
         partial = thread.status is ThreadStatus.cancelled
         metrics = _metrics([thread], {"solve": usage}, clock(), partial, thread.latency_s)
         return SolveResult(
             run_id=new_run_id(), question=question, strategy="sequential", answer=answer,
-            results=[thread], metrics=metrics, partial=partial,
+            results=[thread], metrics=metrics, decisions=decisions, partial=partial,
             backend=self.solver.backend, model=self.solver.model_name,
         )
 
@@ -476,6 +520,20 @@ def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
     )
 
 
+_DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
+
+
+def _record_notes(
+    notes: Sequence[Note], decisions: list[Decision], sink: EventSink, clock: _Clock
+) -> None:
+    """Record notes that arrived outside the scheduler (it records the ones during threads)."""
+    for note in notes:
+        kind = note.kind if note.kind in _DECISION_KINDS else "meta"
+        decisions.append(Decision(at_s=round(clock(), 6), kind=kind,  # type: ignore[arg-type]
+                                  thread_id=note.thread_id, reason=note.reason))
+        sink.emit("decision", note.reason, thread_id=note.thread_id)
+
+
 def _finished_message(results: Sequence[ThreadResult], wall: float) -> str:
     counts: dict[str, int] = {}
     for r in results:
@@ -501,6 +559,7 @@ def _metrics(
         threads_done=by[ThreadStatus.done],
         threads_failed=by[ThreadStatus.failed],
         threads_cancelled=by[ThreadStatus.cancelled],
+        threads_skipped=by[ThreadStatus.skipped],
         partial=partial,
         stages=stages,
     )

@@ -22,7 +22,15 @@ from ..tokens import count_messages
 from .controller import normalise_prompt
 from .schema_text import schema_text
 
-__all__ = ["HOST_MAX_SUBTASKS", "SplitHints", "find_duplicates", "make_plan", "single_task_plan", "validate_plan"]
+__all__ = [
+    "HOST_MAX_SUBTASKS",
+    "SplitHints",
+    "estimate_complexity",
+    "find_duplicates",
+    "make_plan",
+    "single_task_plan",
+    "validate_plan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +171,12 @@ def single_task_plan(question: str, *, reason: str, source: str = "fallback", co
         source=source,  # type: ignore[arg-type]
         signals=signals or [],
     )
+
+
+def estimate_complexity(question: str, context: str, settings: Settings) -> int:
+    """The heuristics' complexity (1..10) of a question; 1 when they are unavailable."""
+    hints = _analyze(question, context, settings)
+    return max(1, min(10, hints.complexity)) if hints is not None else 1
 
 
 def _analyze(question: str, context: str, settings: Settings) -> SplitHints | None:

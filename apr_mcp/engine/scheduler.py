@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 import anyio
+import anyio.lowlevel
 
 from ..config import Settings
 from ..errors import AprError
@@ -28,7 +29,17 @@ from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import Decision, StageUsage, Subtask, ThreadAnswer, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
-from .controller import Action, Cancel, Controller, Note, RunState, SetConcurrency, Spawn, Stop
+from .controller import (
+    Action,
+    Cancel,
+    Controller,
+    Note,
+    RunState,
+    SetConcurrency,
+    Spawn,
+    Stop,
+    budget_stop,
+)
 from .events import EventSink
 from .schema_text import schema_text
 
@@ -39,6 +50,9 @@ log = logging.getLogger(__name__)
 _DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
 #: How much of a dependency's full answer is passed on when it has no summary.
 _DEP_FALLBACK_TOKENS = 300
+#: Streamed text is counted against the token budget as ``len(text) / CHARS_PER_TOKEN`` while it
+#: arrives (tiktoken per delta would cost more than the check is worth); finished threads count exactly.
+CHARS_PER_TOKEN = 4
 
 
 @dataclass
@@ -113,6 +127,8 @@ class Scheduler:
         self._order: dict[str, int] = {}  # plan order, then spawn order: the priority tie-break
         self._system_tokens: dict[str, int] = {}
         self._active = 0  # threads launched and not yet through the controller
+        # Estimated tokens of running threads (prompt + streamed so far), for the live budget.
+        self._inflight: dict[str, int] = {}
         self._changed = anyio.Event()
         for sub in subtasks:
             self._add(sub, depth=0)
@@ -315,14 +331,27 @@ class Scheduler:
         error: str | None = None
         # What streamed before a cancel or failure: tokens spent that no response will report.
         streamed: list[str] = []
+        chars = 0
+        sent = False
+
+        def on_token(delta: str) -> None:
+            nonlocal chars
+            streamed.append(delta)
+            chars += len(delta)
+            self._charge(sid, prompt_tokens + chars // CHARS_PER_TOKEN)
+
         try:
             with scope:
                 request = self._request(sub)
                 self.usage.calls += 1
                 prompt_tokens = self._prompt_tokens(request)
                 self.usage.max_context_tokens = max(self.usage.max_context_tokens, prompt_tokens)
+                self._charge(sid, prompt_tokens)  # may stop the run before this prompt is sent
+                if scope.cancel_called:
+                    await anyio.lowlevel.checkpoint()  # raises: the stop cancelled this thread
+                sent = True
                 answer, response = await complete_structured(
-                    self.solver, request, ThreadAnswer, on_token=streamed.append
+                    self.solver, request, ThreadAnswer, on_token=on_token
                 )
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
@@ -333,6 +362,7 @@ class Scheduler:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             self._scopes.pop(sid, None)
+            self._inflight.pop(sid, None)
             st.running.pop(sid, None)
         finished = st.elapsed()
         common: dict[str, object] = {
@@ -347,7 +377,7 @@ class Scheduler:
         if answer is None:
             # A cancelled call was sent, so its prompt counts; a failed one only if it streamed.
             cancelled = error is None or sid in self._cancel_reasons
-            tokens_in = prompt_tokens if (cancelled or streamed) else 0
+            tokens_in = prompt_tokens if sent and (cancelled or streamed) else 0
             tokens_out = count_tokens("".join(streamed)) if streamed else 0
             common.update(tokens_in=tokens_in, tokens_out=tokens_out)
         self.usage.tokens_in += tokens_in
@@ -375,6 +405,17 @@ class Scheduler:
         if error is None:  # cancelled without a recorded reason (should not happen)
             return ThreadResult(status=ThreadStatus.cancelled, reason="cancelled", **common)  # type: ignore[arg-type]
         return ThreadResult(status=ThreadStatus.failed, error=error, **common)  # type: ignore[arg-type]
+
+    def _charge(self, sid: str, estimate: int) -> None:
+        """Record a running thread's estimated spend; stop the run once the budget is crossed."""
+        self._inflight[sid] = estimate
+        limit = self.settings.token_budget
+        st = self.state
+        if limit is None or st.stopping is not None:
+            return
+        used = st.tokens_used + sum(self._inflight.values())
+        if used >= limit:
+            self._apply([budget_stop(st, used, limit)])
 
     async def _finish(self, result: ThreadResult) -> None:
         st = self.state
