@@ -487,7 +487,7 @@ def create_server(
         mode: Annotated[
             Literal["general", "debug"],
             Field(
-                description="debug: treat the question as a bug (error + code in context) and test hypotheses in parallel."
+                description="debug: the question is an error (message, traceback), the context the code; tests hypotheses about its cause in parallel."
             ),
         ] = "general",
         strategy: Annotated[
@@ -505,7 +505,8 @@ def create_server(
         """Answer a broad or multi-part question in one call: decide whether splitting helps, solve
         the subtasks concurrently, stop early when one settles it, and merge the results. Good for
         comparisons, surveys, research-style questions and debugging with several hypotheses
-        (mode="debug", put the error and code in `context`). Not for simple factual questions."""
+        (mode="debug": the error as `question`, the code as `context`). Not for simple factual
+        questions."""
         deadline = deadline_of(deadline_s)
         async with guarded(deadline), backing.engine(ctx) as engine:
             result = await engine.solve(
@@ -558,12 +559,18 @@ def create_server(
     @server.prompt(title="Debug with parallel hypotheses")
     def debug_with_hypotheses(error: str, code: str = "") -> str:
         """Debug an error by testing several hypotheses about its cause in parallel."""
-        ctx_block = f"\n\nRelevant code:\n```\n{code}\n```" if code else ""
+        # Debug mode's natural shape: the error is the question, the code is the context.
+        code_block = (
+            f"\n\nCode (pass it verbatim as `context`):\n```\n{code}\n```"
+            if code
+            else "\n\nNo code was given: put the relevant code you can see in `context`."
+        )
         return (
             "Find the root cause of this error and propose a fix. Call the apr-mcp `solve` tool with "
-            'mode="debug", the question "What causes this error and how do I fix it?", and put the '
-            "error and code below in `context`. It tests several hypotheses in parallel; then verify "
-            f"the most likely one against the code before changing anything.\n\nError:\n```\n{error}\n```{ctx_block}"
+            'mode="debug", `question` set to the error below (verbatim, with its traceback) and '
+            "`context` set to the code. It tests several hypotheses about the cause in parallel and "
+            "ranks them; then verify the most likely one against the code before changing anything."
+            f"\n\nError (pass it verbatim as `question`):\n```\n{error}\n```{code_block}"
         )
 
     @server.prompt(title="Research a question in parallel")

@@ -46,6 +46,10 @@ async def test_simple_question_is_one_call_without_planner_or_merger() -> None:
     assert len(result.results) == 1 and result.merge is not None
     assert "no merge call" in result.merge.note
     assert result.decisions[0].kind == "no_split"
+    # Says who decided and why, once: no "heuristics: ..." or "answering with one call" repeats.
+    assert result.decisions[0].reason == (
+        "answering with one call (heuristics): not worth splitting (short factual question)"
+    )
     assert result.metrics.stages["merge"].calls == 0
 
 
@@ -217,3 +221,20 @@ async def test_debug_mode_delegates_to_debug_engine(tmp_path: object) -> None:
 def test_thread_results_round_trip_for_merge() -> None:
     r = ThreadResult(id="t1", prompt="p", answer="a", started_s=0.1, finished_s=0.2)
     assert ThreadResult.model_validate_json(r.model_dump_json()) == r
+
+
+async def test_infinite_deadline_means_none_and_zero_is_refused() -> None:
+    import math
+
+    from apr_mcp.errors import ConfigError
+
+    eng = engine(sim(), deadline_s=0.001)  # a settings deadline that would cut every run short
+    for strategy in ("adaptive", "sequential", "fixed"):
+        with anyio.fail_after(5):
+            result = await eng.solve(COMPARE, strategy=strategy, deadline_s=math.inf)  # type: ignore[arg-type]
+        assert not result.partial and result.answer, strategy
+        assert all(r.status is ThreadStatus.done for r in result.results), strategy
+    run = await eng.parallel_solve(COMPARE, deadline_s=math.inf)
+    assert not run.partial and run.metrics.threads_done == run.metrics.threads > 1
+    with pytest.raises(ConfigError, match="deadline_s must be > 0"):
+        await eng.solve(COMPARE, deadline_s=0)

@@ -387,6 +387,9 @@ async def test_prompts_for_debugging_and_research(rig: Rig, mode: str) -> None:
         )
         text = got.messages[0].content.text  # type: ignore[union-attr]
         assert "KeyError: 'user_id'" in text and 'mode="debug"' in text and "d['user_id']" in text
+        # The error is the question and the code the context (debug mode's shape), in that order.
+        assert "`question` set to the error" in text and "`context` set to the code" in text
+        assert text.index("as `question`") < text.index("KeyError") < text.index("as `context`")
         research = await client.get_prompt(
             "research", {"question": "Why did the Bronze Age collapse?"}
         )

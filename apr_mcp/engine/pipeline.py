@@ -11,6 +11,7 @@ one (their inputs and outputs chain unchanged); ``solve`` runs the whole pipelin
 Time budget of ``solve`` (``deadline_s``, default ``settings.deadline_s``): planning may use a
 quarter of it, threads stop early enough to leave a reserve for the merge, and a merge that would
 overrun falls back to the most relevant result, so a host with a hard timeout gets an answer.
+``deadline_s=math.inf`` means no deadline (a command-line run that may take as long as it needs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal, get_args
 import anyio
 
 from ..config import Settings
-from ..errors import AprError, ModelError, PlanError
+from ..errors import AprError, ConfigError, ModelError, PlanError
 from ..llm.base import Model, ModelRequest
 from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
@@ -67,6 +68,9 @@ MERGE_SHARE = 0.2
 MERGE_RESERVE_MAX_S = 10.0
 
 _MERGE_LATE = "merge ran past the deadline"
+#: Who made a plan, as the decisions say it.
+_SOURCE_NAME = {"model": "planner", "heuristic": "heuristics", "fallback": "fallback",
+                "host": "host"}
 #: Where a plan's complexity came from, as the width decision says it.
 _COMPLEXITY_BY = {
     "model": "estimated by the planner",
@@ -152,7 +156,7 @@ class Engine:
         ``complexity`` (1..10) of host subtasks is only reported in the width decision; when
         None it is estimated from the question by the heuristics."""
         clock = _Clock()
-        deadline = deadline_s or self.settings.deadline_s
+        deadline = self._deadline(deadline_s)
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
         extra: list[ThreadResult] = []
@@ -251,7 +255,7 @@ class Engine:
         on_event: EventCallback | None,
     ) -> SolveResult:
         clock = _Clock()
-        deadline = deadline_s or self.settings.deadline_s
+        deadline = self._deadline(deadline_s)
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
         controller = self.controller_factory(self.settings, self.controller)
@@ -301,6 +305,15 @@ class Engine:
         )
 
     # ----- pieces -----
+
+    def _deadline(self, deadline_s: float | None) -> float:
+        """The run's deadline: the caller's, else the settings'; ``math.inf`` for none."""
+        deadline = self.settings.deadline_s if deadline_s is None else deadline_s
+        if not deadline > 0:  # also NaN
+            raise ConfigError(
+                f"deadline_s must be > 0 seconds (math.inf for no deadline), got {deadline_s}"
+            )
+        return deadline
 
     async def _plan(
         self, question: str, context: str, max_subtasks: int | None, deadline: float,
@@ -357,7 +370,11 @@ class Engine:
         )
         what = (f"split into {len(plan.subtasks)} subtasks" if plan.should_split
                 else "answering with one call")
-        reason = f"{what} ({plan.source}): {plan.reason or 'no reason given'}"
+        by = _SOURCE_NAME[plan.source]
+        # The plan's reason is written to stand alone; here it follows "<what> (<by>):".
+        why = (plan.reason or "no reason given").removeprefix(f"{by}: ")
+        why = why.removesuffix(f"; {what}") or "no reason given"
+        reason = f"{what} ({by}): {why}"
         decisions.append(Decision(at_s=round(clock(), 6), kind=kind, reason=reason))
         n = len(plan.subtasks)
         sink.emit("planned", f"plan ready: {n} subtask{'s' if n != 1 else ''} ({plan.source})")
@@ -413,7 +430,7 @@ class Engine:
     ) -> SolveResult:
         """The baseline: one chain-of-thought call; the answer follows "Final answer:"."""
         clock = _Clock()
-        deadline = deadline_s or self.settings.deadline_s
+        deadline = self._deadline(deadline_s)
         prompt = load_prompt("sequential")
         request = ModelRequest(
             messages=prompt.render(question=question, context=context),

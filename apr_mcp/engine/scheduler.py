@@ -16,6 +16,7 @@ propagates at once — backends close their streams when cancelled.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
@@ -139,7 +140,7 @@ class Scheduler:
         """Run until every subtask has ended; returns results in plan order (spawned last)."""
         self.sink.add_threads(len(self.state.subtasks))
         async with anyio.create_task_group() as tg:
-            if self.deadline_s is not None:
+            if self.deadline_s is not None and self.deadline_s != math.inf:
                 tg.start_soon(self._deadline_watch, self.deadline_s)
             await self._dispatch(tg)
             tg.cancel_scope.cancel()  # every thread has ended; only the deadline watcher is left
