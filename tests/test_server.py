@@ -16,7 +16,7 @@ import anyio
 import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, Implementation, TextContent
 
 from apr_mcp.cache import ResultCache
 from apr_mcp.config import Settings
@@ -438,3 +438,30 @@ async def test_sampling_through_the_production_runtime(tmp_path: Path) -> None:
     assert not first.is_error and not again.is_error, _text(first)
     assert asked >= 3 and first.structured_content["backend"] == "sampling"  # type: ignore[index]
     assert len(calls) == asked  # the second run was answered from the disk cache
+    assert first.structured_content["model"] == "host:mcp"  # type: ignore[index]
+
+
+async def test_sampling_cache_is_per_host_application(tmp_path: Path) -> None:
+    """The host chooses the model: another host application never gets this host's cached
+    answers (the cache key names the client), the same application does."""
+    server = create_server(Settings(backend="sampling", cache_dir=tmp_path / "cache"))
+    host = SimulatedModel(ttft_s=0.001, tokens_per_s=50_000)
+    calls: list[CreateMessageRequestParams] = []
+
+    async def ask(client_name: str) -> int:
+        before = len(calls)
+        async with Client(
+            server, mode="legacy", sampling_callback=_sim_sampler(host, calls),
+            client_info=Implementation(name=client_name, version="1"),
+        ) as client:
+            result = await client.call_tool("solve", {"question": QUESTION})
+        assert not result.is_error, _text(result)
+        assert result.structured_content["model"] == f"host:{client_name}"  # type: ignore[index]
+        return len(calls) - before
+
+    try:
+        assert await ask("Visual Studio Code") >= 3
+        assert await ask("Claude Desktop") >= 3  # a different host: asked again
+        assert await ask("Visual Studio Code") == 0  # the same host: from the cache
+    finally:
+        await close_server(server)

@@ -67,6 +67,18 @@ class _SamplingContext(Protocol):
     def session(self) -> Any: ...
 
 
+def _client_name(ctx: _SamplingContext) -> str:
+    """The client's ``clientInfo.name`` from the initialize handshake, or "" if unknown."""
+    try:
+        session = ctx.session
+    except (LookupError, RuntimeError, ValueError):  # outside a request
+        return ""
+    # No handshake (a stateless 2026 request) leaves client_params None.
+    info = getattr(getattr(session, "client_params", None), "client_info", None)
+    name = getattr(info, "name", "")
+    return name.strip()[:64] if isinstance(name, str) else ""
+
+
 def sampling_problem(ctx: _SamplingContext) -> str | None:
     """Why this connection cannot lend its model, or ``None`` when sampling should work."""
     version = ctx.protocol_version
@@ -100,7 +112,9 @@ class SamplingModel(Model):
     def __init__(self, ctx: _SamplingContext, *, timeout_s: float | None = None) -> None:
         self._ctx = ctx
         self._timeout_s = timeout_s
-        self.model_name = "host"
+        # The host picks the model, so the best name known up front is the host application's.
+        # It is part of every cache key: one host's answers are never served to another host.
+        self.model_name = f"host:{client}" if (client := _client_name(ctx)) else "host"
 
     async def complete(
         self, request: ModelRequest, *, on_token: TokenCallback | None = None
