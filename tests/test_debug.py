@@ -264,3 +264,35 @@ async def test_deadline_bounds_every_stage_and_returns_partial_results() -> None
     assert status["h2"] is ThreadStatus.cancelled and status["h1"] is ThreadStatus.done
     assert result.partial
     assert result.merge is not None and "h2" in result.merge.dropped
+
+
+async def test_debug_reports_limit_changes_of_the_hypothesis_and_verdict_calls() -> None:
+    # The hypotheses call and the verdict call are each refused once (429) outside the
+    # investigations' run; both backoffs must still be visible decisions, each once.
+    from apr_mcp.llm.limiter import AdaptiveLimiter, LimitedModel
+    from apr_mcp.llm.retry import RetryingModel
+
+    backend = SimulatedModel(
+        ttft_s=0.002,
+        tokens_per_s=20_000,
+        script=SimScript(
+            rules=[
+                SimRule(pattern=".", purpose="planner", fault="429", times=1, retry_after=0.01),
+                SimRule(pattern=".", purpose="merger", fault="429", times=1, retry_after=0.01),
+            ]
+        ),
+    )
+    limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0, probe_windows=1)
+    stack = RetryingModel(LimitedModel(backend, limiter), base_delay=0.001, max_delay=0.05)
+    engine = Engine(settings=Settings(backend="simulated"), planner=stack, solver=stack,
+                    merger=stack)
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE)
+    kinds = [d.kind for d in result.decisions]
+    assert kinds[0] == "split" and kinds.count("backoff") == 2, result.decisions
+    first, second = (d for d in result.decisions if d.kind == "backoff")
+    assert kinds.index("backoff") == 1  # the hypotheses call's, before the investigations
+    assert second.at_s >= max(r.finished_s for r in result.results)  # the verdict call's
+    # One clock for the whole debug run: investigations start after the hypotheses call.
+    assert min(r.started_s for r in result.results) >= first.at_s > 0
+    assert "HTTP 429" in first.reason and "HTTP 429" in second.reason

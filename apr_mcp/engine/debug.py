@@ -35,6 +35,7 @@ from ..schemas import (
     Plan,
     RunEvent,
     SolveResult,
+    SolveRun,
     StageUsage,
     Subtask,
     ThreadResult,
@@ -43,6 +44,7 @@ from ..schemas import (
 from ..tokens import count_messages, truncate_to_tokens
 from .controller import normalise_prompt
 from .heuristics import analyze, concurrency_for
+from .pipeline import note_decision
 
 if TYPE_CHECKING:
     from .pipeline import Engine
@@ -317,7 +319,14 @@ async def debug(
         raise PlanError("nothing to debug: pass the error message, stack trace or wrong behaviour")
     settings = engine.settings
     start = anyio.current_time()
-    budget = deadline_s if deadline_s is not None else settings.deadline_s
+    budget = engine._deadline(deadline_s)
+    # Reports concurrency-limit changes outside the investigations (hypotheses, verdict); the
+    # investigations' own run reports those during its threads.
+    watch = engine.controller_factory(settings, None)
+
+    def limit_notes() -> list[Decision]:
+        now = anyio.current_time() - start
+        return [note_decision(n, now) for n in watch.pending_notes()]
 
     def remaining() -> float:
         return max(0.0, budget - (anyio.current_time() - start))
@@ -400,6 +409,9 @@ async def debug(
         elif on_event is not None:
             await on_event(event)
 
+    before = limit_notes()
+    for d in before:
+        await _emit(on_event, RunEvent(kind="decision", message=d.reason, total=len(subtasks)))
     run = await engine.parallel_solve(
         question,
         subtasks,
@@ -409,6 +421,8 @@ async def debug(
         on_event=forward,
         complexity=plan.complexity,
     )
+    watch.pending_notes()  # already reported by the run
+    run = _shift(run, plan_latency)
     done = [r for r in run.results if r.status is ThreadStatus.done]
     total = len(run.results)
     await _emit(
@@ -458,6 +472,10 @@ async def debug(
     else:
         note = "no hypothesis could be investigated; nothing to rank"
 
+    after = limit_notes()
+    for d in after:
+        await _emit(on_event, RunEvent(kind="decision", message=d.reason, completed=total,
+                                       total=total))
     ranking = _rank(done, verdict)
     answer = _render(verdict, ranking, titles, run.results)
     confidence = verdict.confidence if verdict else (ranking[0].likelihood if ranking else None)
@@ -494,7 +512,7 @@ async def debug(
         results=run.results,
         merge=merge,
         metrics=metrics,
-        decisions=[split, *run.decisions],
+        decisions=[split, *before, *run.decisions, *after],
         partial=run.partial or not done,
         backend=unwrapped.backend,
         model=unwrapped.model_name,
@@ -534,6 +552,18 @@ async def run_debug(
         deadline_s=deadline_s,
         on_event=on_event,
     )
+
+
+def _shift(run: SolveRun, offset: float) -> SolveRun:
+    """The investigations' run on the debug run's clock (its times start at the hypotheses)."""
+    results = [
+        r.model_copy(update={"started_s": round(r.started_s + offset, 6),
+                             "finished_s": round(r.finished_s + offset, 6)})
+        if r.started_s is not None and r.finished_s is not None else r
+        for r in run.results
+    ]
+    decisions = [d.model_copy(update={"at_s": round(d.at_s + offset, 6)}) for d in run.decisions]
+    return run.model_copy(update={"results": results, "decisions": decisions})
 
 
 def _subtask(sid: str, h: Hypothesis) -> Subtask:

@@ -540,14 +540,19 @@ def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
 _DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
 
 
+def note_decision(note: Note, at_s: float) -> Decision:
+    """A controller's :class:`Note` as a recorded :class:`Decision` (unknown kinds → meta)."""
+    kind = note.kind if note.kind in _DECISION_KINDS else "meta"
+    return Decision(at_s=round(at_s, 6), kind=kind,  # type: ignore[arg-type]
+                    thread_id=note.thread_id, reason=note.reason)
+
+
 def _record_notes(
     notes: Sequence[Note], decisions: list[Decision], sink: EventSink, clock: _Clock
 ) -> None:
     """Record notes that arrived outside the scheduler (it records the ones during threads)."""
     for note in notes:
-        kind = note.kind if note.kind in _DECISION_KINDS else "meta"
-        decisions.append(Decision(at_s=round(clock(), 6), kind=kind,  # type: ignore[arg-type]
-                                  thread_id=note.thread_id, reason=note.reason))
+        decisions.append(note_decision(note, clock()))
         sink.emit("decision", note.reason, thread_id=note.thread_id)
 
 
