@@ -238,3 +238,18 @@ async def test_infinite_deadline_means_none_and_zero_is_refused() -> None:
     assert not run.partial and run.metrics.threads_done == run.metrics.threads > 1
     with pytest.raises(ConfigError, match="deadline_s must be > 0"):
         await eng.solve(COMPARE, deadline_s=0)
+
+
+async def test_token_budget_counts_the_planner() -> None:
+    # The planner's tokens are part of the run's budget: with only a few tokens left after it, no
+    # thread prompt is sent, and the run says so instead of overspending.
+    probe = await engine(sim()).solve(COMPARE)
+    plan = probe.metrics.stages["plan"]
+    assert plan.calls == 1 and plan.tokens_in > 0
+    model = sim()
+    limit = plan.tokens_in + plan.tokens_out + 10
+    result = await engine(model, token_budget=limit).solve(COMPARE)
+    assert model.calls_by_purpose["planner"] == 1 and model.calls_by_purpose["solver"] == 0
+    assert result.partial and all(r.reason == "token budget" for r in result.results)
+    assert any(d.kind == "budget" and f"of {limit} tokens" in d.reason for d in result.decisions)
+    assert result.answer  # still an answer (it says nothing finished), not an exception

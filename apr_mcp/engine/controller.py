@@ -13,8 +13,8 @@ so a user can check them against the trace:
 * **follow-ups** — ``ThreadAnswer.follow_ups`` become new subtasks ``<parent>.f<n>`` that depend on
   their parent (so they receive its summary), bounded by ``settings.max_followups`` per run and
   ``settings.max_depth`` levels; duplicates of known subtasks are not spawned.
-* **token budget** — ``settings.token_budget`` caps the tokens the threads spend (prompts plus
-  streamed output). The scheduler counts streamed tokens as they arrive and stops the run the moment
+* **token budget** — ``settings.token_budget`` caps the tokens planning and the threads spend
+  (prompts plus streamed output; the merge of what was found still runs). The scheduler counts streamed tokens as they arrive and stops the run the moment
   the budget is crossed: nothing new is launched, running threads are cancelled, the results so far
   are kept and the run is partial. This rule is the backstop after each result (exact counts).
 
@@ -119,6 +119,8 @@ class RunState:
     decisions: list[Decision] = field(default_factory=list)
     tokens_in: int = 0
     tokens_out: int = 0
+    #: Tokens the run spent before its threads (the planner's), counted against the budget.
+    tokens_before: int = 0
     followups_spawned: int = 0
     concurrency: int = 1
     #: Set once the run stops launching threads: the Stop kind.
@@ -126,7 +128,7 @@ class RunState:
 
     @property
     def tokens_used(self) -> int:
-        return self.tokens_in + self.tokens_out
+        return self.tokens_before + self.tokens_in + self.tokens_out
 
     def done_results(self) -> list[ThreadResult]:
         return [r for r in self.results.values() if r.status is ThreadStatus.done]

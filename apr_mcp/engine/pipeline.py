@@ -174,6 +174,7 @@ class Engine:
                 question, context, plan, sink, clock, decisions, controller,
                 max_concurrency=max_concurrency, deadline_s=deadline - clock(),
                 complexity_by="given by the caller" if complexity is not None else None,
+                plan_usage=stages.get("plan"),
             )
             stages["solve"] = outcome.usage
             results = outcome.results + extra
@@ -273,6 +274,7 @@ class Engine:
             outcome = await self._run_plan(
                 question, context, plan, sink, clock, decisions, controller,
                 max_concurrency=max_concurrency, deadline_s=deadline - reserve - clock(),
+                plan_usage=stages["plan"],
             )
             stages["solve"] = outcome.usage
             strategy_used = merge_strategy or MergeStrategy.synthesize
@@ -311,7 +313,7 @@ class Engine:
         deadline = self.settings.deadline_s if deadline_s is None else deadline_s
         if not deadline > 0:  # also NaN
             raise ConfigError(
-                f"deadline_s must be > 0 seconds (math.inf for no deadline), got {deadline_s}"
+                f"deadline_s must be > 0 seconds (inf for no deadline), got {deadline_s}"
             )
         return deadline
 
@@ -383,7 +385,7 @@ class Engine:
     async def _run_plan(
         self, question: str, context: str, plan: Plan, sink: EventSink, clock: _Clock,
         decisions: list[Decision], controller: Controller, *, max_concurrency: int | None,
-        deadline_s: float, complexity_by: str | None = None,
+        deadline_s: float, complexity_by: str | None = None, plan_usage: StageUsage | None = None,
     ) -> DagOutcome:
         width = len(plan.subtasks)
         if max_concurrency is not None:
@@ -401,6 +403,7 @@ class Engine:
             subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
             controller=controller,
             deadline_s=max(0.0, deadline_s), decisions=decisions,
+            tokens_before=plan_usage.tokens_in + plan_usage.tokens_out if plan_usage else 0,
         )
         if width > 1:
             by = complexity_by or _COMPLEXITY_BY[plan.source]

@@ -106,6 +106,7 @@ class Scheduler:
         controller: Controller | None = None,
         deadline_s: float | None = None,
         decisions: list[Decision] | None = None,
+        tokens_before: int = 0,
     ) -> None:
         self.solver = solver
         self.settings = settings
@@ -119,6 +120,7 @@ class Scheduler:
             elapsed=elapsed,
             concurrency=max(1, max_concurrency),
             decisions=decisions if decisions is not None else [],
+            tokens_before=tokens_before,
         )
         self.usage = StageUsage()
         self.partial = False
