@@ -253,3 +253,12 @@ async def test_token_budget_counts_the_planner() -> None:
     assert result.partial and all(r.reason == "token budget" for r in result.results)
     assert any(d.kind == "budget" and f"of {limit} tokens" in d.reason for d in result.decisions)
     assert result.answer  # still an answer (it says nothing finished), not an exception
+
+
+async def test_decompose_past_its_deadline_gives_a_fallback_plan() -> None:
+    # The planner hangs (until cancelled); decompose answers at its deadline with one task.
+    model = sim(SimRule(pattern=".", purpose="planner", ttft_s=3600))
+    with anyio.fail_after(5):
+        plan = await engine(model).decompose(COMPARE, deadline_s=0.05)
+    assert plan.source == "fallback" and not plan.should_split and len(plan.subtasks) == 1
+    assert "planning took longer than 0.05s" in plan.reason

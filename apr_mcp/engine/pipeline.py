@@ -129,12 +129,19 @@ class Engine:
     # ----- stage 1 -----
 
     async def decompose(
-        self, question: str, *, context: str = "", max_subtasks: int | None = None
+        self,
+        question: str,
+        *,
+        context: str = "",
+        max_subtasks: int | None = None,
+        deadline_s: float | None = None,
     ) -> Plan:
-        """Plan ``question``: whether to split, why, and the subtasks (always at least one)."""
-        plan, _ = await make_plan(
-            self.planner, question, context, self.settings, max_subtasks=max_subtasks
-        )
+        """Plan ``question``: whether to split, why, and the subtasks (always at least one).
+
+        A planner slower than the deadline (default ``settings.deadline_s``) gives a one-task
+        fallback plan that says so, never a timeout."""
+        plan, _ = await self._plan(question, context, max_subtasks, self._deadline(deadline_s),
+                                   _Clock(), share=1.0)
         return plan
 
     # ----- stage 2 -----
@@ -319,9 +326,9 @@ class Engine:
 
     async def _plan(
         self, question: str, context: str, max_subtasks: int | None, deadline: float,
-        clock: _Clock, *, force_width: int | None = None,
+        clock: _Clock, *, force_width: int | None = None, share: float = PLAN_SHARE,
     ) -> tuple[Plan, StageUsage]:
-        seconds = max(0.5, PLAN_SHARE * deadline)
+        seconds = max(0.5, share * deadline) if share < 1.0 else deadline
         with anyio.move_on_after(seconds) as scope:
             return await make_plan(
                 self.planner, question, context, self.settings,
@@ -329,7 +336,7 @@ class Engine:
             )
         assert scope.cancelled_caught
         plan = single_task_plan(
-            question, reason=f"planning took longer than {seconds:.1f}s; answering with one call"
+            question, reason=f"planning took longer than {seconds:.3g}s; answering with one call"
         )
         return plan, StageUsage(calls=1)
 
