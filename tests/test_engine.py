@@ -262,3 +262,15 @@ async def test_decompose_past_its_deadline_gives_a_fallback_plan() -> None:
         plan = await engine(model).decompose(COMPARE, deadline_s=0.05)
     assert plan.source == "fallback" and not plan.should_split and len(plan.subtasks) == 1
     assert "planning took longer than 0.05s" in plan.reason
+
+
+async def test_merge_past_its_deadline_returns_the_most_relevant_result() -> None:
+    model = sim(SimRule(pattern=".", purpose="merger", ttft_s=3600))
+    results = [
+        ThreadResult(id="a", prompt="A", answer="answer A", confidence=0.4),
+        ThreadResult(id="b", prompt="B", answer="answer B", confidence=0.9),
+    ]
+    with anyio.fail_after(5):
+        merged = await engine(model).merge("q", results, deadline_s=0.05)
+    assert merged.answer == "answer B" and merged.used == ["b"] and merged.dropped == ["a"]
+    assert "merge ran past the deadline" in merged.note

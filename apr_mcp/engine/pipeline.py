@@ -207,12 +207,15 @@ class Engine:
         strategy: MergeStrategy = MergeStrategy.synthesize,
         context_budget_tokens: int | None = None,
         priorities: dict[str, int] | None = None,
+        deadline_s: float | None = None,
     ) -> MergeResult:
-        """Merge thread results (e.g. ``SolveRun.results``) into one answer within a budget."""
-        return await merge_results(
-            self.merger, question, results, context=context, strategy=strategy,
-            budget_tokens=context_budget_tokens or self.settings.merge_budget_tokens,
-            settings=self.settings, priorities=priorities,
+        """Merge thread results (e.g. ``SolveRun.results``) into one answer within a budget.
+
+        A merge call slower than the deadline (default ``settings.deadline_s``) gives the most
+        relevant result with a note instead of a timeout."""
+        return await self._bounded_merge(
+            question, context, results, strategy, priorities,
+            seconds=self._deadline(deadline_s), budget_tokens=context_budget_tokens,
         )
 
     # ----- the whole pipeline -----
@@ -420,11 +423,15 @@ class Engine:
 
     async def _bounded_merge(
         self, question: str, context: str, results: list[ThreadResult],
-        strategy: MergeStrategy, priorities: dict[str, int], *, seconds: float,
+        strategy: MergeStrategy, priorities: dict[str, int] | None, *, seconds: float,
+        budget_tokens: int | None = None,
     ) -> MergeResult:
         with anyio.move_on_after(max(0.5, seconds)):
-            return await self.merge(question, results, context=context, strategy=strategy,
-                                    priorities=priorities)
+            return await merge_results(
+                self.merger, question, results, context=context, strategy=strategy,
+                budget_tokens=budget_tokens or self.settings.merge_budget_tokens,
+                settings=self.settings, priorities=priorities,
+            )
         done = [r for r in results if r.status is ThreadStatus.done]
         best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
         return MergeResult(
