@@ -58,7 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8799
-_PURPOSES = {"plan": "planner", "thread": "solver", "merge": "merger"}
+_PURPOSES = {
+    "plan": "planner", "thread": "solver", "merge": "merger",
+    "debug_hypotheses": "planner", "debug_verdict": "merger", "meta": "controller",
+}
 
 
 @dataclass

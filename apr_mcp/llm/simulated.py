@@ -4,8 +4,35 @@ Every reply takes ``ttft_s`` (time to first token) plus ``output_tokens / tokens
 and is streamed through ``on_token`` in at most ``max_chunks`` pieces, sleeping on an absolute
 schedule between them: timing does not drift with the number of chunks, cancellation is prompt,
 and the CPU cost stays tiny even with many threads. What it says depends on the prompt role (see
-:mod:`apr_mcp.llm.simulated_content`): plans that really split comparisons and enumerations,
-solver answers that compute arithmetic, merged answers, step-by-step free text.
+:mod:`apr_mcp.llm.simulated_content`, :mod:`~apr_mcp.llm.simulated_plan` and
+:mod:`~apr_mcp.llm.simulated_debug`): plans that split independent parts, options, conditions and
+search branches but not chains, solver answers that compute arithmetic, merged answers,
+step-by-step free text, debugging hypotheses and verdicts, meta-controller decisions.
+
+Latency model (what a reply costs, deterministically):
+
+* Prompt processing is not modelled: the first token comes after ``ttft_s`` whatever the prompt
+  length (real prefill adds roughly input_tokens / a few thousand tokens per second).
+* A *unit of work* is one independent part of a question (an enumerated item, an option, a
+  condition, a search branch) or a whole question that does not decompose. Its chain of thought
+  costs ``(REASONING_BASE + REASONING_PER_WORD × words) × jitter`` tokens (150 + 6 per word,
+  jitter 0.8–1.2 fixed by the unit's text; × 1.5 for a search branch; within 60–1200), times
+  ``reasoning_scale``. Calibration: an undivided ~40-word word problem gets ~390 tokens, in line
+  with a chat model's step-by-step answer; a "thinking" model is ``reasoning_scale`` > 1.
+* The sequential baseline (free text) works through every unit in turn: its length is the sum
+  of the parts' reasoning plus a line for the aggregation step. On a search (Countdown, 24) it
+  tries the branches in order until the one that works (chosen by a hash of the question), so on
+  average a bit over half of them.
+* A solver thread spends one unit's reasoning on its part (recognised by the
+  :data:`~apr_mcp.llm.simulated_plan.PART_MARK` the planner writes), or the whole chain when its
+  subtask is the whole question, plus a one-sentence summary and the JSON around it (capped at
+  ``max_tokens - 200``).
+* The planner writes its JSON plan (a few dozen tokens for "do not split", more per subtask); the
+  merger writes a lead, one sentence per result and the final answer.
+
+So a split's critical path is ``plan + slowest thread + merge`` against the sum of the parts for
+the sequential baseline: splitting pays when the parts' reasoning outweighs the plan and merge
+calls, and an unsplit question costs what the baseline costs plus the JSON overhead.
 
 A :class:`SimScript` overrides replies, latency or injects faults for requests whose last user
 message matches a regex — optionally only the first N times — so tests can stage rate-limit
@@ -41,6 +68,7 @@ from ..errors import (
 )
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from . import simulated_content as content
+from . import simulated_debug
 from .base import Model, ModelRequest, ModelResponse, TokenCallback, Usage
 
 __all__ = ["FaultKind", "SimReply", "SimRule", "SimScript", "SimulatedModel", "call_token_callback"]
@@ -211,9 +239,14 @@ class SimulatedModel(Model):
         model_name: str = "sim-1",
         on_call: CallHook | None = None,
         max_chunks: int = 16,
+        reasoning_scale: float = 1.0,
     ) -> None:
-        if ttft_s < 0 or tokens_per_s <= 0 or max_chunks < 1:
-            raise ConfigError("simulated model needs ttft_s >= 0, tokens_per_s > 0, max_chunks >= 1")
+        if ttft_s < 0 or tokens_per_s <= 0 or max_chunks < 1 or reasoning_scale <= 0:
+            raise ConfigError(
+                "simulated model needs ttft_s >= 0, tokens_per_s > 0, max_chunks >= 1 and "
+                "reasoning_scale > 0"
+            )
+        self.reasoning_scale = reasoning_scale
         self.ttft_s = ttft_s
         self.tokens_per_s = tokens_per_s
         self.script = script
@@ -226,6 +259,25 @@ class SimulatedModel(Model):
         self.active = 0
         self.max_active = 0
         self.requests: deque[ModelRequest] = deque(maxlen=1000)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> SimulatedModel:
+        """The model the ``simulated`` backend runs for ``settings`` (a :class:`Settings`):
+        ``sim_ttft_s``, ``sim_tokens_per_s``, ``sim_script`` (a JSON script file, loaded here;
+        ConfigError if unreadable or invalid) and ``sim_reasoning_scale`` when present.
+        ``overrides`` win (e.g. ``model_name``, ``on_call``)."""
+        kwargs: dict[str, Any] = {
+            "ttft_s": settings.sim_ttft_s,
+            "tokens_per_s": settings.sim_tokens_per_s,
+        }
+        script = getattr(settings, "sim_script", None)
+        if script is not None:
+            kwargs["script"] = script if isinstance(script, SimScript) else SimScript.from_file(script)
+        scale = getattr(settings, "sim_reasoning_scale", None)
+        if scale is not None:
+            kwargs["reasoning_scale"] = float(scale)
+        kwargs.update(overrides)
+        return cls(**kwargs)
 
     # ----- planning a reply (no time passes) -----
 
@@ -281,12 +333,22 @@ class SimulatedModel(Model):
             low, high = (int(bounds[1]), int(bounds[2])) if bounds else (1, 8)
             return content.json_text(content.plan_reply(question, min_threads=low, max_threads=high))
         if kind == "thread":
-            return content.json_text(content.thread_reply(user, self.seed))
+            # Leave room for the JSON around the answer, as a model writing to max_tokens would.
+            budget = max(16, request.max_tokens - 200)
+            return content.json_text(
+                content.thread_reply(user, self.seed, budget=budget, scale=self.reasoning_scale)
+            )
+        if kind == "debug_hypotheses":
+            return content.json_text(simulated_debug.hypotheses_reply(user))
+        if kind == "debug_verdict":
+            return content.json_text(simulated_debug.verdict_reply(user))
+        if kind == "meta":
+            return content.json_text(simulated_debug.meta_reply(user))
         if kind == "merge":
             return content.json_text(content.merge_reply(user, self.seed, request.json_schema))
         if kind == "schema" and request.json_schema is not None:
             return content.json_text(content.schema_default(request.json_schema))
-        return content.free_text_reply(user, self.seed)
+        return content.free_text_reply(user, self.seed, scale=self.reasoning_scale)
 
     @asynccontextmanager
     async def session(self, request: ModelRequest) -> AsyncIterator[SimReply]:

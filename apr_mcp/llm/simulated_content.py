@@ -18,7 +18,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ..tokens import count_tokens, truncate_to_tokens
+from . import simulated_debug
+from .simulated_plan import Split, decompose, part_core, plan_reply, split_question
+
 __all__ = [
+    "REASONING_BASE",
+    "REASONING_PER_WORD",
+    "SEARCH_FACTOR",
     "evaluate_arithmetic",
     "find_arithmetic",
     "free_text_reply",
@@ -30,6 +37,8 @@ __all__ = [
     "split_question",
     "stable_hash",
     "thread_reply",
+    "work_units",
+    "reasoning_tokens",
 ]
 
 # Headers of the prompts in prompts/*.toml; a section runs until the next one of these.
@@ -162,128 +171,44 @@ def _balance(expr: str) -> str:
     return expr
 
 
-# ----- planner -----
+# ----- planner (see simulated_plan) and the work model -----
 
-_SEQUENTIAL = re.compile(
-    r"\b(then|after that|afterwards|using (the|that|this) (result|answer)|"
-    r"based on (the|that|this) (result|answer)|step by step)\b",
-    re.IGNORECASE,
-)
-_LIST_LINE = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*•]|\(?[a-h][.)])\s+(.+?)\s*$", re.MULTILINE)
-_INLINE_ITEM = re.compile(r"(?:^|\s)\(?(?:[a-h]|\d{1,2})\)\s+")
-_HYP_FIRST = re.compile(
-    r"\b(?:one|the first)\s+(?:approach|hypothesis|option|idea|possibility|explanation|theory|"
-    r"cause)\s+is\s+(?:that\s+)?(.+?)(?:[.;]\s|[.;]?$)",
-    re.IGNORECASE,
-)
-_HYP_OTHER = re.compile(
-    r"\b(?:another|a second|the second|a third|the third|yet another|the other)\s+(?:one\s+)?"
-    r"(?:(?:approach|hypothesis|option|idea|possibility|explanation|theory|cause)\s+)?is\s+"
-    r"(?:that\s+)?(.+?)(?:[.;]\s|[.;]?$)",
-    re.IGNORECASE,
-)
-_COMPARE = re.compile(
-    r"\b(?:compare|comparing|comparison of|contrast)\s+(?P<items>.+?)"
-    r"(?:\s+(?:for|in terms of|regarding|with respect to|when|on)\s+(?P<aspect>.+?))?\s*[.?!]?\s*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_ITEM_SPLIT = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or|vs\.?|versus|with)\s+", re.IGNORECASE)
-_VERSUS = re.compile(r"\s+(?:vs\.?|versus)\s+", re.IGNORECASE)
-_ASPECT = re.compile(r"\s+(?:for|in terms of|regarding|with respect to|when)\s+", re.IGNORECASE)
+#: Reasoning tokens for one unit of work: ``(BASE + PER_WORD × words) × jitter`` (0.8–1.2, fixed
+#: per unit text), times SEARCH_FACTOR for a search branch, within [MIN, MAX]. A unit is one
+#: part, option, condition or search branch, or a whole question that does not decompose.
+REASONING_BASE = 150
+REASONING_PER_WORD = 6
+SEARCH_FACTOR = 1.5
+REASONING_MIN, REASONING_MAX = 60, 1200
 
 
-def split_question(question: str) -> tuple[list[str], str]:
-    """Self-contained subtask prompts for ``question`` (empty if it should not be split) and why."""
-    q = question.strip()
-    if not q:
-        return [], "empty question"
-    if _SEQUENTIAL.search(q):
-        return [], "the steps are sequential (each needs the previous result); one call is best"
-
-    lines = _LIST_LINE.findall(q)
-    if len(lines) >= 2:
-        first = _LIST_LINE.search(q)
-        preamble = q[: first.start()].strip() if first else ""
-        return [_with_context(item, preamble) for item in lines], f"an enumeration of {len(lines)} items"
-
-    inline = [p.strip(" ;,") for p in _INLINE_ITEM.split(q)]
-    if len(inline) >= 3:
-        preamble, items = inline[0], [p for p in inline[1:] if p]
-        if len(items) >= 2:
-            return [_with_context(i, preamble) for i in items], f"an enumeration of {len(items)} items"
-
-    hyps = [m.group(1) for m in _HYP_FIRST.finditer(q)] + [m.group(1) for m in _HYP_OTHER.finditer(q)]
-    if len(hyps) >= 2:
-        head = _HYP_FIRST.split(q, maxsplit=1)[0].strip() or _head(q, 160)
-        return (
-            [f"Evaluate this approach: {h.strip()}. Consider it as an answer to: {head}" for h in hyps],
-            f"{len(hyps)} competing approaches or hypotheses",
-        )
-
-    items, aspect = _comparison(q)
-    if len(items) >= 2:
-        suffix = f" for {aspect}" if aspect else ""
-        others = ", ".join(items)
-        return (
-            [f"Assess {item}{suffix}: strengths, weaknesses and typical use (one of the options "
-             f"compared: {others})." for item in items],
-            f"a comparison of {len(items)} options",
-        )
-
-    questions = [s.strip() for s in re.split(r"(?<=\?)\s+", q) if s.strip()]
-    asked = [s for s in questions if s.endswith("?")]
-    if len(asked) >= 2:
-        context = " ".join(s for s in questions if not s.endswith("?"))
-        return [_with_context(s, context) for s in asked], f"{len(asked)} separate questions"
-
-    return [], "a single question; one call is enough"
+def reasoning_tokens(unit: str, *, search: bool = False) -> int:
+    """How many tokens a chain of thought spends on one unit of work (deterministic)."""
+    text = " ".join(unit.split())
+    jitter = 0.8 + (stable_hash("work", text) % 401) / 1000
+    tokens = (REASONING_BASE + REASONING_PER_WORD * len(text.split())) * jitter
+    tokens *= SEARCH_FACTOR if search else 1.0
+    return max(REASONING_MIN, min(REASONING_MAX, round(tokens)))
 
 
-def _with_context(item: str, context: str) -> str:
-    item = item.strip()
-    if context and not context.endswith((":", ".", "?", "!")) and len(context) < 60:
-        return f"{context} {item}"  # "Evaluate a) x b) y" → "Evaluate x"
-    return f"{item} (Context: {context})" if context else item
+def work_units(question: str, *, scale: float = 1.0) -> tuple[list[tuple[str, int]], Split]:
+    """The units a single chain of thought works through for ``question``, with their reasoning
+    tokens: every independent part in turn (for a search: the branches in order until the one
+    that works, chosen by a hash of the question), or the whole question as one unit. ``scale``
+    multiplies every unit's reasoning (a "thinking" model reasons longer per unit)."""
+    split = decompose(question)
+    if not split.parts:
+        core = part_core(question)
+        return [(core, round(scale * reasoning_tokens(core, search=_is_branch(core))))], split
+    parts = split.parts
+    if split.search:
+        parts = parts[: 1 + stable_hash("solved-by", question) % len(parts)]
+    return [(p.core, round(scale * reasoning_tokens(p.core, search=split.search)))
+            for p in parts], split
 
 
-def _comparison(q: str) -> tuple[list[str], str]:
-    match = _COMPARE.search(q)
-    if match:
-        items = [i.strip(" .?!") for i in _ITEM_SPLIT.split(match.group("items")) if i.strip(" .?!")]
-        return items, (match.group("aspect") or "").strip(" .?!")
-    if _VERSUS.search(q):
-        parts = [p.strip(" .?!") for p in _VERSUS.split(q)]
-        aspect = ""
-        last = _ASPECT.split(parts[-1], maxsplit=1)
-        if len(last) == 2:
-            parts[-1], aspect = last[0].strip(), last[1].strip(" .?!")
-        # "Which is faster: A vs B" — drop the lead-in before a colon.
-        parts[0] = parts[0].split(":")[-1].strip()
-        return [p for p in parts if p], aspect
-    return [], ""
-
-
-def plan_reply(question: str, *, min_threads: int = 1, max_threads: int = 8) -> dict[str, Any]:
-    """The planner's JSON (schemas.Plan) for ``question``."""
-    parts, reason = split_question(question)
-    if len(parts) < 2:
-        complexity = 3 if "sequential" in reason else min(4, 1 + len(question) // 300)
-        return {"should_split": False, "reason": reason, "complexity": complexity, "subtasks": []}
-    max_threads = max(2, max_threads)
-    if len(parts) > max_threads:
-        keep, rest = parts[: max_threads - 1], parts[max_threads - 1:]
-        parts = keep + ["Address each of the following: " + "; ".join(rest)]
-    subtasks = [
-        {"id": f"t{i}", "prompt": p, "depends_on": [], "priority": 5}
-        for i, p in enumerate(parts, start=1)
-    ]
-    return {
-        "should_split": True,
-        "reason": f"{reason}; each part can be worked on independently",
-        "complexity": min(10, 2 + len(parts) + len(question) // 400),
-        "subtasks": subtasks,
-        "max_concurrency": len(parts),
-    }
+def _is_branch(core: str) -> bool:
+    return core.startswith("Search branch:")
 
 
 # ----- solver, merger, free text -----
@@ -328,20 +253,51 @@ def confidence_for(text: str, seed: int) -> float:
     return round(0.55 + (stable_hash("confidence", seed, text) % 3501) / 10000, 3)
 
 
-def thread_reply(user_text: str, seed: int) -> dict[str, Any]:
-    """The solver's JSON (schemas.ThreadAnswer) for the subtask in ``user_text``."""
+def reasoning_text(unit: str, seed: int, tokens: int, *, lead: str = "") -> str:
+    """Chain-of-thought text about ``unit`` of exactly ``tokens`` tokens (``lead`` first).
+
+    The content is canned filler; the length is what the latency model prescribes.
+    """
+    out = lead
+    rng = random.Random(stable_hash(seed, "reasoning", unit))
+    words = _keywords(unit)
+    while count_tokens(out) < tokens:
+        template = rng.choice(_FILLER)
+        out = f"{out} {template.format(a=rng.choice(words), b=rng.choice(words))}".strip()
+    return truncate_to_tokens(out, tokens)
+
+
+def thread_reply(
+    user_text: str, seed: int, *, budget: int = REASONING_MAX * 4, scale: float = 1.0
+) -> dict[str, Any]:
+    """The solver's JSON (schemas.ThreadAnswer) for the subtask in ``user_text``.
+
+    The answer spends the reasoning of the subtask's units of work (one part's worth for a
+    part, the whole chain for an undivided question), within ``budget`` tokens.
+    """
     subtask = section(user_text, "Your subtask:") or user_text.strip()
-    head = _head(subtask)
-    arithmetic = find_arithmetic(subtask, require_cue=True)
+    investigation = simulated_debug.investigation_reply(
+        subtask,
+        section(user_text, "Original question (for orientation):") or "",
+        section(user_text, "Context (may be empty):") or "",
+    )
+    if investigation is not None:
+        return investigation
+    units, _ = work_units(subtask, scale=scale)
+    tokens = min(budget, sum(t for _, t in units))
+    core = part_core(subtask)
+    head = _head(core)
+    arithmetic = find_arithmetic(core, require_cue=True)
     if arithmetic:
         expr, value = arithmetic
-        answer = f"[sim] {expr} = {value}. The value is {value}."
+        lead = f"[sim] {expr} = {value}."
+        answer = reasoning_text(core, seed, tokens, lead=lead) + f" The value is {value}."
         summary = f"{expr} = {value}"
     else:
-        rng = random.Random(stable_hash(seed, "len", subtask))
-        body = _filler(subtask, seed, rng.randint(2, 5))
-        answer = f"[sim] Findings on {head}: {body}"
-        summary = f"[sim] Key point on {_head(subtask, 60)}: {body.split('. ')[0].rstrip('.')}."
+        answer = reasoning_text(core, seed, tokens, lead=f"[sim] Findings on {head}:")
+        body = answer.split(":", 1)[1] if ":" in answer else answer
+        first = body.strip().split(". ")[0].rstrip(".")
+        summary = f"[sim] Key point on {_head(core, 60)}: {first}."
     return {
         "answer": answer,
         "summary": summary,
@@ -369,8 +325,9 @@ def merge_reply(user_text: str, seed: int, schema: dict[str, Any] | None) -> dic
         label = _IDS.search(block)
         body = block.split("Result:", 1)[1] if "Result:" in block else block
         body = " ".join(body.replace("[sim]", "").split())
-        gist = " ".join(re.split(r"(?<=[.!?])\s+", body)[:2])
-        gist = gist if len(gist) <= 240 else gist[:239] + "…"
+        # One sentence per result: a synthesis, not a copy of the workers' reasoning.
+        gist = re.split(r"(?<=[.!?])\s+", body)[0]
+        gist = gist if len(gist) <= 160 else gist[:159] + "…"
         points.append(f"{label.group(1)}: {gist}" if label else gist)
     arithmetic = find_arithmetic(question, require_cue=True) if question else None
     lead = f"[sim] Merged answer to: {_head(question, 120)}" if question else "[sim] Merged answer"
@@ -392,24 +349,36 @@ def merge_reply(user_text: str, seed: int, schema: dict[str, Any] | None) -> dic
     return out
 
 
-def free_text_reply(user_text: str, seed: int) -> str:
-    """A step-by-step answer ending in "Final answer: ..." (the sequential baseline's format)."""
+def free_text_reply(user_text: str, seed: int, *, scale: float = 1.0) -> str:
+    """A chain of thought ending in "Final answer: ..." (the sequential baseline's format).
+
+    It works through every unit of the question in turn (see :func:`work_units`), so its length
+    is the sum of the parts' reasoning, then states the aggregation step if there is one.
+    """
     question = user_text.strip()
     head = _head(question, 120)
+    units, split = work_units(question, scale=scale)
     arithmetic = find_arithmetic(question, require_cue=True)
-    if arithmetic:
-        expr, value = arithmetic
-        return (
-            f"Step 1: The question asks for {expr}.\n"
-            f"Step 2: Evaluating it gives {expr} = {value}.\n"
-            f"Final answer: {value}"
-        )
-    return (
-        f"Step 1: Restate the question: {head}\n"
-        f"Step 2: {_filler(question, seed, 2)}\n"
-        f"Step 3: {_filler(question + ' conclusion', seed, 1)}\n"
-        f"Final answer: [sim] {head}"
-    )
+    lines: list[str] = []
+    if len(units) == 1:
+        unit, tokens = units[0]
+        lead = f"Step 1: The question asks for {arithmetic[0]}." if arithmetic else (
+            f"Step 1: Restate the question: {head}")
+        lines.append(reasoning_text(unit, seed, tokens, lead=lead))
+        if arithmetic:
+            lines.append(f"Step 2: Evaluating it gives {arithmetic[0]} = {arithmetic[1]}.")
+    else:
+        label = "Attempt" if split.search else "Part"
+        for n, (unit, tokens) in enumerate(units, start=1):
+            sub = find_arithmetic(unit, require_cue=True)
+            lead = f"{label} {n}: {_head(unit, 100)}" + (f" {sub[0]} = {sub[1]}." if sub else "")
+            lines.append(reasoning_text(unit, seed, tokens, lead=lead))
+        if split.search:
+            lines.append(f"Attempt {len(units)} works; the earlier routes fail.")
+        elif split.aggregate:
+            lines.append(f"Combining the parts as asked: {_head(split.aggregate, 120)}")
+    final = arithmetic[1] if arithmetic else f"[sim] {head}"
+    return "\n".join(lines) + f"\nFinal answer: {final}"
 
 
 # ----- schema-driven fallback -----
@@ -458,6 +427,10 @@ def schema_default(schema: dict[str, Any], defs: dict[str, Any] | None = None, n
 def reply_kind(schema_name: str, schema: dict[str, Any] | None, system: str) -> str:
     """Which reply to give: plan, thread, merge, schema (generic JSON) or text."""
     name = schema_name.lower()
+    special = {"debughypotheses": "debug_hypotheses", "debugverdict": "debug_verdict",
+               "metadecision": "meta"}
+    if name in special:
+        return special[name]
     if name == "plan":
         return "plan"
     if name == "threadanswer":
@@ -474,6 +447,10 @@ def reply_kind(schema_name: str, schema: dict[str, Any] | None, system: str) -> 
     if schema is not None:
         return "schema"
     # No schema: recognise the role from the system prompt (JSON-in-prompt mode).
+    if "lead of a debugging team" in system:
+        return "debug_verdict" if "each investigated ONE hypothesis" in system else "debug_hypotheses"
+    if "You supervise a parallel reasoning run" in system:
+        return "meta"
     if "planner of a parallel reasoning" in system:
         return "plan"
     if "one worker in a parallel reasoning" in system:
