@@ -31,6 +31,7 @@ __all__ = [
     "free_text_reply",
     "merge_reply",
     "plan_reply",
+    "reasoning_tokens",
     "reply_kind",
     "schema_default",
     "section",
@@ -38,7 +39,6 @@ __all__ = [
     "stable_hash",
     "thread_reply",
     "work_units",
-    "reasoning_tokens",
 ]
 
 # Headers of the prompts in prompts/*.toml; a section runs until the next one of these.
@@ -360,7 +360,7 @@ def free_text_reply(user_text: str, seed: int, *, scale: float = 1.0) -> str:
     units, split = work_units(question, scale=scale)
     arithmetic = find_arithmetic(question, require_cue=True)
     lines: list[str] = []
-    if len(units) == 1:
+    if not split.parts:
         unit, tokens = units[0]
         lead = f"Step 1: The question asks for {arithmetic[0]}." if arithmetic else (
             f"Step 1: Restate the question: {head}")

@@ -236,7 +236,7 @@ def investigation_reply(subtask: str, question: str, context: str) -> dict[str, 
     if not head:
         return None
     hid, title = head.group(1), head.group(2).strip()
-    exc, msg, line, _ = _error_parts(question, context)
+    exc, _msg, line, _ = _error_parts(question, context)
     finding = analyze_bounds(context, line) if exc == "IndexError" and line else None
     blames_bound = finding is not None and "loop bound" in title.lower()
     if blames_bound and finding is not None:

@@ -172,7 +172,8 @@ def decompose(question: str) -> Split:
         )
     for finder in (_lines, _labelled, _hypotheses, _compared, _choices, _conditions, _puzzle,
                    _questions):
-        found = finder(body)
+        # A puzzle's rules often sit in the sentences set aside as format instructions.
+        found = finder(q if finder is _puzzle else body)
         if found is not None and len(found.parts) >= 2:
             why = found.reason
             if aggregate:
