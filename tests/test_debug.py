@@ -52,8 +52,13 @@ def planner_rule() -> SimRule:
     return SimRule(pattern=r"Error or symptom", purpose="planner", reply=HYPOTHESES)
 
 
-async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
-    engine, sim = engine_for()
+async def test_debug_falls_back_to_hypotheses_from_the_error_type() -> None:
+    # The hypotheses and verdict calls both fail: the error type still gives hypotheses, the
+    # investigators' confidence still ranks them.
+    engine, sim = engine_for(
+        SimRule(pattern=".", purpose="planner", fault="500"),
+        SimRule(pattern=".", purpose="merger", fault="500"),
+    )
     events: list[RunEvent] = []
 
     async def on_event(event: RunEvent) -> None:
@@ -63,7 +68,6 @@ async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
         result = await debug(engine, TRACEBACK, CODE, on_event=on_event)
     assert result.strategy == "debug"
     assert result.plan is not None and result.plan.should_split
-    # The simulated planner knows no hypotheses schema: hypotheses come from the error type.
     assert result.plan.source == "heuristic"
     assert "read from the error type" in result.plan.reason
     assert len(result.results) >= 3
@@ -83,6 +87,20 @@ async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
     kinds = [e.kind for e in events]
     assert kinds[0] == "planned" and kinds[-1] == "finished" and kinds.count("finished") == 1
     assert kinds.index("merging") > max(i for i, k in enumerate(kinds) if k == "done")
+    assert "verdict call failed" in result.merge.note
+
+
+async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
+    # The simulated model proposes hypotheses and ranks them in its verdict.
+    engine, sim = engine_for()
+    with anyio.fail_after(10):
+        result = await debug(engine, TRACEBACK, CODE)
+    assert result.plan is not None and result.plan.source == "model"
+    assert all(r.status is ThreadStatus.done for r in result.results)
+    assert result.merge is not None and result.merge.used[0] == "h1" and not result.merge.note
+    assert "Off-by-one" in result.plan.subtasks[0].prompt
+    assert result.answer.startswith("## Verdict") and "range(len(values) - k + 1)" in result.answer
+    assert result.metrics.model_calls == sim.calls == 1 + len(result.results) + 1
 
 
 async def test_model_hypotheses_and_verdict_ranking_are_used() -> None:
