@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from apr_mcp.llm.simulated_plan import decompose, part_core
 from apr_mcp.prompts import load_prompt
 from apr_mcp.schemas import Plan, ThreadAnswer
 
-FAST = {"ttft_s": 0.0, "tokens_per_s": 1e6}
+FAST: dict[str, Any] = {"ttft_s": 0.0, "tokens_per_s": 1e6}
 DATASETS = ("arithmetic", "countdown", "sequential_control", "split_pays")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "debugging"
 SPLIT_PAYS = (
@@ -73,11 +74,23 @@ def test_planner_agrees_with_the_split_labels_of_every_bundled_dataset() -> None
     ("question", "kind", "parts"),
     [
         (SPLIT_PAYS, "enumeration", 4),
-        ("Which plan is cheapest over a year? (A) $40 a month; (B) $400 up front. Answer with the "
-         "letter.", "options", 2),
+        (
+            (
+                "Which plan is cheapest over a year? (A) $40 a month; (B) $400 up front. Answer "
+                "with the letter."
+            ),
+            "options",
+            2,
+        ),
         ("Which planet is largest: Mars, Venus, Neptune or Earth? Answer with the planet.", "choices", 4),
-        ("Find the smallest positive integer n such that n is a multiple of 6, n + 1 is a multiple of "
-         "5 and n + 2 is a multiple of 4. Check every condition.", "conditions", 3),
+        (
+            (
+                "Find the smallest positive integer n such that n is a multiple of 6, n + 1 is a "
+                "multiple of 5 and n + 2 is a multiple of 4. Check every condition."
+            ),
+            "conditions",
+            3,
+        ),
     ],
 )
 def test_a_trailing_aggregation_or_format_step_does_not_make_parts_a_chain(
@@ -91,12 +104,16 @@ def test_a_trailing_aggregation_or_format_step_does_not_make_parts_a_chain(
 def test_the_aggregation_is_left_to_the_merge_but_a_real_chain_is_not_split() -> None:
     split = decompose(SPLIT_PAYS)
     assert "sum of all parts" in split.aggregate and "aggregates" in split.reason
-    assert [p.core for p in split.parts][0] == "Compute 17 × 23."
+    assert split.parts[0].core == "Compute 17 × 23."
     for chain in (
-        "Start with 7. First double it. Then subtract 3. Then square the result. What number do you "
-        "end with?",
-        "A cyclist rides at 18 km/h for 2.5 hours and then at 12 km/h for 1.5 hours. What is the "
-        "total distance in km?",
+        (
+            "Start with 7. First double it. Then subtract 3. Then square the result. What number "
+            "do you end with?"
+        ),
+        (
+            "A cyclist rides at 18 km/h for 2.5 hours and then at 12 km/h for 1.5 hours. What is "
+            "the total distance in km?"
+        ),
         "Compute (a) the area of the square, (b) then use that result to find the side of a cube.",
     ):
         assert decompose(chain).parts == [], chain
