@@ -227,3 +227,16 @@ def test_json_schema_for_keeps_defs_for_recursive_types() -> None:
     assert "Node" in schema["$defs"]  # a recursive type cannot be inlined; its refs stay valid
     value = Node.model_validate({"name": "a", "children": [{"name": "b"}]})
     assert value.children[0].name == "b"
+
+
+def test_json_schema_for_is_built_once_and_returns_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apr_mcp.llm import structured
+
+    assert json_schema_for(list[int]) == {"type": "array", "items": {"type": "integer"}}
+    first = json_schema_for(Outer)
+    built: list[object] = []
+    monkeypatch.setattr(structured, "_build_schema", lambda t: built.append(t) or {})
+    first["properties"]["items"]["type"] = "mutated by a caller"
+    second = json_schema_for(Outer)
+    assert built == []  # served from the per-type cache, not regenerated
+    assert second["properties"]["items"]["type"] == "array"  # the caller's change did not leak

@@ -56,7 +56,31 @@ def json_schema_for(output_type: Any) -> dict[str, Any]:
 
     Weak servers (llama.cpp grammars, older vLLM) handle a self-contained schema better than one
     with ``$defs``; titles only cost prompt tokens. Recursive types keep their ``$defs``.
+    Returns a fresh copy the caller may change (the generated schema is cached per type).
     """
+    return copy.deepcopy(_schema_and_adapter(output_type)[0])
+
+
+# Generating a schema costs ~0.3-2 ms per call and an engine run makes one call per thread, so
+# each type's schema and validator are built once. Keyed by the type itself (types are hashable;
+# the few used are module-level classes, so the cache stays small). The cached schema is shared:
+# complete_structured only reads it (httpx serialises it; CachedModel hashes it).
+_SCHEMAS: dict[Any, tuple[dict[str, Any], TypeAdapter[Any]]] = {}
+
+
+def _schema_and_adapter(output_type: Any) -> tuple[dict[str, Any], TypeAdapter[Any]]:
+    try:
+        return _SCHEMAS[output_type]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable type expression: nothing to cache by
+        return _build_schema(output_type), TypeAdapter(output_type)
+    entry = (_build_schema(output_type), TypeAdapter(output_type))
+    _SCHEMAS[output_type] = entry
+    return entry
+
+
+def _build_schema(output_type: Any) -> dict[str, Any]:
     schema = TypeAdapter(output_type).json_schema()
     defs = schema.pop("$defs", {})
 
@@ -227,11 +251,12 @@ async def complete_structured(
     attempt. Raises :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
     backend error unchanged.
     """
-    schema = json_schema_for(output_type)
+    cached_schema, cached_adapter = _schema_and_adapter(output_type)
+    schema = cached_schema  # shared: read here, never modified
     name = request.schema_name
     if name == ModelRequest.model_fields["schema_name"].default:
         name = getattr(output_type, "__name__", name)
-    adapter: TypeAdapter[T] = TypeAdapter(output_type)
+    adapter: TypeAdapter[T] = cached_adapter
     responses: list[ModelResponse] = []
 
     async def call(messages: list[Message], version: str) -> ModelResponse:
