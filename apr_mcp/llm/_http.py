@@ -7,14 +7,16 @@ error always says which backend and model failed, with which status, and what to
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
+import anyio
 import httpx
 
 from ..errors import (
@@ -46,34 +48,106 @@ class SSEEvent:
     data: str
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[SSEEvent]:
-    """Parse a ``text/event-stream`` body as the SSE spec says, tolerating sloppy servers.
+class SSEParser:
+    """Incremental ``text/event-stream`` parser: feed text as it arrives, get whole events.
 
-    Events end at a blank line; a stream that ends without one still yields its last event.
-    Comment lines (``:``) and unknown fields are ignored; lines that are not ``field: value`` at
-    all are logged at debug level and skipped (the caller decides whether *nothing* parsed).
+    Follows the SSE spec while tolerating sloppy servers: lines end in LF, CRLF or CR (also when
+    split across network chunks); events end at a blank line; comment lines (``:``) and unknown
+    fields are ignored; lines that are not ``field: value`` at all are logged at debug level and
+    skipped (the caller decides whether *nothing* parsed).
     """
-    event = ""
-    data: list[str] = []
-    async for line in response.aiter_lines():
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, text: str) -> list[SSEEvent]:
+        """The events completed by ``text``."""
+        buffer = self._buffer + text
+        if "\r" in buffer:
+            # A CR at the very end may be the first half of a CRLF: wait for the next chunk.
+            held = buffer.endswith("\r")
+            buffer = buffer[:-1] if held else buffer
+            buffer = buffer.replace("\r\n", "\n").replace("\r", "\n") + ("\r" if held else "")
+        lines = buffer.split("\n")
+        self._buffer = lines.pop()
+        events: list[SSEEvent] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """The last event of a stream that ended without a blank line, if any."""
+        events: list[SSEEvent] = []
+        rest, self._buffer = self._buffer.rstrip("\r"), ""
+        if rest:
+            self._line(rest, events)
+        self._line("", events)
+        return events
+
+    def _line(self, line: str, events: list[SSEEvent]) -> None:
         if not line:
-            if data:
-                yield SSEEvent(event, "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
+            if self._data:
+                events.append(SSEEvent(self._event, "\n".join(self._data)))
+            self._event, self._data = "", []
+            return
+        if line[0] == ":":
+            return
         field, sep, value = line.partition(":")
         if not sep:
             log.debug("skipping non-SSE line: %.200r", line)
-            continue
-        value = value.removeprefix(" ")
+            return
+        if value[:1] == " ":
+            value = value[1:]
         if field == "data":
-            data.append(value)
+            self._data.append(value)
         elif field == "event":
-            event = value
-    if data:
-        yield SSEEvent(event, "\n".join(data))
+            self._event = value
+
+
+async def iter_sse(response: httpx.Response) -> AsyncGenerator[SSEEvent, None]:
+    """The events of a ``text/event-stream`` response body, parsed by :class:`SSEParser`.
+
+    Reads ``aiter_bytes`` (content-decoded) and decodes UTF-8 itself, as the SSE spec fixes the
+    charset: httpx's line iterator would add two generator layers per network chunk, and a stream
+    has one chunk per token.
+    """
+    parser = SSEParser()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in response.aiter_bytes():
+        for event in parser.feed(decoder.decode(chunk)):
+            yield event
+    for event in parser.feed(decoder.decode(b"", final=True)) + parser.close():
+        yield event
+
+
+#: After the end marker, how long and how many events to wait for the body's end.
+_DRAIN_S = 1.0
+_DRAIN_EVENTS = 16
+
+
+async def finish_stream(events: AsyncGenerator[SSEEvent, None]) -> None:
+    """Read what is left of a stream after its end marker (``[DONE]``, ``message_stop``).
+
+    Leaving the ``async with client.stream(...)`` block before the body has ended makes httpx
+    drop the connection, so every call would open a new one (a TCP handshake, and a TLS one for
+    real providers). Servers end the body right after the marker, so this is normally one read.
+    A server that keeps sending or keeps the body open is cut off after a short bound: the answer
+    is already complete, only the connection is lost. Errors here are ignored for the same
+    reason. Cancelling the caller still cancels at once (no shielding).
+    """
+    try:
+        with anyio.move_on_after(_DRAIN_S):
+            extra = 0
+            async for _ in events:
+                extra += 1
+                if extra >= _DRAIN_EVENTS:
+                    break
+    except httpx.HTTPError as exc:
+        log.debug("ignoring an error after the end of a complete stream: %r", exc)
+    finally:
+        await events.aclose()
 
 
 async def emit(on_token: TokenCallback | None, delta: str) -> None:

@@ -21,7 +21,16 @@ from typing import Any
 import httpx
 
 from ..errors import ModelOutputError, StreamInterrupted
-from ._http import emit, http_error, iter_sse, log, stream_error, transport_error, usage_or_count
+from ._http import (
+    emit,
+    finish_stream,
+    http_error,
+    iter_sse,
+    log,
+    stream_error,
+    transport_error,
+    usage_or_count,
+)
 from .base import Model, ModelRequest, ModelResponse, TokenCallback
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicModel"]
@@ -176,8 +185,9 @@ class AnthropicModel(Model):
                 raise http_error(
                     response.status_code, text, response.headers, backend=_BACKEND, model=model
                 )
+            sse = iter_sse(response)
             try:
-                async for event in iter_sse(response):
+                async for event in sse:
                     try:
                         data = json.loads(event.data)
                     except ValueError:
@@ -215,6 +225,12 @@ class AnthropicModel(Model):
                         break
             except httpx.HTTPError as exc:
                 raise transport_error(exc, backend=_BACKEND, model=model, started=True) from exc
+            finally:
+                if not done:
+                    await sse.aclose()
+            if done:
+                # Read to the body's end so that the keep-alive connection goes back to the pool.
+                await finish_stream(sse)
         text = "".join(parts)
         if events == 0 and junk > 0:
             raise ModelOutputError(

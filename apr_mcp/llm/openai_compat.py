@@ -27,7 +27,16 @@ from typing import Any
 import httpx
 
 from ..errors import ModelError, ModelHTTPError, ModelOutputError, StreamInterrupted
-from ._http import emit, http_error, iter_sse, log, stream_error, transport_error, usage_or_count
+from ._http import (
+    emit,
+    finish_stream,
+    http_error,
+    iter_sse,
+    log,
+    stream_error,
+    transport_error,
+    usage_or_count,
+)
 from .base import Model, ModelRequest, ModelResponse, TokenCallback
 
 __all__ = ["OpenAICompatModel"]
@@ -246,8 +255,9 @@ class OpenAICompatModel(Model):
             if "event-stream" not in ctype and "json" in ctype:
                 raw = (await response.aread()).decode("utf-8", errors="replace")
                 return await self._from_json(request, raw, model, started, on_token)
+            events = iter_sse(response)
             try:
-                async for event in iter_sse(response):
+                async for event in events:
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
@@ -278,6 +288,12 @@ class OpenAICompatModel(Model):
                             finish_reason = choice["finish_reason"]
             except httpx.HTTPError as exc:
                 raise transport_error(exc, backend=_BACKEND, model=model, started=True) from exc
+            finally:
+                if not done:
+                    await events.aclose()
+            if done:
+                # Read to the body's end so that the keep-alive connection goes back to the pool.
+                await finish_stream(events)
         text = "".join(parts)
         if chunks == 0 and junk > 0:
             raise ModelOutputError(

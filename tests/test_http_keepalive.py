@@ -1,0 +1,144 @@
+"""Streamed calls reuse one keep-alive connection; a stream that never ends after its marker
+still returns the answer.
+
+The server is raw anyio TCP so that it can count accepted connections (uvicorn does not say).
+It speaks just enough HTTP/1.1: requests with a Content-Length, chunked SSE responses, several
+requests per connection. Nothing sleeps; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketAttribute, SocketStream
+
+from apr_mcp.llm import _http
+from apr_mcp.llm.anthropic import AnthropicModel
+from apr_mcp.llm.base import Message, Model, ModelRequest
+from apr_mcp.llm.openai_compat import OpenAICompatModel
+
+
+def _openai_events(text: str) -> list[bytes]:
+    delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    stop = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    return [
+        f"data: {json.dumps(delta)}\n\n".encode(),
+        f"data: {json.dumps(stop)}\n\n".encode(),
+        b"data: [DONE]\n\n",
+    ]
+
+
+def _anthropic_events(text: str) -> list[bytes]:
+    payloads: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 3}}},
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": text}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    return [f"event: {p['type']}\ndata: {json.dumps(p)}\n\n".encode() for p in payloads]
+
+
+class CountingSSEServer:
+    """Answers every request with an SSE stream; counts connections and requests."""
+
+    def __init__(self, events: list[bytes], *, end_body: bool = True) -> None:
+        self.events = events
+        self.end_body = end_body  # False: never send the final chunk (a buggy server)
+        self.connections = 0
+        self.requests = 0
+
+    async def _read_request(self, stream: SocketStream, buffer: bytes) -> bytes | None:
+        """Read one request; return what is left in the buffer, or None at EOF."""
+        while b"\r\n\r\n" not in buffer:
+            try:
+                buffer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                return None
+        head, _, rest = buffer.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(rest) < length:
+            rest += await stream.receive()
+        return rest[length:]
+
+    async def handle(self, stream: SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        async with stream:
+            while True:
+                left = await self._read_request(stream, buffer)
+                if left is None:
+                    return
+                buffer = left
+                self.requests += 1
+                await stream.send(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                for event in self.events:
+                    await stream.send(b"%x\r\n%s\r\n" % (len(event), event))
+                if not self.end_body:
+                    try:  # hold the body open until the client gives up on it
+                        while await stream.receive():
+                            pass
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                        return
+                await stream.send(b"0\r\n\r\n")
+
+
+def _model(kind: str, port: int) -> Model:
+    if kind == "openai":
+        return OpenAICompatModel(base_url=f"http://127.0.0.1:{port}/v1", model="m", timeout_s=30)
+    return AnthropicModel(base_url=f"http://127.0.0.1:{port}", api_key="k", model="m", timeout_s=30)
+
+
+_REQUEST = ModelRequest(messages=[Message(role="user", content="hi")], max_tokens=16)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_sequential_streamed_calls_reuse_one_connection(kind: str) -> None:
+    events = _openai_events("hello") if kind == "openai" else _anthropic_events("hello")
+    server = CountingSSEServer(events)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    model = _model(kind, listener.extra(SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server.handle)
+        with anyio.fail_after(10):
+            texts = [(await model.complete(_REQUEST)).text for _ in range(3)]
+        await model.aclose()
+        tg.cancel_scope.cancel()
+    assert texts == ["hello"] * 3
+    assert server.requests == 3
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_body_left_open_after_the_end_marker_still_returns_the_answer(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer is complete at the marker; waiting for the body's end is bounded (and short here).
+    monkeypatch.setattr(_http, "_DRAIN_S", 0.05)
+    events = _openai_events("kept") if kind == "openai" else _anthropic_events("kept")
+    server = CountingSSEServer(events, end_body=False)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    model = _model(kind, listener.extra(SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server.handle)
+        with anyio.fail_after(10):
+            first = await model.complete(_REQUEST)
+            second = await model.complete(_REQUEST)
+        await model.aclose()
+        tg.cancel_scope.cancel()
+    assert (first.text, second.text) == ("kept", "kept")
+    # The held-open connection could not be reused: the second call needed a new one.
+    assert server.connections == 2
