@@ -34,6 +34,7 @@ from .errors import AprError, ConfigError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
 from .schemas import (
+    Decision,
     MergeResult,
     MergeStrategy,
     Plan,
@@ -281,17 +282,44 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+#: Decisions listed in a text mirror (the structured content and the trace have them all).
+_MAX_DECISIONS = 12
+
+
+def _why_partial(decisions: list[Decision]) -> str:
+    kinds = [d.kind for d in decisions]
+    if "budget" in kinds:
+        return "the token budget was spent"
+    if "deadline" in kinds:
+        return "the deadline was reached"
+    return "the deadline or budget was hit"
+
+
+def decisions_text(decisions: list[Decision]) -> list[str]:
+    """Why the run split (or not), stopped, cancelled, spawned or backed off: one line each."""
+    if not decisions:
+        return []
+    lines = ["Decisions:"]
+    for d in decisions[:_MAX_DECISIONS]:
+        reason = d.reason if len(d.reason) <= 300 else d.reason[:299] + "…"
+        lines.append(f"- [{d.at_s:.1f}s] {d.kind}: {reason}")
+    if len(decisions) > _MAX_DECISIONS:
+        lines.append(f"- … {len(decisions) - _MAX_DECISIONS} more in the trace")
+    return lines
+
+
 def run_text(run: SolveRun) -> str:
     m = run.metrics
     head = (
         f"Run {run.run_id}: {m.threads_done}/{m.threads or len(run.results)} threads done"
         + (f", {m.threads_failed} failed" if m.threads_failed else "")
         + (f", {m.threads_cancelled} cancelled" if m.threads_cancelled else "")
+        + (f", {m.threads_skipped} skipped" if m.threads_skipped else "")
         + f" in {m.wall_s:.1f} s (critical path {m.critical_path_s:.1f} s), "
         f"{m.tokens_in + m.tokens_out} tokens, {m.cache_hits} cache hits"
-        + (" — PARTIAL: stopped at the deadline or budget" if run.partial else "")
+        + (f" — PARTIAL: {_why_partial(run.decisions)}" if run.partial else "")
     )
-    lines = [head]
+    lines = [head, *decisions_text(run.decisions)]
     for r in run.results:
         note = r.summary or (r.answer or "")[:200] or r.error or r.reason or ""
         flag = " (cached)" if r.cached else ""
@@ -314,12 +342,14 @@ def merge_text(merged: MergeResult) -> str:
 def solve_text(result: SolveResult) -> str:
     m = result.metrics
     conf = f", confidence {result.confidence:.2f}" if result.confidence is not None else ""
-    partial = " PARTIAL (deadline or budget hit);" if result.partial else ""
+    partial = f" PARTIAL ({_why_partial(result.decisions)});" if result.partial else ""
+    tail = "\n".join(decisions_text(result.decisions))
     return (
         f"{result.answer}\n\n—{partial} run {result.run_id}: {result.strategy}, {m.threads} threads, "
         f"{m.wall_s:.1f} s, {m.tokens_in + m.tokens_out} tokens{conf}"
         + (f", {result.backend}/{result.model}" if result.backend else "")
         + f". Trace: apr://runs/{result.run_id}"
+        + (f"\n{tail}" if tail else "")
     )
 
 

@@ -465,3 +465,21 @@ async def test_sampling_cache_is_per_host_application(tmp_path: Path) -> None:
         assert await ask("Visual Studio Code") == 0  # the same host: from the cache
     finally:
         await close_server(server)
+
+
+async def test_text_mirrors_say_why_the_run_split_and_stopped(make_rig: Callable[..., Rig]) -> None:
+    # A host that reads only the text still learns why the run split, and why it is partial.
+    rig = make_rig()
+    async with Client(rig.server) as client:
+        solved = await client.call_tool("solve", {"question": QUESTION})
+    text = _text(solved)
+    assert not solved.is_error and "\nDecisions:\n" in text
+    assert "] split: split into 3 subtasks (planner):" in text and "] width: 3 subtasks" in text
+
+    tight = make_rig(token_budget=50)  # below one prompt: every thread is cut by the budget
+    subtasks = [{"id": "py", "prompt": "Assess Python"}, {"id": "go", "prompt": "Assess Go"}]
+    async with Client(tight.server) as client:
+        run = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": subtasks})
+    text = _text(run)
+    assert not run.is_error and "PARTIAL: the token budget was spent" in text
+    assert "] budget: token budget spent" in text and "0/2 threads done, 2 cancelled" in text
