@@ -104,6 +104,8 @@ def test_a_trailing_aggregation_or_format_step_does_not_make_parts_a_chain(
 def test_the_aggregation_is_left_to_the_merge_but_a_real_chain_is_not_split() -> None:
     split = decompose(SPLIT_PAYS)
     assert "sum of all parts" in split.aggregate and "aggregates" in split.reason
+    compared = decompose("Compare PostgreSQL, MySQL and SQLite for embedded analytics, then recommend one.")
+    assert len(compared.parts) == 3 and "recommend one" in compared.aggregate
     assert split.parts[0].core == "Compute 17 × 23."
     for chain in (
         (

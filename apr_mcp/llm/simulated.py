@@ -15,10 +15,11 @@ Latency model (what a reply costs, deterministically):
   length (real prefill adds roughly input_tokens / a few thousand tokens per second).
 * A *unit of work* is one independent part of a question (an enumerated item, an option, a
   condition, a search branch) or a whole question that does not decompose. Its chain of thought
-  costs ``(REASONING_BASE + REASONING_PER_WORD × words) × jitter`` tokens (150 + 6 per word,
+  costs ``(REASONING_BASE + REASONING_PER_WORD × words) × jitter`` tokens (100 + 6 per word,
   jitter 0.8–1.2 fixed by the unit's text; × 1.5 for a search branch; within 60–1200), times
-  ``reasoning_scale``. Calibration: an undivided ~40-word word problem gets ~390 tokens, in line
-  with a chat model's step-by-step answer; a "thinking" model is ``reasoning_scale`` > 1.
+  ``reasoning_scale``. Calibration: an undivided ~40-word word problem gets ~340 tokens and a
+  short part ("the number of primes below 50") ~140, in line with a chat model's step-by-step
+  answers; a "thinking" model that reasons longer per unit is ``reasoning_scale`` > 1.
 * The sequential baseline (free text) works through every unit in turn: its length is the sum
   of the parts' reasoning plus a line for the aggregation step. On a search (Countdown, 24) it
   tries the branches in order until the one that works (chosen by a hash of the question), so on

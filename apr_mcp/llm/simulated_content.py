@@ -176,7 +176,7 @@ def _balance(expr: str) -> str:
 #: Reasoning tokens for one unit of work: ``(BASE + PER_WORD × words) × jitter`` (0.8–1.2, fixed
 #: per unit text), times SEARCH_FACTOR for a search branch, within [MIN, MAX]. A unit is one
 #: part, option, condition or search branch, or a whole question that does not decompose.
-REASONING_BASE = 150
+REASONING_BASE = 100
 REASONING_PER_WORD = 6
 SEARCH_FACTOR = 1.5
 REASONING_MIN, REASONING_MAX = 60, 1200

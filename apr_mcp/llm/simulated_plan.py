@@ -71,10 +71,14 @@ _AGGREGATE_WORDS = (
     r"(?:the|all|these|those) (?:results|answers|values)|combined|comparison|overall|best one|"
     r"winner)"
 )
+_CHOOSE = r"(?:recommend|pick|choose|select|rank)\s+(?:one|the best(?: one)?|a winner|them)\b"
 _TAILS = [
     re.compile(p, re.IGNORECASE)
     for p in (
-        r"^(?:work out|solve|compute|answer|handle|do|evaluate|treat) (?:each|every|all)\b.*$",
+        (
+            r"^(?:work out|solve|compute|answer|handle|do|evaluate|treat) (?:each|every|all)"
+            r"(?: of the)? (?:parts?|items?|questions?|options?)\b.*$"
+        ),
         (
             r"^(?:then\s+)?(?:give|report|return|state|write|add up|sum up|combine|compare|rank|"
             rf"pick|choose)\b[^.?!]*\b(?:{_AGGREGATE_WORDS}|final answer)\b.*$"
@@ -86,11 +90,12 @@ _TAILS = [
         ),
         r"^check (?:every|each|all) (?:the )?(?:conditions?|constraints?|requirements?)\b.*$",
         r"^every (?:intermediate result|division)\b.*$",
+        rf"^(?:then\s+)?{_CHOOSE}.*$",
     )
 ]
 _INLINE_AGGREGATE = re.compile(
-    r"[,;]?\s*(?:and\s+)?then\s+(?:add|sum|combine|compare|total|rank|pick|choose|give|report)"
-    rf"\b[^.?!]*\b{_AGGREGATE_WORDS}\b[^.?!]*[.?!]?\s*$",
+    r"[,;]?\s*(?:and\s+)?then\s+(?:(?:add|sum|combine|compare|total|rank|pick|choose|give|report)"
+    rf"\b[^.?!]*\b{_AGGREGATE_WORDS}\b|{_CHOOSE})[^.?!]*[.?!]?\s*$",
     re.IGNORECASE,
 )
 
@@ -164,7 +169,9 @@ def decompose(question: str) -> Split:
     if not q:
         return Split([], "empty question", "empty")
     body, tails = _set_aside_tails(q)
-    aggregate = " ".join(t for t in tails if re.search(_AGGREGATE_WORDS, t, re.IGNORECASE))
+    aggregate = " ".join(
+        t for t in tails if re.search(f"{_AGGREGATE_WORDS}|{_CHOOSE}", t, re.IGNORECASE)
+    )
     if _SEQUENTIAL.search(body):
         return Split(
             [], "the steps are sequential (each needs the previous result); one call is best",
@@ -177,7 +184,7 @@ def decompose(question: str) -> Split:
         if found is not None and len(found.parts) >= 2:
             why = found.reason
             if aggregate:
-                why += "; the final step only aggregates the parts, which the merge does"
+                why += "; the last step only aggregates them (the merge does that)"
             return Split(found.parts, why, found.kind, found.search, aggregate, tails)
     return Split([], "a single question; one call is enough", tails=tails)
 
@@ -407,7 +414,7 @@ def plan_reply(question: str, *, min_threads: int = 1, max_threads: int = 8) -> 
     ]
     return {
         "should_split": True,
-        "reason": f"{split.reason}; each part can be worked on independently",
+        "reason": split.reason,
         "complexity": min(10, 2 + len(parts) + len(question) // 400),
         "subtasks": subtasks,
         "max_concurrency": len(parts),
