@@ -19,6 +19,8 @@ from apr_mcp.llm import _http
 from apr_mcp.llm.anthropic import AnthropicModel
 from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.openai_compat import OpenAICompatModel
+from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.simulate_server import ServerStats, serve_simulated
 
 
 def _openai_events(text: str) -> list[bytes]:
@@ -142,3 +144,26 @@ async def test_body_left_open_after_the_end_marker_still_returns_the_answer(
     assert (first.text, second.text) == ("kept", "kept")
     # The held-open connection could not be reused: the second call needed a new one.
     assert server.connections == 2
+
+
+async def test_max_connections_queues_calls_without_failing_them() -> None:
+    # One connection, replies that take 0.1 s each and a 0.25 s read timeout: the fifth call
+    # waits ~0.4 s for a pool slot and must still succeed (waiting for the pool never times
+    # out). Server-side max_active shows that the limit is applied.
+    stats = ServerStats()
+    script = SimScript(rules=[SimRule(pattern=".", reply="ok")])
+    model = SimulatedModel(ttft_s=0.1, tokens_per_s=1e6, script=script)
+    async with serve_simulated(model, stats=stats) as url:
+        client = OpenAICompatModel(base_url=url, model="sim-1", timeout_s=0.25, max_connections=1)
+        texts: list[str] = []
+
+        async def call() -> None:
+            texts.append((await client.complete(_REQUEST)).text)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(call)
+        await client.aclose()
+    assert texts == ["ok"] * 5
+    assert stats.max_active == 1 and stats.completed == 5

@@ -40,6 +40,25 @@ _KEY_VARS = {
 }
 
 
+#: Connections per backend instance. Concurrency is bounded by the engine (at most 64 threads
+#: per run), so the pool must never be the bottleneck: room for two full runs at once.
+DEFAULT_MAX_CONNECTIONS = 128
+
+
+def pool_limits(max_connections: int) -> httpx.Limits:
+    """Keep every connection alive between calls: a wave of threads reuses the previous wave's
+    connections instead of reconnecting (idle ones still close after httpx's 5 s expiry)."""
+    n = max(1, max_connections)
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
+
+
+def pool_timeout(read_s: float, connect_s: float) -> httpx.Timeout:
+    """``read_s`` between chunks, ``connect_s`` to connect, no limit on waiting for a pool slot:
+    a call queued behind long generations is not a network failure (httpx would otherwise raise
+    PoolTimeout after ``read_s``); the engine's deadline and cancellation bound the wait."""
+    return httpx.Timeout(read_s, connect=connect_s, pool=None)
+
+
 @dataclass(frozen=True)
 class SSEEvent:
     """One server-sent event: its ``event:`` name (empty if none) and joined ``data:`` lines."""

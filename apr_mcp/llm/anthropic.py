@@ -22,11 +22,14 @@ import httpx
 
 from ..errors import ModelOutputError, StreamInterrupted
 from ._http import (
+    DEFAULT_MAX_CONNECTIONS,
     emit,
     finish_stream,
     http_error,
     iter_sse,
     log,
+    pool_limits,
+    pool_timeout,
     stream_error,
     transport_error,
     usage_or_count,
@@ -44,7 +47,8 @@ class AnthropicModel(Model):
     """Claude models through the Messages API.
 
     ``base_url`` is the API root without ``/v1`` (``https://api.anthropic.com``); a trailing
-    ``/v1`` is accepted too. ``transport`` replaces the network in tests.
+    ``/v1`` is accepted too. ``transport`` replaces the network in tests. ``max_connections``
+    caps the keep-alive pool; waiting for a free connection never times out.
     """
 
     backend = _BACKEND
@@ -61,6 +65,7 @@ class AnthropicModel(Model):
         transport: httpx.AsyncBaseTransport | None = None,
         extra_headers: dict[str, str] | None = None,
         stream: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         root = base_url.rstrip("/")
         self.base_url = root.removesuffix("/v1")
@@ -76,9 +81,9 @@ class AnthropicModel(Model):
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            timeout=pool_timeout(timeout_s, connect_timeout_s),
             transport=transport,
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=64),
+            limits=pool_limits(max_connections),
         )
 
     def __repr__(self) -> str:

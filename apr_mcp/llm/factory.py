@@ -9,6 +9,7 @@ import httpx
 
 from ..config import Settings
 from ..errors import ConfigError
+from ._http import DEFAULT_MAX_CONNECTIONS
 from .base import Model
 
 __all__ = ["build_backend"]
@@ -42,6 +43,7 @@ def build_backend(
             timeout_s=settings.timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             transport=transport,
+            max_connections=_pool_size(settings),
         )
     if backend == "anthropic":
         from .anthropic import AnthropicModel
@@ -54,6 +56,7 @@ def build_backend(
             timeout_s=settings.timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             transport=transport,
+            max_connections=_pool_size(settings),
         )
     if backend == "simulated":
         from .simulated import SimulatedModel
@@ -75,3 +78,8 @@ def _endpoint(settings: Settings, model: str | None) -> tuple[str, str]:
     if not base_url or not model:  # require_backend() already explains the usual cases
         raise ConfigError(f"APR_BACKEND={settings.backend} needs APR_BASE_URL and APR_MODEL")
     return base_url, model
+
+
+def _pool_size(settings: Settings) -> int:
+    # Never below the run's concurrency; room for a few concurrent runs sharing the backend.
+    return max(DEFAULT_MAX_CONNECTIONS, 2 * settings.max_concurrency)

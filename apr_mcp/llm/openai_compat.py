@@ -28,11 +28,14 @@ import httpx
 
 from ..errors import ModelError, ModelHTTPError, ModelOutputError, StreamInterrupted
 from ._http import (
+    DEFAULT_MAX_CONNECTIONS,
     emit,
     finish_stream,
     http_error,
     iter_sse,
     log,
+    pool_limits,
+    pool_timeout,
     stream_error,
     transport_error,
     usage_or_count,
@@ -50,7 +53,8 @@ class OpenAICompatModel(Model):
     ``base_url`` is the API root including the version (``https://api.openai.com/v1``,
     ``http://localhost:11434/v1``). ``transport`` replaces the network (tests pass
     ``httpx.MockTransport``). ``timeout_s`` bounds each read: for a stream, the gap between two
-    chunks; without streaming, the whole generation.
+    chunks; without streaming, the whole generation. ``max_connections`` caps the keep-alive
+    pool; waiting for a free connection never times out.
     """
 
     backend = _BACKEND
@@ -66,6 +70,7 @@ class OpenAICompatModel(Model):
         transport: httpx.AsyncBaseTransport | None = None,
         extra_headers: dict[str, str] | None = None,
         stream: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_name = model
@@ -80,10 +85,9 @@ class OpenAICompatModel(Model):
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            timeout=pool_timeout(timeout_s, connect_timeout_s),
             transport=transport,
-            # Up to 64 threads may run at once; keep their connections alive between calls.
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=64),
+            limits=pool_limits(max_connections),
         )
 
     def __repr__(self) -> str:
