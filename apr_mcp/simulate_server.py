@@ -435,19 +435,25 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--script", help="JSON file of rules: replies, latency overrides, faults")
     parser.add_argument("--model", default="sim-1", help="model id reported by the server (default sim-1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the deterministic replies")
+    parser.add_argument(
+        "--reasoning-scale", type=float,
+        help="multiply every chain of thought's length (a 'thinking' model; default 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``apr-mcp simulate``."""
-    ttft, tps = args.ttft, args.tps
-    if ttft is None or tps is None:
-        from .config import load_settings
+    from .config import load_settings
 
-        settings = load_settings()
-        ttft = settings.sim_ttft_s if ttft is None else ttft
-        tps = settings.sim_tokens_per_s if tps is None else tps
-    script = SimScript.from_file(args.script) if args.script else None
-    model = SimulatedModel(ttft_s=ttft, tokens_per_s=tps, script=script, seed=args.seed, model_name=args.model)
+    overrides: dict[str, Any] = {"seed": args.seed, "model_name": args.model}
+    for key, value in (("ttft_s", args.ttft), ("tokens_per_s", args.tps),
+                       ("reasoning_scale", args.reasoning_scale)):
+        if value is not None:
+            overrides[key] = value
+    if args.script:
+        overrides["script"] = SimScript.from_file(args.script)
+    # APR_SIM_* settings (latency, script) apply unless a flag overrides them.
+    model = SimulatedModel.from_settings(load_settings(), **overrides)
     run_simulate_server(args.host, args.port, model)
     return 0
 

@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.schemas import Plan
 from apr_mcp.simulate_server import (
@@ -185,8 +186,13 @@ async def test_models_and_bad_requests(server: Any) -> None:
     client, _, stats = server
     models = (await client.get("/models")).json()
     assert models["data"][0]["id"] == "sim-1"
-    for payload in ({"content": b"{nope"}, {"json": {"messages": []}}, {"json": {"messages": [{"role": "robot", "content": "x"}]}}):
-        response = await client.post("/chat/completions", **payload)  # type: ignore[arg-type]
+    payloads: list[dict[str, Any]] = [
+        {"content": b"{nope"},
+        {"json": {"messages": []}},
+        {"json": {"messages": [{"role": "robot", "content": "x"}]}},
+    ]
+    for payload in payloads:
+        response = await client.post("/chat/completions", **payload)
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request_error"
     assert stats.bad_requests == 3
@@ -215,3 +221,23 @@ async def test_subprocess_server_serves_a_script(tmp_path: Path) -> None:
     assert second["choices"][0]["message"]["content"] != "pong"
     assert stats["requests"] == 2 and stats["completed"] == 2
     assert models["data"][0]["id"] == "sim-sub"
+
+
+async def test_subprocess_server_reads_the_script_from_the_environment_and_scales_reasoning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "env-script.json"
+    script.write_text(json.dumps([{"pattern": "ping", "reply": "pong from env"}]))
+    monkeypatch.setenv("APR_SIM_SCRIPT", str(script))
+    question = {"role": "user", "content": "Explain how a hash map handles collisions."}
+    expected = SimulatedModel(reasoning_scale=3).prepare(
+        ModelRequest(messages=[Message(role="user", content=question["content"])])
+    )
+    args = ("--ttft", "0.001", "--tps", "100000", "--reasoning-scale", "3")
+    with anyio.fail_after(30):
+        async with simulate_subprocess(*args) as url, httpx.AsyncClient(base_url=url) as client:
+            ping = (await client.post("/chat/completions", json=body({"role": "user", "content": "ping"}))).json()
+            long = (await client.post("/chat/completions", json=body(question))).json()
+    assert ping["choices"][0]["message"]["content"] == "pong from env"
+    assert long["choices"][0]["message"]["content"] == expected.text
+    assert long["usage"]["completion_tokens"] == expected.output_tokens > 3 * 100
