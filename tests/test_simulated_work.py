@@ -138,6 +138,24 @@ async def test_number_puzzles_split_into_self_contained_search_branches() -> Non
         assert "100, 75, 9, 8, 8, 4" in prompt and "target 103" in prompt and "whole-number" in prompt
 
 
+async def test_an_instruction_for_exactly_n_subtasks_is_followed_when_the_question_splits() -> None:
+    model = SimulatedModel(**FAST)
+
+    async def plan(question: str, width: int) -> Plan:
+        request = planner_request(question)
+        signals = f"none\nINSTRUCTION: split this question into exactly {width} self-contained"
+        request.messages[-1].content += signals
+        return Plan.model_validate_json((await model.complete(request)).text)
+
+    padded = await plan(SPLIT_PAYS, 6)
+    assert len(padded.subtasks) == 6 and "independent check" in padded.subtasks[-1].prompt
+    assert len({s.prompt for s in padded.subtasks}) == 6
+    folded = await plan(SPLIT_PAYS, 3)
+    assert len(folded.subtasks) == 3 and "minutes in 3.5 hours" in folded.subtasks[-1].prompt
+    simple = await plan("What is the capital of France?", 6)
+    assert not simple.should_split  # the engine then runs independent attempts
+
+
 # ----- the work model -----
 
 

@@ -332,7 +332,10 @@ class SimulatedModel(Model):
             question = "" if repairing else content.section(user, "Question:") or user
             bounds = re.search(r"between\s+(\d+)\s+and\s+(\d+)\s+subtasks", system)
             low, high = (int(bounds[1]), int(bounds[2])) if bounds else (1, 8)
-            return content.json_text(content.plan_reply(question, min_threads=low, max_threads=high))
+            exact = re.search(r"split this question into exactly (\d+)", user)
+            return content.json_text(content.plan_reply(
+                question, min_threads=low, max_threads=high, exact=int(exact[1]) if exact else None
+            ))
         if kind == "thread":
             # Leave room for the JSON around the answer, as a model writing to max_tokens would.
             budget = max(16, request.max_tokens - 200)

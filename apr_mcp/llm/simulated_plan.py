@@ -396,17 +396,31 @@ def _questions(body: str) -> Split | None:
                  "questions")
 
 
-def plan_reply(question: str, *, min_threads: int = 1, max_threads: int = 8) -> dict[str, Any]:
-    """The planner's JSON (schemas.Plan) for ``question``."""
+def plan_reply(
+    question: str, *, min_threads: int = 1, max_threads: int = 8, exact: int | None = None
+) -> dict[str, Any]:
+    """The planner's JSON (schemas.Plan) for ``question``. ``exact`` is an instruction to write
+    exactly that many subtasks (the fixed-width baseline): a question that splits is padded
+    with independent re-checks of its parts, or its extra parts folded into the last subtask; a
+    question that does not split still is not split (the engine then runs attempts)."""
     split = decompose(question)
     parts = [p.prompt for p in split.parts]
     if len(parts) < 2:
         complexity = 3 if split.kind == "sequential" else min(4, 1 + len(question) // 300)
         return {"should_split": False, "reason": split.reason, "complexity": complexity,
                 "subtasks": []}
-    max_threads = max(2, max_threads)
-    if len(parts) > max_threads:
-        keep, rest = parts[: max_threads - 1], parts[max_threads - 1 :]
+    reason = split.reason
+    width = max(2, exact if exact is not None else max_threads)
+    if exact is not None and len(parts) < width:
+        cores = [p.core for p in split.parts]
+        parts += [
+            f"Solve this again by a different method, as an independent check: "
+            f"{cores[i % len(cores)]}{PART_MARK}{split.parts[i % len(cores)].context or _head(question, 100)})"
+            for i in range(width - len(parts))
+        ]
+        reason += f"; padded to {width} subtasks with independent re-checks, as instructed"
+    if len(parts) > width:
+        keep, rest = parts[: width - 1], parts[width - 1 :]
         parts = keep + ["Address each of the following: " + "; ".join(part_core(r) for r in rest)]
     subtasks = [
         {"id": f"t{i}", "prompt": p, "depends_on": [], "priority": 5}
@@ -414,7 +428,7 @@ def plan_reply(question: str, *, min_threads: int = 1, max_threads: int = 8) -> 
     ]
     return {
         "should_split": True,
-        "reason": split.reason,
+        "reason": reason,
         "complexity": min(10, 2 + len(parts) + len(question) // 400),
         "subtasks": subtasks,
         "max_concurrency": len(parts),
