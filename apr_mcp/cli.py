@@ -79,7 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--mode", choices=["general", "debug"], default="general",
                        help="debug: the question is an error; investigate competing hypotheses")
     solve.add_argument("--max-subtasks", type=int, help="cap on the fan-out")
-    solve.add_argument("--deadline", type=float, help="seconds before returning partial results")
+    solve.add_argument(
+        "--deadline", type=float,
+        help="seconds before returning partial results (default APR_DEADLINE_S=55; inf for none)",
+    )
     solve.add_argument("--json", action="store_true", help="print the full result as JSON")
     add_model_flags(solve)
     solve.set_defaults(func=_run_solve)

@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     max_depth: int = Field(default=2, ge=0, le=8, description="How deep follow-ups may nest.")
     early_stop_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     deadline_s: float = Field(default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s).")
-    token_budget: int | None = Field(default=None, ge=1, description="Total tokens a run may spend.")
+    token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens planning and threads may spend; when crossed, running threads are "
+        "cancelled and what finished is merged.",
+    )
     merge_budget_tokens: int = Field(default=6000, ge=256, description="Token budget of the merge context.")
     max_tokens: int = Field(default=1024, ge=16, description="Max output tokens per solver call.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)

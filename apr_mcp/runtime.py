@@ -40,11 +40,14 @@ class Runtime:
     cache: ResultCache
     limiter: AdaptiveLimiter
     backends: list[Model] = field(default_factory=list)
+    #: False when the caller passed the cache in (it outlives this runtime).
+    owns_cache: bool = True
 
     async def aclose(self) -> None:
         for backend in self.backends:
             await backend.aclose()
-        self.cache.close()
+        if self.owns_cache:
+            self.cache.close()
 
 
 def build_runtime(
@@ -53,14 +56,19 @@ def build_runtime(
     sampling_model: Model | None = None,
     run_store: RunStore | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    cache: ResultCache | None = None,
 ) -> Runtime:
     """Build the engine for ``settings``.
 
     ``sampling_model`` is the host's model (MCP sampling) and is required when
-    ``settings.backend == "sampling"``; ``transport`` lets tests route HTTP backends anywhere.
+    ``settings.backend == "sampling"``; ``transport`` lets tests route HTTP backends anywhere;
+    ``cache`` shares one open cache across runtimes (the server builds one runtime per sampling
+    call) and is then not closed by :meth:`Runtime.aclose`.
     """
     backend_name = settings.require_backend()
-    cache = ResultCache(settings.effective_cache_dir(), enabled=settings.cache)
+    owns_cache = cache is None
+    if cache is None:
+        cache = ResultCache(settings.effective_cache_dir(), enabled=settings.cache)
     limiter = AdaptiveLimiter(settings.max_concurrency, max_limit=settings.max_concurrency)
 
     backends: dict[str, Model] = {}
@@ -95,7 +103,10 @@ def build_runtime(
         controller_factory=functools.partial(MetaController, limiter=limiter),
         run_store=run_store if run_store is not None else RunStore(),
     )
-    return Runtime(engine=engine, cache=cache, limiter=limiter, backends=list(backends.values()))
+    return Runtime(
+        engine=engine, cache=cache, limiter=limiter, backends=list(backends.values()),
+        owns_cache=owns_cache,
+    )
 
 
 def build_engine(settings: Settings, **kwargs: object) -> Engine:

@@ -175,9 +175,11 @@ class _Backing:
         from .runtime import build_runtime
 
         if sampling:
-            # The host model belongs to this call's session, so the engine does too.
+            # The host model belongs to this call's session, so the engine does too; the cache
+            # is the server's (opening it per call costs a few ms, and splits its hit counters).
             runtime = build_runtime(
-                self.settings, sampling_model=host_model, run_store=self.run_store
+                self.settings, sampling_model=host_model, run_store=self.run_store,
+                cache=self.cache,
             )
             try:
                 yield runtime.engine

@@ -463,6 +463,10 @@ async def test_sampling_cache_is_per_host_application(tmp_path: Path) -> None:
         assert await ask("Visual Studio Code") >= 3
         assert await ask("Claude Desktop") >= 3  # a different host: asked again
         assert await ask("Visual Studio Code") == 0  # the same host: from the cache
+        async with Client(server) as client:
+            stats = json.loads((await client.read_resource("apr://cache/stats")).contents[0].text)  # type: ignore[union-attr]
+        # One cache for every call, so its counters see the per-call engines' hits.
+        assert stats["hits"] >= 3 and stats["misses"] >= 6
     finally:
         await close_server(server)
 
