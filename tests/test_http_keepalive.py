@@ -9,13 +9,16 @@ requests per connection. Nothing sleeps; every wait is bounded.
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
 from apr_mcp.llm import _http
+from apr_mcp.llm._http import ClientPool
 from apr_mcp.llm.anthropic import AnthropicModel
 from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.openai_compat import OpenAICompatModel
@@ -48,13 +51,19 @@ def _anthropic_events(text: str) -> list[bytes]:
 
 
 class CountingSSEServer:
-    """Answers every request with an SSE stream; counts connections and requests."""
+    """Answers every request with an SSE stream; counts connections and requests.
 
-    def __init__(self, events: list[bytes], *, end_body: bool = True) -> None:
+    With ``hold_until=n`` the answers wait until ``n`` requests are in (so that they are all
+    in flight at once); the count then restarts for the next wave.
+    """
+
+    def __init__(self, events: list[bytes], *, end_body: bool = True, hold_until: int = 0) -> None:
         self.events = events
         self.end_body = end_body  # False: never send the final chunk (a buggy server)
         self.connections = 0
         self.requests = 0
+        self.hold_until = hold_until
+        self._wave: list[anyio.Event] = []
 
     async def _read_request(self, stream: SocketStream, buffer: bytes) -> bytes | None:
         """Read one request; return what is left in the buffer, or None at EOF."""
@@ -73,6 +82,15 @@ class CountingSSEServer:
             rest += await stream.receive()
         return rest[length:]
 
+    async def _hold(self) -> None:
+        arrived = anyio.Event()
+        self._wave.append(arrived)
+        if len(self._wave) == self.hold_until:
+            wave, self._wave = self._wave, []
+            for event in wave:
+                event.set()
+        await arrived.wait()
+
     async def handle(self, stream: SocketStream) -> None:
         self.connections += 1
         buffer = b""
@@ -83,6 +101,8 @@ class CountingSSEServer:
                     return
                 buffer = left
                 self.requests += 1
+                if self.hold_until:
+                    await self._hold()
                 await stream.send(
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                     b"transfer-encoding: chunked\r\n\r\n"
@@ -167,3 +187,49 @@ async def test_max_connections_queues_calls_without_failing_them() -> None:
         await client.aclose()
     assert texts == ["ok"] * 5
     assert stats.max_active == 1 and stats.completed == 5
+
+
+async def test_concurrent_calls_beyond_one_pool_reuse_their_connections() -> None:
+    # 20 calls at once exceed one client's pool (SHARD_SIZE = 16): a second client takes the
+    # rest. A second wave of 20 must reuse all 20 connections, not open new ones.
+    server = CountingSSEServer(_openai_events("hi"), hold_until=20)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    model = OpenAICompatModel(
+        base_url=f"http://127.0.0.1:{listener.extra(SocketAttribute.local_port)}/v1", model="m"
+    )
+    texts: list[str] = []
+
+    async def call() -> None:
+        texts.append((await model.complete(_REQUEST)).text)
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server.handle)
+        with anyio.fail_after(10):
+            for _wave in range(2):
+                async with anyio.create_task_group() as calls:
+                    for _ in range(20):
+                        calls.start_soon(call)
+        opened = model._clients.clients
+        await model.aclose()
+        tg.cancel_scope.cancel()
+    assert texts == ["hi"] * 40 and server.requests == 40
+    assert opened == 2
+    assert server.connections == 20
+
+
+async def test_client_pool_fills_the_first_client_first() -> None:
+    made: list[int] = []
+
+    def make(size: int) -> httpx.AsyncClient:
+        made.append(size)
+        return httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+
+    pool = ClientPool(make, 40)  # 3 clients of at most 14 connections
+    async with AsyncExitStack() as stack:
+        first = [await stack.enter_async_context(pool.lease()) for _ in range(14)]
+        overflow = await stack.enter_async_context(pool.lease())
+    assert made == [14, 14] and len(set(map(id, first))) == 1 and overflow is not first[0]
+    async with pool.lease() as again:  # everything released: back to the first, warm client
+        assert again is first[0]
+    await pool.aclose()
+    assert pool.clients == 0

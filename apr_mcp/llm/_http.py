@@ -13,7 +13,8 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -43,6 +44,92 @@ _KEY_VARS = {
 #: Connections per backend instance. Concurrency is bounded by the engine (at most 64 threads
 #: per run), so the pool must never be the bottleneck: room for two full runs at once.
 DEFAULT_MAX_CONNECTIONS = 128
+
+
+#: Connections per httpx client: httpcore's pool does O(connections²) bookkeeping on every
+#: request start and end (encode/httpcore#1035); at 64 concurrent streams in one pool that was
+#: most of the client's CPU. Small pools, one client per 16 concurrent calls, keep it flat.
+SHARD_SIZE = 16
+
+
+class ClientPool:
+    """The httpx clients of one backend: calls go to the first client with a free connection.
+
+    Clients are made on demand by ``make_client(max_connections)``, so up to :data:`SHARD_SIZE`
+    concurrent calls share one client and its keep-alive connections; more concurrent calls
+    open further clients, up to ``max_connections`` connections in all. With ``shard=False``
+    (an injected transport, which has its own pool) there is a single client.
+    """
+
+    def __init__(
+        self,
+        make_client: Callable[[int], httpx.AsyncClient],
+        max_connections: int,
+        *,
+        shard: bool = True,
+    ) -> None:
+        total = max(1, max_connections)
+        shards = -(-total // SHARD_SIZE) if shard else 1
+        self._make = make_client
+        self._size = -(-total // shards)
+        self._max_clients = shards
+        self._clients: list[httpx.AsyncClient] = []
+        self._in_flight: list[int] = []
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A client for one call (counted as in flight until the block exits)."""
+        index = self._pick()
+        self._in_flight[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._in_flight[index] -= 1
+
+    def _pick(self) -> int:
+        # Lowest index first, so a quiet backend keeps reusing the same warm connections.
+        for index, count in enumerate(self._in_flight):
+            if count < self._size:
+                return index
+        if len(self._clients) < self._max_clients:
+            self._clients.append(self._make(self._size))
+            self._in_flight.append(0)
+            return len(self._clients) - 1
+        return min(range(len(self._clients)), key=self._in_flight.__getitem__)
+
+    @property
+    def clients(self) -> int:
+        """How many clients have been opened so far."""
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        """Close every client (and so its connections)."""
+        clients, self._clients, self._in_flight = self._clients, [], []
+        for client in clients:
+            await client.aclose()
+
+
+def client_pool(
+    *,
+    base_url: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    connect_timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None,
+    max_connections: int,
+) -> ClientPool:
+    """The :class:`ClientPool` of an HTTP backend (sharded unless a transport is injected)."""
+
+    def make(size: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=pool_timeout(timeout_s, connect_timeout_s),
+            transport=transport,
+            limits=pool_limits(size),
+        )
+
+    return ClientPool(make, max_connections, shard=transport is None)
 
 
 def pool_limits(max_connections: int) -> httpx.Limits:

@@ -23,13 +23,12 @@ import httpx
 from ..errors import ModelOutputError, StreamInterrupted
 from ._http import (
     DEFAULT_MAX_CONNECTIONS,
+    client_pool,
     emit,
     finish_stream,
     http_error,
     iter_sse,
     log,
-    pool_limits,
-    pool_timeout,
     stream_error,
     transport_error,
     usage_or_count,
@@ -78,19 +77,20 @@ class AnthropicModel(Model):
         if api_key:
             headers["x-api-key"] = api_key
         headers.update(extra_headers or {})
-        self._client = httpx.AsyncClient(
+        self._clients = client_pool(
             base_url=self.base_url,
             headers=headers,
-            timeout=pool_timeout(timeout_s, connect_timeout_s),
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
             transport=transport,
-            limits=pool_limits(max_connections),
+            max_connections=max_connections,
         )
 
     def __repr__(self) -> str:
         return f"AnthropicModel(base_url={self.base_url!r}, model={self.model_name!r})"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request``."""
@@ -133,7 +133,8 @@ class AnthropicModel(Model):
         try:
             if self.stream:
                 return await self._streamed(request, body, model, started, on_token)
-            response = await self._client.post("/v1/messages", json=body)
+            async with self._clients.lease() as client:
+                response = await client.post("/v1/messages", json=body)
         except httpx.HTTPError as exc:
             raise transport_error(exc, backend=_BACKEND, model=model, started=False) from exc
         if response.status_code >= 400:
@@ -184,7 +185,10 @@ class AnthropicModel(Model):
         done = False
         events = junk = 0
         ttft: float | None = None
-        async with self._client.stream("POST", "/v1/messages", json=body) as response:
+        async with (
+            self._clients.lease() as client,
+            client.stream("POST", "/v1/messages", json=body) as response,
+        ):
             if response.status_code >= 400:
                 text = (await response.aread()).decode("utf-8", errors="replace")
                 raise http_error(

@@ -29,13 +29,12 @@ import httpx
 from ..errors import ModelError, ModelHTTPError, ModelOutputError, StreamInterrupted
 from ._http import (
     DEFAULT_MAX_CONNECTIONS,
+    client_pool,
     emit,
     finish_stream,
     http_error,
     iter_sse,
     log,
-    pool_limits,
-    pool_timeout,
     stream_error,
     transport_error,
     usage_or_count,
@@ -82,19 +81,20 @@ class OpenAICompatModel(Model):
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         headers.update(extra_headers or {})
-        self._client = httpx.AsyncClient(
+        self._clients = client_pool(
             base_url=self.base_url,
             headers=headers,
-            timeout=pool_timeout(timeout_s, connect_timeout_s),
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
             transport=transport,
-            limits=pool_limits(max_connections),
+            max_connections=max_connections,
         )
 
     def __repr__(self) -> str:
         return f"OpenAICompatModel(base_url={self.base_url!r}, model={self.model_name!r})"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._clients.aclose()
 
     # ----- request -----
 
@@ -189,7 +189,8 @@ class OpenAICompatModel(Model):
         started: float,
         on_token: TokenCallback | None,
     ) -> ModelResponse:
-        response = await self._client.post("/chat/completions", json=body)
+        async with self._clients.lease() as client:
+            response = await client.post("/chat/completions", json=body)
         if response.status_code >= 400:
             raise await self._error_for(response, body, model)
         return await self._from_json(request, response.text, model, started, on_token)
@@ -252,7 +253,10 @@ class OpenAICompatModel(Model):
         chunks = junk = 0
         ttft: float | None = None
         # `async with` guarantees the stream is closed when the caller is cancelled mid-answer.
-        async with self._client.stream("POST", "/chat/completions", json=body) as response:
+        async with (
+            self._clients.lease() as client,
+            client.stream("POST", "/chat/completions", json=body) as response,
+        ):
             if response.status_code >= 400:
                 raise await self._error_for(response, body, model)
             ctype = response.headers.get("content-type", "")
