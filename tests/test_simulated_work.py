@@ -152,6 +152,10 @@ async def test_an_instruction_for_exactly_n_subtasks_is_followed_when_the_questi
     assert len({s.prompt for s in padded.subtasks}) == 6
     folded = await plan(SPLIT_PAYS, 3)
     assert len(folded.subtasks) == 3 and "minutes in 3.5 hours" in folded.subtasks[-1].prompt
+    # A re-check costs one part's worth, although its context quotes the whole question.
+    recheck = padded.subtasks[-1].prompt
+    out = (await model.complete(solver_request(recheck, question=SPLIT_PAYS))).usage.output_tokens
+    assert out <= reasoning_tokens(part_core(recheck)) + 120
     simple = await plan("What is the capital of France?", 6)
     assert not simple.should_split  # the engine then runs independent attempts
 

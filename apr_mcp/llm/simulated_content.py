@@ -208,7 +208,7 @@ def work_units(question: str, *, scale: float = 1.0) -> tuple[list[tuple[str, in
 
 
 def _is_branch(core: str) -> bool:
-    return core.startswith("Search branch:")
+    return "Search branch:" in core
 
 
 # ----- solver, merger, free text -----
@@ -283,7 +283,8 @@ def thread_reply(
     )
     if investigation is not None:
         return investigation
-    units, _ = work_units(subtask, scale=scale)
+    # Only the subtask's own work counts: the context after PART_MARK may quote the whole question.
+    units, _ = work_units(part_core(subtask), scale=scale)
     tokens = min(budget, sum(t for _, t in units))
     core = part_core(subtask)
     head = _head(core)
