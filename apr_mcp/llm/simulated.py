@@ -26,8 +26,8 @@ Latency model (what a reply costs, deterministically):
   average a bit over half of them.
 * A solver thread spends one unit's reasoning on its part (recognised by the
   :data:`~apr_mcp.llm.simulated_plan.PART_MARK` the planner writes), or the whole chain when its
-  subtask is the whole question, plus a one-sentence summary and the JSON around it (capped at
-  ``max_tokens - 200``).
+  subtask is the whole question, plus a one-sentence summary and the JSON around it. Like any
+  reply, one longer than ``max_tokens`` is cut there (finish reason "length"), as a real one is.
 * The planner writes its JSON plan (a few dozen tokens for "do not split", more per subtask); the
   merger writes a lead, one sentence per result and the final answer.
 
@@ -337,11 +337,8 @@ class SimulatedModel(Model):
                 question, min_threads=low, max_threads=high, exact=int(exact[1]) if exact else None
             ))
         if kind == "thread":
-            # Leave room for the JSON around the answer, as a model writing to max_tokens would.
-            budget = max(16, request.max_tokens - 200)
-            return content.json_text(
-                content.thread_reply(user, self.seed, budget=budget, scale=self.reasoning_scale)
-            )
+            # No cap: a reply longer than max_tokens is cut like a real one (finish "length").
+            return content.json_text(content.thread_reply(user, self.seed, scale=self.reasoning_scale))
         if kind == "debug_hypotheses":
             return content.json_text(simulated_debug.hypotheses_reply(user))
         if kind == "debug_verdict":

@@ -267,13 +267,11 @@ def reasoning_text(unit: str, seed: int, tokens: int, *, lead: str = "") -> str:
     return truncate_to_tokens(out, tokens)
 
 
-def thread_reply(
-    user_text: str, seed: int, *, budget: int = REASONING_MAX * 4, scale: float = 1.0
-) -> dict[str, Any]:
+def thread_reply(user_text: str, seed: int, *, scale: float = 1.0) -> dict[str, Any]:
     """The solver's JSON (schemas.ThreadAnswer) for the subtask in ``user_text``.
 
     The answer spends the reasoning of the subtask's units of work (one part's worth for a
-    part, the whole chain for an undivided question), within ``budget`` tokens.
+    part, the whole chain for an undivided question).
     """
     subtask = section(user_text, "Your subtask:") or user_text.strip()
     investigation = simulated_debug.investigation_reply(
@@ -285,7 +283,7 @@ def thread_reply(
         return investigation
     # Only the subtask's own work counts: the context after PART_MARK may quote the whole question.
     units, _ = work_units(part_core(subtask), scale=scale)
-    tokens = min(budget, sum(t for _, t in units))
+    tokens = sum(t for _, t in units)
     core = part_core(subtask)
     head = _head(core)
     arithmetic = find_arithmetic(core, require_cue=True)
