@@ -20,6 +20,7 @@ from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.llm.simulated_content import reasoning_tokens
 from apr_mcp.llm.simulated_debug import analyze_bounds
 from apr_mcp.llm.simulated_plan import decompose, part_core
+from apr_mcp.llm.structured import complete_structured
 from apr_mcp.prompts import load_prompt
 from apr_mcp.schemas import Plan, ThreadAnswer
 
@@ -208,6 +209,17 @@ async def test_search_baseline_tries_branches_until_one_works_and_scale_lengthen
         await SimulatedModel(**FAST, reasoning_scale=3).complete(solver_request(part))
     ).usage.output_tokens
     assert three > 2 * one
+
+
+async def test_a_reply_cut_at_max_tokens_is_repaired_into_a_short_valid_answer() -> None:
+    model = SimulatedModel(**FAST)
+    request = solver_request(SPLIT_PAYS, question=SPLIT_PAYS).model_copy(update={"max_tokens": 200})
+    cut = await model.complete(request)
+    assert cut.finish_reason == "length" and cut.usage.output_tokens == 200
+    answer, response = await complete_structured(model, request, ThreadAnswer)
+    assert model.calls == 3  # the cut reply, then one repair
+    assert answer.answer.startswith("[sim]") and answer.summary
+    assert response.usage.output_tokens > 200  # both calls are paid for
 
 
 def test_part_core_recovers_the_unit_from_a_subtask_prompt() -> None:

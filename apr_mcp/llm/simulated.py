@@ -336,6 +336,8 @@ class SimulatedModel(Model):
             return content.json_text(content.plan_reply(
                 question, min_threads=low, max_threads=high, exact=int(exact[1]) if exact else None
             ))
+        if kind == "thread" and repairing:
+            return content.json_text(content.repaired_thread_reply(user, self.seed))
         if kind == "thread":
             # No cap: a reply longer than max_tokens is cut like a real one (finish "length").
             return content.json_text(content.thread_reply(user, self.seed, scale=self.reasoning_scale))

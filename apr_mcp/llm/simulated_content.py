@@ -51,6 +51,7 @@ _HEADERS = (
     "Results of subtasks you depend on (may be empty):",
     "Your subtask:",
     "Worker results:",
+    "The problem with it:",
 )
 
 
@@ -301,6 +302,30 @@ def thread_reply(user_text: str, seed: int, *, scale: float = 1.0) -> dict[str, 
         "answer": answer,
         "summary": summary,
         "confidence": confidence_for(subtask, seed),
+        "settles_question": False,
+        "follow_ups": [],
+    }
+
+
+_JSON_STRING = r'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)'
+
+
+def repaired_thread_reply(user_text: str, seed: int) -> dict[str, Any]:
+    """A repair of a broken (e.g. cut-off) ThreadAnswer: the answer re-emitted, shortened to a
+    paragraph, as a model asked for "JSON only" does."""
+    previous = section(user_text, "Your previous answer:") or user_text
+    found = re.search(_JSON_STRING.format(key="answer"), previous)
+    text = found.group(1) if found else previous
+    try:
+        text = json.loads(f'"{text}"')
+    except ValueError:
+        pass
+    answer = truncate_to_tokens(" ".join(text.split()), 60) or "[sim] (no answer recovered)"
+    summary = re.search(_JSON_STRING.format(key="summary"), previous)
+    return {
+        "answer": answer,
+        "summary": summary.group(1) if summary else _head(answer, 120),
+        "confidence": confidence_for(previous, seed),
         "settles_question": False,
         "follow_ups": [],
     }
