@@ -233,3 +233,6 @@ async def test_client_pool_fills_the_first_client_first() -> None:
         assert again is first[0]
     await pool.aclose()
     assert pool.clients == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        async with pool.lease():
+            pass

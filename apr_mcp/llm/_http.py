@@ -76,6 +76,7 @@ class ClientPool:
         self._max_clients = shards
         self._clients: list[httpx.AsyncClient] = []
         self._in_flight: list[int] = []
+        self._closed = False
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -88,6 +89,8 @@ class ClientPool:
             self._in_flight[index] -= 1
 
     def _pick(self) -> int:
+        if self._closed:  # as httpx does for a closed client: a programming error, not a retry
+            raise RuntimeError("cannot send a request: the backend has been closed (aclose)")
         # Lowest index first, so a quiet backend keeps reusing the same warm connections.
         for index, count in enumerate(self._in_flight):
             if count < self._size:
@@ -105,6 +108,7 @@ class ClientPool:
 
     async def aclose(self) -> None:
         """Close every client (and so its connections)."""
+        self._closed = True
         clients, self._clients, self._in_flight = self._clients, [], []
         for client in clients:
             await client.aclose()
