@@ -225,7 +225,13 @@ _FILLER = (
 
 
 _STOP = frozenset(
-    ["about", "answer", "approach", "assess", "compared", "consider", "context", "does", "evaluate", "from", "options", "question", "should", "strengths", "that", "their", "there", "these", "this", "those", "typical", "weaknesses", "what", "when", "which", "why", "with", "would", "could", "each", "other", "part", "the", "and", "for", "how", "use", "one", "are"]
+    ["about", "answer", "approach", "assess", "compared", "consider", "context", "does", "evaluate", "from", "options", "question", "should", "strengths", "that", "their", "there", "these", "this", "those", "typical", "weaknesses", "what", "when", "which", "why", "with", "would", "could", "each", "other", "part", "the", "and", "for", "how", "use", "one", "are",
+     # instruction words say nothing about the topic
+     "then", "give", "out", "all", "things", "work", "separately", "parts", "number", "numbers",
+     "final", "two", "three", "four", "compute", "sum", "make", "using", "try", "say", "route",
+     "fails", "branch", "search", "option", "alone", "decides", "once", "most", "exactly", "whole",
+     "expression", "result", "results", "target", "find", "check", "every", "condition", "positive",
+     "below", "above"]
 )
 
 
@@ -283,18 +289,20 @@ def thread_reply(user_text: str, seed: int, *, scale: float = 1.0) -> dict[str, 
     if investigation is not None:
         return investigation
     # Only the subtask's own work counts: the context after PART_MARK may quote the whole question.
-    units, _ = work_units(part_core(subtask), scale=scale)
-    tokens = sum(t for _, t in units)
     core = part_core(subtask)
+    units, split = work_units(core, scale=scale)
     head = _head(core)
     arithmetic = find_arithmetic(core, require_cue=True)
-    if arithmetic:
+    if split.parts:  # the whole multi-part question in one thread: the whole chain
+        answer = "[sim] " + "\n".join(_chain(units, split, seed))
+        summary = f"[sim] Worked through {len(units)} parts of: {_head(core, 100)}"
+    elif arithmetic:
         expr, value = arithmetic
         lead = f"[sim] {expr} = {value}."
-        answer = reasoning_text(core, seed, tokens, lead=lead) + f" The value is {value}."
+        answer = reasoning_text(core, seed, units[0][1], lead=lead) + f" The value is {value}."
         summary = f"{expr} = {value}"
     else:
-        answer = reasoning_text(core, seed, tokens, lead=f"[sim] Findings on {head}:")
+        answer = reasoning_text(core, seed, units[0][1], lead=f"[sim] Findings on {head}:")
         body = answer.split(":", 1)[1] if ":" in answer else answer
         first = body.strip().split(". ")[0].rstrip(".")
         summary = f"[sim] Key point on {_head(core, 60)}: {first}."
@@ -392,17 +400,24 @@ def free_text_reply(user_text: str, seed: int, *, scale: float = 1.0) -> str:
         if arithmetic:
             lines.append(f"Step 2: Evaluating it gives {arithmetic[0]} = {arithmetic[1]}.")
     else:
-        label = "Attempt" if split.search else "Part"
-        for n, (unit, tokens) in enumerate(units, start=1):
-            sub = find_arithmetic(unit, require_cue=True)
-            lead = f"{label} {n}: {_head(unit, 100)}" + (f" {sub[0]} = {sub[1]}." if sub else "")
-            lines.append(reasoning_text(unit, seed, tokens, lead=lead))
-        if split.search:
-            lines.append(f"Attempt {len(units)} works; the earlier routes fail.")
-        elif split.aggregate:
-            lines.append(f"Combining the parts as asked: {_head(split.aggregate, 120)}")
-    final = arithmetic[1] if arithmetic else f"[sim] {head}"
+        lines += _chain(units, split, seed)
+    final = arithmetic[1] if arithmetic and not split.parts else f"[sim] {head}"
     return "\n".join(lines) + f"\nFinal answer: {final}"
+
+
+def _chain(units: list[tuple[str, int]], split: Split, seed: int) -> list[str]:
+    """One paragraph per unit ("Part n" or, for a search, "Attempt n"), then the aggregation."""
+    label = "Attempt" if split.search else "Part"
+    lines = []
+    for n, (unit, tokens) in enumerate(units, start=1):
+        sub = find_arithmetic(unit, require_cue=True)
+        lead = f"{label} {n}: {_head(unit, 100)}" + (f" {sub[0]} = {sub[1]}." if sub else "")
+        lines.append(reasoning_text(unit, seed, tokens, lead=lead))
+    if split.search:
+        lines.append(f"Attempt {len(units)} works; the earlier routes fail.")
+    elif split.aggregate:
+        lines.append(f"Combining the parts as asked: {_head(split.aggregate, 120)}")
+    return lines
 
 
 # ----- schema-driven fallback -----
