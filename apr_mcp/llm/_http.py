@@ -1,4 +1,4 @@
-"""What the HTTP backends (openai_compat, anthropic) share: SSE parsing, error mapping, usage.
+"""What the HTTP backends (openai_compat, anthropic) share: the call, SSE, errors, usage.
 
 Private to ``apr_mcp.llm``: the public surface is the backend classes. Everything here turns
 provider-specific HTTP facts into the one exception tree of :mod:`apr_mcp.errors`, so that an
@@ -7,6 +7,7 @@ error always says which backend and model failed, with which status, and what to
 
 from __future__ import annotations
 
+import abc
 import codecs
 import email.utils
 import inspect
@@ -17,6 +18,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 import anyio
 import httpx
@@ -25,13 +28,14 @@ from ..errors import (
     ModelConnectionError,
     ModelError,
     ModelHTTPError,
+    ModelOutputError,
     ModelTimeoutError,
     RateLimitError,
     ServerError,
     StreamInterrupted,
 )
 from ..tokens import count_messages, count_tokens
-from .base import Message, TokenCallback, Usage
+from .base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
 
 log = logging.getLogger("apr_mcp.llm")
 
@@ -279,9 +283,11 @@ async def emit(on_token: TokenCallback | None, delta: str) -> None:
 
 
 def usage_or_count(
-    messages: list[Message], text: str, input_tokens: int | None, output_tokens: int | None
+    messages: list[Message], text: str, input_tokens: object, output_tokens: object
 ) -> Usage:
-    """Provider-reported usage when both numbers came, else counted with tiktoken."""
+    """Provider-reported usage when both numbers came (as ints), else counted with tiktoken."""
+    input_tokens = input_tokens if isinstance(input_tokens, int) else None
+    output_tokens = output_tokens if isinstance(output_tokens, int) else None
     if input_tokens is not None and output_tokens is not None:
         return Usage(input_tokens=input_tokens, output_tokens=output_tokens, reported=True)
     prompt: list[object] = list(messages)
@@ -417,3 +423,277 @@ def stream_error(payload: object, *, backend: str, model: str) -> ModelError:
         return ModelHTTPError(f"stream error: {message}", status_code=code, **kw)  # type: ignore[arg-type]
     # Unknown or api_error mid-stream: the provider failed while generating; retrying may help.
     return ServerError(f"stream error: {message}", **kw)  # type: ignore[arg-type]
+
+
+class HTTPBackend(Model):
+    """What an HTTP backend does around its wire format.
+
+    One call: build the body, POST it (streamed unless ``stream=False``) on a client leased from
+    the :class:`ClientPool`, turn HTTP failures into :mod:`apr_mcp.errors`, and check the parsed
+    :class:`Reply` (cut or empty answers) before making it a ModelResponse. A subclass says
+    where to POST (``path``), what to send (:meth:`build_body`) and how to read a JSON body
+    (:meth:`_parse_json`) or an SSE stream (:meth:`_read_stream`). It may adapt the body to a
+    server that rejected part of it (:meth:`_adapt`); the call is then sent again.
+    """
+
+    #: The endpoint below ``base_url``.
+    path: ClassVar[str]
+    #: The reply field that errors name for the stop reason.
+    reason_field: ClassVar[str]
+    #: Provider stop reasons → the OpenAI vocabulary that callers check (``stop``, ``length``).
+    stop_reasons: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        headers: dict[str, str],
+        extra_headers: dict[str, str] | None,
+        timeout_s: float,
+        connect_timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None,
+        stream: bool,
+        max_connections: int,
+    ) -> None:
+        self.base_url = base_url
+        self.model_name = model
+        self.stream = stream
+        self._clients = client_pool(
+            base_url=base_url,
+            headers={"Accept": "application/json, text/event-stream", **headers}
+            | (extra_headers or {}),
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            transport=transport,
+            max_connections=max_connections,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model_name!r})"
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    @abc.abstractmethod
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body for ``request`` (public so tests and ``doctor`` can inspect it)."""
+
+    @abc.abstractmethod
+    async def _parse_json(self, raw: str, model: str, on_token: TokenCallback | None) -> Reply:
+        """The reply in a whole JSON body (``on_token`` gets its text at once)."""
+
+    @abc.abstractmethod
+    async def _read_stream(
+        self, response: httpx.Response, model: str, started: float, on_token: TokenCallback | None
+    ) -> Reply:
+        """The reply in a streamed body (most use a :class:`JSONStream`)."""
+
+    def _adapt(self, status: int, text: str, body: dict[str, Any]) -> bool:
+        """Adapt ``body`` to a server that rejected part of it; True if worth resending."""
+        return False
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        """Run one call (streamed unless ``stream=False``)."""
+        body = self.build_body(request)
+        model = str(body["model"])
+        started = time.monotonic()
+        for _ in range(3):  # at most two adaptations, then the real answer or error
+            try:
+                if body.get("stream"):
+                    reply = await self._streamed(body, model, started, on_token)
+                else:
+                    reply = await self._unstreamed(body, model, on_token)
+            except _Resend:
+                continue
+            except httpx.HTTPError as exc:
+                raise transport_error(
+                    exc, backend=self.backend, model=model, started=False
+                ) from exc
+            return self._response(request, reply, started)
+        raise ModelHTTPError(
+            "the server kept rejecting the request", backend=self.backend, model=model
+        )
+
+    async def _unstreamed(
+        self, body: dict[str, Any], model: str, on_token: TokenCallback | None
+    ) -> Reply:
+        async with self._clients.lease() as client:
+            response = await client.post(self.path, json=body)
+        if response.status_code >= 400:
+            raise await self._error_for(response, body, model)
+        return await self._parse_json(response.text, model, on_token)
+
+    async def _streamed(
+        self, body: dict[str, Any], model: str, started: float, on_token: TokenCallback | None
+    ) -> Reply:
+        # `async with` guarantees the stream is closed when the caller is cancelled mid-answer.
+        async with (
+            self._clients.lease() as client,
+            client.stream("POST", self.path, json=body) as response,
+        ):
+            if response.status_code >= 400:
+                raise await self._error_for(response, body, model)
+            return await self._read_stream(response, model, started, on_token)
+
+    async def _error_for(
+        self, response: httpx.Response, body: dict[str, Any], model: str
+    ) -> ModelError:
+        text = (await response.aread()).decode("utf-8", errors="replace")
+        if self._adapt(response.status_code, text, body):
+            raise _Resend
+        return http_error(
+            response.status_code, text, response.headers, backend=self.backend, model=model
+        )
+
+    def _response(self, request: ModelRequest, reply: Reply, started: float) -> ModelResponse:
+        text, reason = reply.text, reply.reason
+        finish = self.stop_reasons.get(reason or "", reason)
+        if finish == "length" and (not text.strip() or request.json_schema is not None):
+            what = "structured output" if text.strip() else "answer"
+            raise ModelOutputError(
+                f"{what} cut off at max_tokens={request.max_tokens} "
+                f"({self.reason_field}={reason}); raise max_tokens",
+                backend=self.backend,
+                model=reply.model,
+                body=text or None,
+            )
+        if not text.strip():
+            raise ModelOutputError(
+                f"empty answer ({self.reason_field}={reason})",
+                backend=self.backend,
+                model=reply.model,
+            )
+        return ModelResponse(
+            text=text,
+            usage=usage_or_count(request.messages, text, reply.input_tokens, reply.output_tokens),
+            model=reply.model,
+            backend=self.backend,
+            finish_reason=finish,
+            latency_s=time.monotonic() - started,
+            ttft_s=reply.ttft,
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer as a backend read it, before :meth:`HTTPBackend._response` checks it.
+
+    ``reason`` is the provider's own stop reason; token counts are whatever the provider sent
+    (anything but an int means "not reported").
+    """
+
+    text: str
+    reason: str | None
+    input_tokens: object
+    output_tokens: object
+    model: str
+    ttft: float | None = None
+
+
+class _Resend(Exception):
+    """Internal: the request body was adapted after a rejection; send it again."""
+
+
+class JSONStream:
+    """The JSON events of one streamed answer, and the text they carry.
+
+    ``async with JSONStream(...) as stream: async for event, data in stream`` yields each event
+    whose data is a JSON object, skipping (and counting) any other. The stream is done at an
+    event whose data is ``end_data`` (OpenAI's ``[DONE]``), or when the caller sets ``done`` and
+    breaks at its own end event. Leaving the block drains a done stream (:func:`finish_stream`,
+    so that the connection stays alive) and closes any other; it maps transport errors raised
+    inside it with :func:`transport_error`.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        started: float,
+        backend: str,
+        model: str,
+        end_data: str | None = None,
+    ) -> None:
+        self._events = iter_sse(response)
+        self._started = started
+        self._backend = backend
+        self._model = model
+        self._end_data = end_data
+        self._parts: list[str] = []
+        self._parsed = 0
+        self._junk = 0
+        self.done = False
+        #: Seconds from the call's start to the first piece of text.
+        self.ttft: float | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.done and exc is None:
+            await finish_stream(self._events)
+        else:
+            await self._events.aclose()
+        if isinstance(exc, httpx.HTTPError):
+            raise transport_error(
+                exc, backend=self._backend, model=self._model, started=True
+            ) from exc
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[SSEEvent, dict[str, Any]]:
+        # A class, not an async generator: breaking out of the loop then leaves nothing
+        # suspended for the garbage collector to finalise.
+        while True:
+            event = await self._events.__anext__()
+            if self._end_data is not None and event.data.strip() == self._end_data:
+                self.done = True
+                raise StopAsyncIteration
+            try:
+                data = json.loads(event.data)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                self._parsed += 1
+                return event, data
+            self._junk += 1
+            log.debug("%s: skipping non-JSON SSE data: %.200r", self._model, event.data)
+
+    async def add(self, piece: str, on_token: TokenCallback | None) -> None:
+        """Record a piece of the answer's text and pass it to ``on_token``."""
+        if not piece:
+            return
+        if self.ttft is None:
+            self.ttft = time.monotonic() - self._started
+        self._parts.append(piece)
+        await emit(on_token, piece)
+
+    def text(self, *, stopped: bool, unit: str, end: str) -> str:
+        """The answer's text; raises if the stream had only junk or ended early.
+
+        ``stopped``: the provider gave a stop reason (an answer is whole even if the end marker
+        is missing). ``unit`` and ``end`` name the provider's event and end marker in errors.
+        """
+        text = "".join(self._parts)
+        if self._parsed == 0 and self._junk > 0:
+            raise ModelOutputError(
+                f"stream contained no valid JSON {unit} ({self._junk} unparseable events)",
+                backend=self._backend,
+                model=self._model,
+            )
+        if not self.done and not stopped:
+            raise StreamInterrupted(
+                f"stream ended before {end} ({len(text)} characters received)",
+                backend=self._backend,
+                model=self._model,
+            )
+        return text

@@ -15,34 +15,28 @@ The Messages API has no JSON-schema response format, so ``supports_json_schema``
 from __future__ import annotations
 
 import json
-import time
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import ModelOutputError, StreamInterrupted
+from ..errors import ModelOutputError
 from ._http import (
     DEFAULT_MAX_CONNECTIONS,
-    client_pool,
+    HTTPBackend,
+    JSONStream,
+    Reply,
     emit,
-    finish_stream,
-    http_error,
-    iter_sse,
-    log,
     stream_error,
-    transport_error,
-    usage_or_count,
 )
-from .base import Model, ModelRequest, ModelResponse, TokenCallback
+from .base import ModelRequest, TokenCallback
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicModel"]
 
 _BACKEND = "anthropic"
 ANTHROPIC_VERSION = "2023-06-01"
-_STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
-class AnthropicModel(Model):
+class AnthropicModel(HTTPBackend):
     """Claude models through the Messages API.
 
     ``base_url`` is the API root without ``/v1`` (``https://api.anthropic.com``); a trailing
@@ -52,6 +46,13 @@ class AnthropicModel(Model):
 
     backend = _BACKEND
     supports_json_schema = False
+    path = "/v1/messages"
+    reason_field = "stop_reason"
+    stop_reasons: ClassVar[dict[str, str]] = {
+        "end_turn": "stop",
+        "stop_sequence": "stop",
+        "max_tokens": "length",
+    }
 
     def __init__(
         self,
@@ -66,31 +67,20 @@ class AnthropicModel(Model):
         stream: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        root = base_url.rstrip("/")
-        self.base_url = root.removesuffix("/v1")
-        self.model_name = model
-        self.stream = stream
-        headers = {
-            "anthropic-version": ANTHROPIC_VERSION,
-            "Accept": "application/json, text/event-stream",
-        }
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        headers.update(extra_headers or {})
-        self._clients = client_pool(
-            base_url=self.base_url,
+        super().__init__(
+            base_url=base_url.rstrip("/").removesuffix("/v1"),
+            model=model,
             headers=headers,
+            extra_headers=extra_headers,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             transport=transport,
+            stream=stream,
             max_connections=max_connections,
         )
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel(base_url={self.base_url!r}, model={self.model_name!r})"
-
-    async def aclose(self) -> None:
-        await self._clients.aclose()
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request``."""
@@ -123,33 +113,13 @@ class AnthropicModel(Model):
             body["stream"] = True
         return body
 
-    async def complete(
-        self, request: ModelRequest, *, on_token: TokenCallback | None = None
-    ) -> ModelResponse:
-        """Run one Messages API call (streamed unless ``stream=False``)."""
-        body = self.build_body(request)
-        model = str(body["model"])
-        started = time.monotonic()
+    async def _parse_json(self, raw: str, model: str, on_token: TokenCallback | None) -> Reply:
         try:
-            if self.stream:
-                return await self._streamed(request, body, model, started, on_token)
-            async with self._clients.lease() as client:
-                response = await client.post("/v1/messages", json=body)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, backend=_BACKEND, model=model, started=False) from exc
-        if response.status_code >= 400:
-            raise http_error(
-                response.status_code, response.text, response.headers, backend=_BACKEND, model=model
-            )
-        try:
-            data = response.json()
+            data = json.loads(raw)
             blocks = data["content"]
         except (ValueError, KeyError, TypeError):
             raise ModelOutputError(
-                "response is not a Messages API JSON",
-                backend=_BACKEND,
-                model=model,
-                body=response.text,
+                "response is not a Messages API JSON", backend=_BACKEND, model=model, body=raw
             ) from None
         if data.get("type") == "error":
             raise stream_error(data, backend=_BACKEND, model=model)
@@ -158,141 +128,49 @@ class AnthropicModel(Model):
         )
         await emit(on_token, text)
         usage = data.get("usage") or {}
-        return _finish(
-            request,
+        return Reply(
             text,
             data.get("stop_reason"),
             usage.get("input_tokens"),
             usage.get("output_tokens"),
             data.get("model") or model,
-            started,
-            None,
         )
 
-    async def _streamed(
-        self,
-        request: ModelRequest,
-        body: dict[str, Any],
-        model: str,
-        started: float,
-        on_token: TokenCallback | None,
-    ) -> ModelResponse:
-        parts: list[str] = []
+    async def _read_stream(
+        self, response: httpx.Response, model: str, started: float, on_token: TokenCallback | None
+    ) -> Reply:
         stop_reason: str | None = None
         input_tokens: int | None = None
         output_tokens: int | None = None
         served_model = model
-        done = False
-        events = junk = 0
-        ttft: float | None = None
-        async with (
-            self._clients.lease() as client,
-            client.stream("POST", "/v1/messages", json=body) as response,
-        ):
-            if response.status_code >= 400:
-                text = (await response.aread()).decode("utf-8", errors="replace")
-                raise http_error(
-                    response.status_code, text, response.headers, backend=_BACKEND, model=model
-                )
-            sse = iter_sse(response)
-            try:
-                async for event in sse:
-                    try:
-                        data = json.loads(event.data)
-                    except ValueError:
-                        data = None
-                    if not isinstance(data, dict):
-                        junk += 1
-                        log.debug("%s: skipping non-JSON SSE data: %.200r", model, event.data)
-                        continue
-                    events += 1
-                    kind = data.get("type") or event.event
-                    if kind == "error":
-                        raise stream_error(data, backend=_BACKEND, model=model)
-                    if kind == "message_start":
-                        message = data.get("message") or {}
-                        served_model = message.get("model") or served_model
-                        usage = message.get("usage") or {}
-                        input_tokens = _int(usage.get("input_tokens"), input_tokens)
-                        output_tokens = _int(usage.get("output_tokens"), output_tokens)
-                    elif kind == "content_block_delta":
-                        delta = data.get("delta") or {}
-                        piece = delta.get("text")
-                        if delta.get("type") == "text_delta" and isinstance(piece, str) and piece:
-                            if ttft is None:
-                                ttft = time.monotonic() - started
-                            parts.append(piece)
-                            await emit(on_token, piece)
-                    elif kind == "message_delta":
-                        stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
-                        usage = data.get("usage") or {}
-                        # message_delta's output_tokens is cumulative: it replaces, not adds.
-                        output_tokens = _int(usage.get("output_tokens"), output_tokens)
-                        input_tokens = _int(usage.get("input_tokens"), input_tokens)
-                    elif kind == "message_stop":
-                        done = True
-                        break
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, backend=_BACKEND, model=model, started=True) from exc
-            finally:
-                if not done:
-                    await sse.aclose()
-            if done:
-                # Read to the body's end so that the keep-alive connection goes back to the pool.
-                await finish_stream(sse)
-        text = "".join(parts)
-        if events == 0 and junk > 0:
-            raise ModelOutputError(
-                f"stream contained no valid JSON event ({junk} unparseable events)",
-                backend=_BACKEND,
-                model=model,
-            )
-        if not done and stop_reason is None:
-            raise StreamInterrupted(
-                f"stream ended before message_stop ({len(text)} characters received)",
-                backend=_BACKEND,
-                model=model,
-            )
-        return _finish(
-            request, text, stop_reason, input_tokens, output_tokens, served_model, started, ttft
-        )
+        async with JSONStream(response, started=started, backend=_BACKEND, model=model) as stream:
+            async for event, data in stream:
+                kind = data.get("type") or event.event
+                if kind == "error":
+                    raise stream_error(data, backend=_BACKEND, model=model)
+                if kind == "message_start":
+                    message = data.get("message") or {}
+                    served_model = message.get("model") or served_model
+                    usage = message.get("usage") or {}
+                    input_tokens = _int(usage.get("input_tokens"), input_tokens)
+                    output_tokens = _int(usage.get("output_tokens"), output_tokens)
+                elif kind == "content_block_delta":
+                    delta = data.get("delta") or {}
+                    piece = delta.get("text")
+                    if delta.get("type") == "text_delta" and isinstance(piece, str):
+                        await stream.add(piece, on_token)
+                elif kind == "message_delta":
+                    stop_reason = (data.get("delta") or {}).get("stop_reason") or stop_reason
+                    usage = data.get("usage") or {}
+                    # message_delta's output_tokens is cumulative: it replaces, not adds.
+                    output_tokens = _int(usage.get("output_tokens"), output_tokens)
+                    input_tokens = _int(usage.get("input_tokens"), input_tokens)
+                elif kind == "message_stop":
+                    stream.done = True
+                    break
+        text = stream.text(stopped=stop_reason is not None, unit="event", end="message_stop")
+        return Reply(text, stop_reason, input_tokens, output_tokens, served_model, stream.ttft)
 
 
 def _int(value: object, default: int | None) -> int | None:
     return value if isinstance(value, int) else default
-
-
-def _finish(
-    request: ModelRequest,
-    text: str,
-    stop_reason: str | None,
-    input_tokens: object,
-    output_tokens: object,
-    model: str,
-    started: float,
-    ttft: float | None,
-) -> ModelResponse:
-    finish = _STOP_REASONS.get(stop_reason or "", stop_reason)
-    if finish == "length" and (not text.strip() or request.json_schema is not None):
-        what = "structured output" if text.strip() else "answer"
-        raise ModelOutputError(
-            f"{what} cut off at max_tokens={request.max_tokens} (stop_reason=max_tokens); raise max_tokens",
-            backend=_BACKEND,
-            model=model,
-            body=text or None,
-        )
-    if not text.strip():
-        raise ModelOutputError(
-            f"empty answer (stop_reason={stop_reason})", backend=_BACKEND, model=model
-        )
-    return ModelResponse(
-        text=text,
-        usage=usage_or_count(
-            request.messages, text, _int(input_tokens, None), _int(output_tokens, None)
-        ),
-        model=model,
-        backend=_BACKEND,
-        finish_reason=finish,
-        latency_s=time.monotonic() - started,
-        ttft_s=ttft,
-    )

@@ -21,32 +21,28 @@ output was asked for (cut JSON is never valid).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 
-from ..errors import ModelError, ModelHTTPError, ModelOutputError, StreamInterrupted
+from ..errors import ModelOutputError
 from ._http import (
     DEFAULT_MAX_CONNECTIONS,
-    client_pool,
+    HTTPBackend,
+    JSONStream,
+    Reply,
     emit,
-    finish_stream,
-    http_error,
-    iter_sse,
     log,
     stream_error,
-    transport_error,
-    usage_or_count,
 )
-from .base import Model, ModelRequest, ModelResponse, TokenCallback
+from .base import ModelRequest, TokenCallback
 
 __all__ = ["OpenAICompatModel"]
 
 _BACKEND = "openai"
 
 
-class OpenAICompatModel(Model):
+class OpenAICompatModel(HTTPBackend):
     """An OpenAI-compatible ``/chat/completions`` endpoint.
 
     ``base_url`` is the API root including the version (``https://api.openai.com/v1``,
@@ -57,6 +53,8 @@ class OpenAICompatModel(Model):
     """
 
     backend = _BACKEND
+    path = "/chat/completions"
+    reason_field = "finish_reason"
 
     def __init__(
         self,
@@ -71,32 +69,20 @@ class OpenAICompatModel(Model):
         stream: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model_name = model
-        self.stream = stream
-        self.supports_json_schema = True
-        self._send_stream_options = True
-        self._max_tokens_field = "max_tokens"
-        headers = {"Accept": "application/json, text/event-stream"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        headers.update(extra_headers or {})
-        self._clients = client_pool(
-            base_url=self.base_url,
-            headers=headers,
+        super().__init__(
+            base_url=base_url.rstrip("/"),
+            model=model,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            extra_headers=extra_headers,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             transport=transport,
+            stream=stream,
             max_connections=max_connections,
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatModel(base_url={self.base_url!r}, model={self.model_name!r})"
-
-    async def aclose(self) -> None:
-        await self._clients.aclose()
-
-    # ----- request -----
+        self.supports_json_schema = True
+        self._send_stream_options = True
+        self._max_tokens_field = "max_tokens"
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request`` (public so tests and ``doctor`` can inspect it)."""
@@ -130,7 +116,6 @@ class OpenAICompatModel(Model):
         return body
 
     def _adapt(self, status: int, text: str, body: dict[str, Any]) -> bool:
-        """Adapt ``body`` to a server that rejected part of it; True if worth resending."""
         if status not in (400, 422):
             return False
         lowered = text.lower()
@@ -149,60 +134,7 @@ class OpenAICompatModel(Model):
             self.supports_json_schema = False
         return False
 
-    async def complete(
-        self, request: ModelRequest, *, on_token: TokenCallback | None = None
-    ) -> ModelResponse:
-        """Run one chat completion (streamed unless ``stream=False``)."""
-        body = self.build_body(request)
-        model = str(body["model"])
-        started = time.monotonic()
-        for _ in range(3):  # at most two compatibility adaptations, then the real answer or error
-            try:
-                if body.get("stream"):
-                    result = await self._streamed(request, body, model, started, on_token)
-                else:
-                    result = await self._unstreamed(request, body, model, started, on_token)
-            except _Resend:
-                continue
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, backend=_BACKEND, model=model, started=False) from exc
-            return result
-        raise ModelHTTPError("the server kept rejecting the request", backend=_BACKEND, model=model)
-
-    async def _error_for(
-        self, response: httpx.Response, body: dict[str, Any], model: str
-    ) -> ModelError:
-        text = (await response.aread()).decode("utf-8", errors="replace")
-        if self._adapt(response.status_code, text, body):
-            raise _Resend
-        return http_error(
-            response.status_code, text, response.headers, backend=_BACKEND, model=model
-        )
-
-    # ----- non-streamed -----
-
-    async def _unstreamed(
-        self,
-        request: ModelRequest,
-        body: dict[str, Any],
-        model: str,
-        started: float,
-        on_token: TokenCallback | None,
-    ) -> ModelResponse:
-        async with self._clients.lease() as client:
-            response = await client.post("/chat/completions", json=body)
-        if response.status_code >= 400:
-            raise await self._error_for(response, body, model)
-        return await self._from_json(request, response.text, model, started, on_token)
-
-    async def _from_json(
-        self,
-        request: ModelRequest,
-        raw: str,
-        model: str,
-        started: float,
-        on_token: TokenCallback | None,
-    ) -> ModelResponse:
+    async def _parse_json(self, raw: str, model: str, on_token: TokenCallback | None) -> Reply:
         try:
             data = json.loads(raw)
         except ValueError:
@@ -225,140 +157,49 @@ class OpenAICompatModel(Model):
             )
         await emit(on_token, text)
         usage = data.get("usage") or {}
-        return self._finish(
-            request,
+        return Reply(
             text,
             choice.get("finish_reason"),
-            usage,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
             data.get("model") or model,
-            started,
-            ttft=None,
         )
 
-    # ----- streamed -----
-
-    async def _streamed(
-        self,
-        request: ModelRequest,
-        body: dict[str, Any],
-        model: str,
-        started: float,
-        on_token: TokenCallback | None,
-    ) -> ModelResponse:
-        parts: list[str] = []
+    async def _read_stream(
+        self, response: httpx.Response, model: str, started: float, on_token: TokenCallback | None
+    ) -> Reply:
+        ctype = response.headers.get("content-type", "")
+        if "event-stream" not in ctype and "json" in ctype:
+            raw = (await response.aread()).decode("utf-8", errors="replace")
+            return await self._parse_json(raw, model, on_token)
         finish_reason: str | None = None
         usage: dict[str, Any] = {}
         served_model = model
-        done = False
-        chunks = junk = 0
-        ttft: float | None = None
-        # `async with` guarantees the stream is closed when the caller is cancelled mid-answer.
-        async with (
-            self._clients.lease() as client,
-            client.stream("POST", "/chat/completions", json=body) as response,
-        ):
-            if response.status_code >= 400:
-                raise await self._error_for(response, body, model)
-            ctype = response.headers.get("content-type", "")
-            if "event-stream" not in ctype and "json" in ctype:
-                raw = (await response.aread()).decode("utf-8", errors="replace")
-                return await self._from_json(request, raw, model, started, on_token)
-            events = iter_sse(response)
-            try:
-                async for event in events:
-                    if event.data.strip() == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = json.loads(event.data)
-                    except ValueError:
-                        chunk = None
-                    if not isinstance(chunk, dict):
-                        junk += 1
-                        log.debug("%s: skipping non-JSON SSE data: %.200r", model, event.data)
+        async with JSONStream(
+            response, started=started, backend=_BACKEND, model=model, end_data="[DONE]"
+        ) as stream:
+            async for _, chunk in stream:
+                if chunk.get("error"):
+                    raise stream_error(chunk, backend=_BACKEND, model=model)
+                served_model = chunk.get("model") or served_model
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) != 0:
                         continue
-                    if chunk.get("error"):
-                        raise stream_error(chunk, backend=_BACKEND, model=model)
-                    chunks += 1
-                    served_model = chunk.get("model") or served_model
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or []:
-                        if choice.get("index", 0) != 0:
-                            continue
-                        piece = (choice.get("delta") or {}).get("content")
-                        if isinstance(piece, str) and piece:
-                            if ttft is None:
-                                ttft = time.monotonic() - started
-                            parts.append(piece)
-                            await emit(on_token, piece)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, backend=_BACKEND, model=model, started=True) from exc
-            finally:
-                if not done:
-                    await events.aclose()
-            if done:
-                # Read to the body's end so that the keep-alive connection goes back to the pool.
-                await finish_stream(events)
-        text = "".join(parts)
-        if chunks == 0 and junk > 0:
-            raise ModelOutputError(
-                f"stream contained no valid JSON chunk ({junk} unparseable events)",
-                backend=_BACKEND,
-                model=model,
-            )
-        if not done and finish_reason is None:
-            raise StreamInterrupted(
-                f"stream ended before the answer finished ({len(text)} characters received)",
-                backend=_BACKEND,
-                model=model,
-            )
-        return self._finish(request, text, finish_reason, usage, served_model, started, ttft=ttft)
-
-    # ----- common -----
-
-    def _finish(
-        self,
-        request: ModelRequest,
-        text: str,
-        finish_reason: str | None,
-        usage: dict[str, Any],
-        model: str,
-        started: float,
-        *,
-        ttft: float | None,
-    ) -> ModelResponse:
-        if finish_reason == "length" and (not text.strip() or request.json_schema is not None):
-            what = "structured output" if text.strip() else "answer"
-            raise ModelOutputError(
-                f"{what} cut off at max_tokens={request.max_tokens} (finish_reason=length); "
-                "raise max_tokens",
-                backend=_BACKEND,
-                model=model,
-                body=text or None,
-            )
-        if not text.strip():
-            raise ModelOutputError(
-                f"empty answer (finish_reason={finish_reason})", backend=_BACKEND, model=model
-            )
-        inp, out = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return ModelResponse(
-            text=text,
-            usage=usage_or_count(
-                request.messages,
-                text,
-                inp if isinstance(inp, int) else None,
-                out if isinstance(out, int) else None,
-            ),
-            model=model,
-            backend=_BACKEND,
-            finish_reason=finish_reason,
-            latency_s=time.monotonic() - started,
-            ttft_s=ttft,
+                    piece = (choice.get("delta") or {}).get("content")
+                    if isinstance(piece, str):
+                        await stream.add(piece, on_token)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+        text = stream.text(
+            stopped=finish_reason is not None, unit="chunk", end="the answer finished"
         )
-
-
-class _Resend(Exception):
-    """Internal: the request body was adapted after a rejection; send it again."""
+        return Reply(
+            text,
+            finish_reason,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            served_model,
+            stream.ttft,
+        )
