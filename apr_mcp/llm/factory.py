@@ -32,24 +32,13 @@ def build_backend(
     else:
         model = settings.role_model("solver")
 
-    if backend == "openai":
+    if backend in ("openai", "anthropic"):
+        from .anthropic import AnthropicModel
         from .openai_compat import OpenAICompatModel
 
+        cls = OpenAICompatModel if backend == "openai" else AnthropicModel
         base_url, model = _endpoint(settings, model)
-        return OpenAICompatModel(
-            base_url=base_url,
-            api_key=settings.effective_api_key(),
-            model=model,
-            timeout_s=settings.timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            transport=transport,
-            max_connections=_pool_size(settings),
-        )
-    if backend == "anthropic":
-        from .anthropic import AnthropicModel
-
-        base_url, model = _endpoint(settings, model)
-        return AnthropicModel(
+        return cls(
             base_url=base_url,
             api_key=settings.effective_api_key(),
             model=model,
