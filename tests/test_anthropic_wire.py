@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from http_helpers import Recorder, sse_response
 
 from apr_mcp.errors import (
     ModelHTTPError,
@@ -72,23 +73,6 @@ OK_STREAM = sse(
 )
 
 
-class Recorder:
-    def __init__(self, *responses: httpx.Response | Exception) -> None:
-        self.responses = list(responses)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        item = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-
-def events(body: bytes) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-
 def make(rec: Recorder, **kw: Any) -> AnthropicModel:
     return AnthropicModel(
         base_url="https://anthropic.test/v1",
@@ -112,7 +96,7 @@ def req(**kw: Any) -> ModelRequest:
 
 
 async def test_streamed_request_shape_and_parsing() -> None:
-    rec = Recorder(events(OK_STREAM))
+    rec = Recorder(sse_response(OK_STREAM))
     got: list[str] = []
     resp = await make(rec).complete(
         req(max_tokens=64, temperature=1.5, stop=["###"]), on_token=got.append
@@ -135,7 +119,7 @@ async def test_streamed_request_shape_and_parsing() -> None:
 
 
 async def test_structured_request_has_no_native_schema() -> None:
-    rec = Recorder(events(OK_STREAM))
+    rec = Recorder(sse_response(OK_STREAM))
     model = make(rec)
     assert model.supports_json_schema is False
     await model.complete(req(json_schema={"type": "object"}))
@@ -166,7 +150,7 @@ async def test_usage_counted_when_missing() -> None:
         {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
         {"type": "message_stop"},
     )
-    resp = await make(Recorder(events(body))).complete(req())
+    resp = await make(Recorder(sse_response(body))).complete(req())
     assert resp.usage.reported is False and resp.usage.output_tokens == 2
 
 
@@ -205,13 +189,13 @@ async def test_overloaded_error_event_in_stream_is_rate_limit() -> None:
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
     )
     with pytest.raises(RateLimitError) as info:
-        await make(Recorder(events(body))).complete(req())
+        await make(Recorder(sse_response(body))).complete(req())
     assert "Overloaded" in str(info.value) and info.value.retryable
 
 
 async def test_stream_cut_before_message_stop() -> None:
     with pytest.raises(StreamInterrupted):
-        await make(Recorder(events(sse(start(), text("Bon"))))).complete(req())
+        await make(Recorder(sse_response(sse(start(), text("Bon"))))).complete(req())
 
 
 async def test_timeout_mid_stream() -> None:
@@ -219,28 +203,26 @@ async def test_timeout_mid_stream() -> None:
         yield sse(start(), text("Bon"))
         raise httpx.ReadTimeout("stalled")
 
-    rec = Recorder(
-        httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-    )
+    rec = Recorder(sse_response(body()))
     with pytest.raises(ModelTimeoutError):
         await make(rec).complete(req())
 
 
 async def test_junk_lines_skipped_and_all_junk_fails() -> None:
     body = sse("{bad json", start(), text("ok"), *stop())
-    assert (await make(Recorder(events(body))).complete(req())).text == "ok"
+    assert (await make(Recorder(sse_response(body))).complete(req())).text == "ok"
     with pytest.raises(ModelOutputError):
-        await make(Recorder(events(sse("nope", "{still nope")))).complete(req())
+        await make(Recorder(sse_response(sse("nope", "{still nope")))).complete(req())
 
 
 async def test_empty_and_max_tokens() -> None:
     with pytest.raises(ModelOutputError):
-        await make(Recorder(events(sse(start(), *stop())))).complete(req())
+        await make(Recorder(sse_response(sse(start(), *stop())))).complete(req())
     resp = await make(
-        Recorder(events(sse(start(), text("partial"), *stop("max_tokens"))))
+        Recorder(sse_response(sse(start(), text("partial"), *stop("max_tokens"))))
     ).complete(req())
     assert resp.finish_reason == "length" and resp.text == "partial"
     with pytest.raises(ModelOutputError):
-        await make(Recorder(events(sse(start(), text('{"a":'), *stop("max_tokens"))))).complete(
-            req(json_schema={"type": "object"})
-        )
+        await make(
+            Recorder(sse_response(sse(start(), text('{"a":'), *stop("max_tokens"))))
+        ).complete(req(json_schema={"type": "object"}))

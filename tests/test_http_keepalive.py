@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
+from http_helpers import read_request, send_chunk, send_sse_head, wait_for_disconnect
 
 from apr_mcp.llm import _http
 from apr_mcp.llm._http import ClientPool
@@ -65,23 +66,6 @@ class CountingSSEServer:
         self.hold_until = hold_until
         self._wave: list[anyio.Event] = []
 
-    async def _read_request(self, stream: SocketStream, buffer: bytes) -> bytes | None:
-        """Read one request; return what is left in the buffer, or None at EOF."""
-        while b"\r\n\r\n" not in buffer:
-            try:
-                buffer += await stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                return None
-        head, _, rest = buffer.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(rest) < length:
-            rest += await stream.receive()
-        return rest[length:]
-
     async def _hold(self) -> None:
         arrived = anyio.Event()
         self._wave.append(arrived)
@@ -96,25 +80,19 @@ class CountingSSEServer:
         buffer = b""
         async with stream:
             while True:
-                left = await self._read_request(stream, buffer)
-                if left is None:
+                got = await read_request(stream, buffer)
+                if got is None:
                     return
-                buffer = left
+                buffer = got[1]
                 self.requests += 1
                 if self.hold_until:
                     await self._hold()
-                await stream.send(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                    b"transfer-encoding: chunked\r\n\r\n"
-                )
+                await send_sse_head(stream)
                 for event in self.events:
-                    await stream.send(b"%x\r\n%s\r\n" % (len(event), event))
-                if not self.end_body:
-                    try:  # hold the body open until the client gives up on it
-                        while await stream.receive():
-                            pass
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                        return
+                    await send_chunk(stream, event)
+                if not self.end_body:  # hold the body open until the client gives up on it
+                    await wait_for_disconnect(stream)
+                    return
                 await stream.send(b"0\r\n\r\n")
 
 

@@ -10,6 +10,7 @@ import json
 
 import anyio
 from anyio.abc import SocketStream
+from http_helpers import read_request, send_chunk, send_sse_head, wait_for_disconnect
 
 from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.openai_compat import OpenAICompatModel
@@ -23,41 +24,17 @@ class SlowSSEServer:
 
     async def handle(self, stream: SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            while len(body) < length:
-                body += await stream.receive()
-            self.requests.append(body)
-            await stream.send(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"transfer-encoding: chunked\r\n\r\n"
-            )
-            event = (
-                b"data: "
-                + json.dumps(
-                    {
-                        "choices": [
-                            {"index": 0, "delta": {"content": "thinking"}, "finish_reason": None}
-                        ]
-                    }
-                ).encode()
-                + b"\n\n"
-            )
-            await stream.send(b"%x\r\n%s\r\n" % (len(event), event))
+            got = await read_request(stream)
+            assert got is not None
+            self.requests.append(got[0])
+            await send_sse_head(stream)
+            delta = {
+                "choices": [{"index": 0, "delta": {"content": "thinking"}, "finish_reason": None}]
+            }
+            await send_chunk(stream, b"data: " + json.dumps(delta).encode() + b"\n\n")
             self.first_chunk_sent.set()
             # The answer never finishes; the only way out is the client closing the connection.
-            try:
-                while await stream.receive():
-                    pass
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                pass
+            await wait_for_disconnect(stream)
             self.disconnected.set()
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from http_helpers import Recorder, sse_response
 
 from apr_mcp.errors import (
     ModelConnectionError,
@@ -24,7 +25,6 @@ from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 
 BASE = "http://llm.test/v1"
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def sse(*events: object, done: bool = True) -> bytes:
@@ -42,30 +42,6 @@ def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         **extra,
     }
-
-
-def stream_response(body: bytes, status: int = 200) -> httpx.Response:
-    return httpx.Response(status, headers={"content-type": "text/event-stream"}, content=body)
-
-
-class Recorder:
-    """A MockTransport handler that replays scripted responses and keeps the requests."""
-
-    def __init__(self, *responses: httpx.Response | Handler | Exception) -> None:
-        self.responses = list(responses)
-        self.requests: list[httpx.Request] = []
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.requests]
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        item = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
-        if isinstance(item, Exception):
-            raise item
-        if callable(item) and not isinstance(item, httpx.Response):
-            return item(request)
-        return item
 
 
 def make(rec: Recorder, **kw: Any) -> OpenAICompatModel:
@@ -90,7 +66,7 @@ STREAM_OK = sse(
 
 
 async def test_streamed_request_shape_and_parsing() -> None:
-    rec = Recorder(stream_response(STREAM_OK))
+    rec = Recorder(sse_response(STREAM_OK))
     model = make(rec, extra_headers={"X-Title": "apr"})
     deltas: list[str] = []
     resp = await model.complete(
@@ -119,7 +95,7 @@ async def test_streamed_request_shape_and_parsing() -> None:
 
 
 async def test_structured_request_sends_response_format_and_model_override() -> None:
-    rec = Recorder(stream_response(sse(chunk('{"a": 1}', finish="stop"))))
+    rec = Recorder(sse_response(sse(chunk('{"a": 1}', finish="stop"))))
     model = make(rec)
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     await model.complete(req(json_schema=schema, schema_name="Thing", model="other-m"))
@@ -132,7 +108,7 @@ async def test_structured_request_sends_response_format_and_model_override() -> 
 
 
 async def test_usage_is_counted_when_the_server_does_not_report_it() -> None:
-    rec = Recorder(stream_response(sse(chunk("Hello there"), chunk(finish="stop"))))
+    rec = Recorder(sse_response(sse(chunk("Hello there"), chunk(finish="stop"))))
     resp = await make(rec).complete(req())
     assert resp.usage.reported is False
     assert resp.usage.output_tokens == 2  # "Hello there" in cl100k
@@ -172,7 +148,7 @@ async def test_async_on_token_is_awaited() -> None:
     async def on_token(delta: str) -> None:
         got.append(delta)
 
-    await make(Recorder(stream_response(STREAM_OK))).complete(req(), on_token=on_token)
+    await make(Recorder(sse_response(STREAM_OK))).complete(req(), on_token=on_token)
     assert got == ["Hel", "lo"]
 
 
@@ -180,10 +156,10 @@ async def test_stream_options_rejection_is_retried_once_without_it_and_remembere
     bad = httpx.Response(
         400, json={"error": {"message": "Unrecognized request argument: stream_options"}}
     )
-    rec = Recorder(bad, stream_response(STREAM_OK))
+    rec = Recorder(bad, sse_response(STREAM_OK))
     model = make(rec)
     assert (await model.complete(req())).text == "Hello"
-    rec.responses = [stream_response(STREAM_OK)]
+    rec.responses = [sse_response(STREAM_OK)]
     await model.complete(req())
     bodies = rec.bodies()
     assert "stream_options" in bodies[0]
@@ -199,7 +175,7 @@ async def test_max_completion_tokens_is_used_when_the_server_asks_for_it() -> No
             }
         },
     )
-    rec = Recorder(bad, stream_response(STREAM_OK))
+    rec = Recorder(bad, sse_response(STREAM_OK))
     await make(rec).complete(req(max_tokens=33))
     assert rec.bodies()[1]["max_completion_tokens"] == 33 and "max_tokens" not in rec.bodies()[1]
 
@@ -296,15 +272,13 @@ async def test_timeout_mid_stream_maps_to_model_timeout() -> None:
         yield sse(chunk("par"), done=False)
         raise httpx.ReadTimeout("stalled")
 
-    rec = Recorder(
-        httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-    )
+    rec = Recorder(sse_response(body()))
     with pytest.raises(ModelTimeoutError):
         await make(rec).complete(req())
 
 
 async def test_stream_cut_mid_answer_without_finish() -> None:
-    rec = Recorder(stream_response(sse(chunk("The answer is"), done=False)))
+    rec = Recorder(sse_response(sse(chunk("The answer is"), done=False)))
     got: list[str] = []
     with pytest.raises(StreamInterrupted) as info:
         await make(rec).complete(req(), on_token=got.append)
@@ -319,22 +293,20 @@ async def test_connection_dropped_mid_stream_is_stream_interrupted() -> None:
             "peer closed connection without sending complete message body"
         )
 
-    rec = Recorder(
-        httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-    )
+    rec = Recorder(sse_response(body()))
     with pytest.raises(StreamInterrupted):
         await make(rec).complete(req())
 
 
 async def test_malformed_json_lines_are_skipped() -> None:
     body = sse("{not json", chunk("ok"), "garbage", chunk(finish="stop")) + b"no colon line\n\n"
-    resp = await make(Recorder(stream_response(body))).complete(req())
+    resp = await make(Recorder(sse_response(body))).complete(req())
     assert resp.text == "ok"
 
 
 async def test_entirely_junk_stream_is_output_error() -> None:
     with pytest.raises(ModelOutputError) as info:
-        await make(Recorder(stream_response(sse("{oops", "<html>")))).complete(req())
+        await make(Recorder(sse_response(sse("{oops", "<html>")))).complete(req())
     assert "no valid JSON chunk" in str(info.value)
 
 
@@ -346,28 +318,28 @@ async def test_junk_non_streamed_body_is_output_error() -> None:
 async def test_error_event_inside_stream() -> None:
     body = sse(chunk("a"), {"error": {"message": "upstream rate limited", "code": 429}}, done=False)
     with pytest.raises(RateLimitError):
-        await make(Recorder(stream_response(body))).complete(req())
+        await make(Recorder(sse_response(body))).complete(req())
 
 
 async def test_empty_content_is_output_error() -> None:
     with pytest.raises(ModelOutputError) as info:
-        await make(Recorder(stream_response(sse(chunk(""), chunk(finish="stop"))))).complete(req())
+        await make(Recorder(sse_response(sse(chunk(""), chunk(finish="stop"))))).complete(req())
     assert "empty answer" in str(info.value)
 
 
 async def test_finish_reason_length_keeps_free_text() -> None:
-    rec = Recorder(stream_response(sse(chunk("A long answer that was"), chunk(finish="length"))))
+    rec = Recorder(sse_response(sse(chunk("A long answer that was"), chunk(finish="length"))))
     resp = await make(rec).complete(req())
     assert resp.text == "A long answer that was" and resp.finish_reason == "length"
 
 
 async def test_finish_reason_length_fails_structured_or_empty() -> None:
-    rec = Recorder(stream_response(sse(chunk('{"a": [1, 2'), chunk(finish="length"))))
+    rec = Recorder(sse_response(sse(chunk('{"a": [1, 2'), chunk(finish="length"))))
     with pytest.raises(ModelOutputError) as info:
         await make(rec).complete(req(json_schema={"type": "object"}, max_tokens=5))
     assert "max_tokens=5" in str(info.value) and info.value.body == '{"a": [1, 2'
 
-    rec = Recorder(stream_response(sse(chunk(finish="length"))))
+    rec = Recorder(sse_response(sse(chunk(finish="length"))))
     with pytest.raises(ModelOutputError):
         await make(rec).complete(req())
 
