@@ -401,7 +401,12 @@ def free_text_reply(user_text: str, seed: int, *, scale: float = 1.0) -> str:
             lines.append(f"Step 2: Evaluating it gives {arithmetic[0]} = {arithmetic[1]}.")
     else:
         lines += _chain(units, split, seed)
-    final = arithmetic[1] if arithmetic and not split.parts else f"[sim] {head}"
+    if split.search:
+        final = f"[sim] the expression found in attempt {len(units)}"
+    elif split.parts:
+        final = f"[sim] the combined result of the {len(units)} parts"
+    else:
+        final = arithmetic[1] if arithmetic else f"[sim] {head}"
     return "\n".join(lines) + f"\nFinal answer: {final}"
 
 
