@@ -9,12 +9,11 @@ document, a table) — and in stdio server mode stdout belongs to the protocol a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 
@@ -178,6 +177,3 @@ def _run_doctor(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     return anyio.run(run_doctor, settings)
 
-
-def _dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
