@@ -5,7 +5,6 @@ A fake sleep records the delays, so nothing here waits for real.
 
 from __future__ import annotations
 
-import inspect
 import random
 
 import httpx
@@ -21,18 +20,12 @@ from apr_mcp.errors import (
     ServerError,
     StreamInterrupted,
 )
+from apr_mcp.llm._http import emit
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.retry import RetryingModel
 
 REQ = ModelRequest(messages=[Message(role="user", content="q")])
-
-
-async def send(on_token: TokenCallback | None, piece: str) -> None:
-    """What every backend does with a delta: the callback may be sync or async."""
-    result = on_token(piece) if on_token is not None else None
-    if inspect.isawaitable(result):
-        await result
 
 
 class Scripted(Model):
@@ -51,7 +44,7 @@ class Scripted(Model):
     ) -> ModelResponse:
         self.calls += 1
         for piece in self.stream:
-            await send(on_token, piece)
+            await emit(on_token, piece)
         if self.errors:
             raise self.errors.pop(0)
         return ModelResponse(text="".join(self.stream) or "fine", backend="fake", model="f1")
@@ -159,7 +152,7 @@ async def test_retry_forwards_only_text_beyond_what_was_seen() -> None:
             self.calls += 1
             pieces = ["abc"] if self.calls == 1 else ["ab", "cde", "f"]
             for piece in pieces:
-                await send(on_token, piece)
+                await emit(on_token, piece)
             if self.calls == 1:
                 raise StreamInterrupted("cut")
             return ModelResponse(text="abcdef")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from apr_mcp.errors import ModelHTTPError, ModelOutputError
+from apr_mcp.llm._http import emit
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.structured import complete_structured, extract_json, json_schema_for
@@ -35,10 +35,7 @@ class Scripted(Model):
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
-        if on_token is not None:
-            result = on_token(reply)
-            if inspect.isawaitable(result):
-                await result
+        await emit(on_token, reply)
         return ModelResponse(
             text=reply,
             usage=Usage(input_tokens=10, output_tokens=len(reply), reported=True),
