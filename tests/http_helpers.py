@@ -42,6 +42,16 @@ class Recorder:
         return item
 
 
+class FakeSleep:
+    """A ``sleep`` for RetryingModel that records the delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
 def sse_response(body: bytes | AsyncIterable[bytes], status: int = 200) -> httpx.Response:
     """A ``text/event-stream`` response with ``body`` (bytes, or chunks as they come)."""
     return httpx.Response(status, headers={"content-type": "text/event-stream"}, content=body)

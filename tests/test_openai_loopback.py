@@ -12,6 +12,7 @@ import random
 import anyio
 import httpx
 import pytest
+from http_helpers import FakeSleep
 
 from apr_mcp.errors import ModelTimeoutError, ServerError
 from apr_mcp.llm.base import Message, ModelRequest
@@ -29,14 +30,6 @@ def sim(*rules: SimRule) -> SimulatedModel:
 
 def ask(text: str) -> ModelRequest:
     return ModelRequest(messages=[Message(role="user", content=text)], max_tokens=200)
-
-
-class FakeSleep:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 async def test_streamed_answer_with_reported_usage() -> None:

@@ -9,6 +9,7 @@ import random
 
 import httpx
 import pytest
+from http_helpers import FakeSleep
 
 from apr_mcp.errors import (
     ModelConnectionError,
@@ -48,14 +49,6 @@ class Scripted(Model):
         if self.errors:
             raise self.errors.pop(0)
         return ModelResponse(text="".join(self.stream) or "fine", backend="fake", model="f1")
-
-
-class FakeSleep:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 def retrying(inner: Model, **kw: object) -> tuple[RetryingModel, FakeSleep]:
