@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import anyio
+from engine_helpers import answer
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
@@ -24,16 +25,6 @@ from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.schemas import Subtask, ThreadResult, ThreadStatus
 
 QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
-
-
-def answer(text: str, *, confidence: float = 0.6, settles: bool = False) -> dict[str, Any]:
-    return {
-        "answer": text,
-        "summary": text,
-        "confidence": confidence,
-        "settles_question": settles,
-        "follow_ups": [],
-    }
 
 
 class Hold:
