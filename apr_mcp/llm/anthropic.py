@@ -26,8 +26,8 @@ from ._http import (
     JSONStream,
     Reply,
     emit,
-    stream_error,
 )
+from ._http_errors import stream_error
 from .base import ModelRequest, TokenCallback
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicModel"]

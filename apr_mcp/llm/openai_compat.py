@@ -33,8 +33,8 @@ from ._http import (
     Reply,
     emit,
     log,
-    stream_error,
 )
+from ._http_errors import stream_error
 from .base import ModelRequest, TokenCallback
 
 __all__ = ["OpenAICompatModel"]
