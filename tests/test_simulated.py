@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -23,7 +24,7 @@ from apr_mcp.llm.simulated_content import evaluate_arithmetic, find_arithmetic
 from apr_mcp.prompts import load_prompt
 from apr_mcp.schemas import Plan, ThreadAnswer
 
-FAST = {"ttft_s": 0.0, "tokens_per_s": 1e6}
+FAST: dict[str, Any] = {"ttft_s": 0.0, "tokens_per_s": 1e6}
 
 
 def planner_request(question: str, *, max_threads: int = 8) -> ModelRequest:
