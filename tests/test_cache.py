@@ -256,3 +256,21 @@ async def test_two_processes_share_one_cache_directory(tmp_path: Path) -> None:
         response = await CachedModel(inner, cache).complete(request(SHARED_REQUEST))
     assert inner.calls == 0 and response.cached
     assert response.text == (await SimulatedModel().complete(request(SHARED_REQUEST))).text
+
+
+async def test_cache_key_changes_with_the_simulated_models_revision(tmp_path: Path) -> None:
+    """A scripted (or newer) simulated model must never be served another model's answers."""
+    with ResultCache(tmp_path / "rev") as cache:
+        plain = CachedModel(SimulatedModel(ttft_s=0, tokens_per_s=1e6), cache)
+        scripted = CachedModel(
+            SimulatedModel(
+                ttft_s=0, tokens_per_s=1e6, script=SimScript([SimRule("capital", reply="Paris!")])
+            ),
+            cache,
+        )
+        request = ModelRequest(messages=[Message(role="user", content="What is the capital?")])
+        first = await plain.complete(request)
+        second = await scripted.complete(request)
+        assert not second.cached and second.text == "Paris!" != first.text
+        assert plain.key_for(request) != scripted.key_for(request)
+        assert (await plain.complete(request)).cached

@@ -85,6 +85,9 @@ class Model(abc.ABC):
     #: Whether ``json_schema`` is sent to the provider as native structured output. The
     #: structured-output helper turns to JSON-in-prompt where this is False or the provider refuses.
     supports_json_schema: bool = False
+    #: Changes when the same backend and model id would answer differently (a simulated model's
+    #: reply rules or script); part of every cache key, so stale answers are never replayed.
+    revision: str = ""
 
     @abc.abstractmethod
     async def complete(

@@ -48,6 +48,7 @@ class CachedModel(WrapperModel):
             purpose=request.purpose,
             backend=self.backend,
             model=self.model_for(request),
+            revision=self.unwrap().revision,
             prompt_version=request.prompt_version,
             messages=[[m.role, _normalise(m.content)] for m in request.messages],
             max_tokens=request.max_tokens,

@@ -50,11 +50,7 @@ def build_backend(
     if backend == "simulated":
         from .simulated import SimulatedModel
 
-        return SimulatedModel(
-            ttft_s=settings.sim_ttft_s,
-            tokens_per_s=settings.sim_tokens_per_s,
-            model_name=model or "sim-1",
-        )
+        return SimulatedModel.from_settings(settings, model_name=model or "sim-1")
     raise ConfigError(
         "APR_BACKEND=sampling borrows the MCP host's model, so it exists only inside the MCP "
         "server (`apr-mcp serve`), where a connected host can answer sampling requests. For the "

@@ -43,6 +43,7 @@ OpenAI-compatible loopback server in :mod:`apr_mcp.simulate_server`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -219,6 +220,10 @@ async def call_token_callback(on_token: TokenCallback | None, piece: str) -> Non
         await result
 
 
+#: Bump when default replies or the latency model change, so cached simulated answers expire.
+SIMULATOR_REVISION = "2"
+
+
 class SimulatedModel(Model):
     """The ``simulated`` backend. Deterministic for a given ``seed``; safe to call concurrently.
 
@@ -260,6 +265,11 @@ class SimulatedModel(Model):
         self.active = 0
         self.max_active = 0
         self.requests: deque[ModelRequest] = deque(maxlen=1000)
+        # Cache keys must tell apart replies of another simulator release, script or seed.
+        script_id = (
+            hashlib.sha256(TypeAdapter(SimScript).dump_json(script)).hexdigest()[:12] if script else "-"
+        )
+        self.revision = f"{SIMULATOR_REVISION}/seed={seed}/scale={reasoning_scale}/script={script_id}"
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> SimulatedModel:
