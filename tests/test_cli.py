@@ -131,3 +131,19 @@ async def test_cli_against_loopback_openai_endpoint(tmp_path: Path) -> None:
         out = solve.stdout.decode()
         assert solve.returncode == 0, solve.stderr.decode()
         assert "t1" in out and "tokens in" in out and "critical path" in out
+
+
+def test_sim_script_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"rules": [{"pattern": "capital of France", "reply": "Paris."}]}))
+    monkeypatch.setenv("APR_SIM_SCRIPT", str(script))
+    code, out, _ = run_main(
+        ["solve", "--backend", "simulated", "--strategy", "sequential", "What is the capital of France?"],
+        capsys,
+    )
+    assert code == 0 and out.startswith("Paris.")
+    script.write_text("{not json")
+    code, _, err = run_main(["solve", "--backend", "simulated", "anything"], capsys)
+    assert code == 2 and "script.json" in err
