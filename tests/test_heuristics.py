@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from apr_mcp.bench.datasets import bundled_datasets, load_dataset
+from apr_mcp.config import Settings
 from apr_mcp.engine.heuristics import SplitSignals, analyze, concurrency_for, width_for
+from apr_mcp.engine.plan import make_plan
 from apr_mcp.errors import ConfigError
+from apr_mcp.llm.simulated import SimulatedModel
 
 TRACEBACK = """Traceback (most recent call last):
   File "buggy.py", line 12, in <module>
@@ -79,6 +83,46 @@ NO_SPLITS = [
         "sequential",
     ),
     ("Translate 'good morning' into French", "short single question"),
+    # Adverbial "first … then" is still a chain; only the ordinal "the first four …" is not.
+    (
+        "First list the three largest cities of Spain, then find the population of the largest one.",
+        "sequential",
+    ),
+    # The aggregation tail is set aside, but a real chain elsewhere still counts.
+    (
+        (
+            "Steps:\n1. Download the file\n2. Using that result, build the index\n3. Check the "
+            "index. Then give the total."
+        ),
+        "sequential",
+    ),
+]
+
+# Independent parts followed by a step that only aggregates them, or with a chain inside one part:
+# the parts stay independent (bundled split_pays items sp-001, sp-005 and sp-010 are of this shape).
+PARTS_WITH_TAILS = [
+    (
+        (
+            "Answer two things: (a) the population of the capital of the country that hosted the "
+            "2016 Olympics, (b) the area of France in km². Then give the sum of all parts."
+        ),
+        "multi-hop chain inside one part",
+    ),
+    (
+        (
+            "Compute: (a) the product of the first five primes, (b) 12 squared, (c) 7 cubed. Work "
+            "out each part separately, then give the total as the final answer."
+        ),
+        "aggregation step after the parts",
+    ),
+    ("First compare Postgres and MySQL for analytics, then recommend one.", "aggregation step"),
+    (
+        (
+            "Evaluate these options: a) rent an office b) go fully remote c) co-working space. "
+            "Then combine the findings into one plan."
+        ),
+        "aggregation step",
+    ),
 ]
 
 
@@ -97,6 +141,40 @@ def test_no_split_cases(question: str, signal: str) -> None:
     assert s.should_split_hint is False, s.signals
     assert any(signal in x for x in s.signals), s.signals
     assert s.suggested_width == 1
+
+
+@pytest.mark.parametrize(("question", "signal"), PARTS_WITH_TAILS)
+def test_parts_with_an_aggregation_tail_or_inner_chain_split(question: str, signal: str) -> None:
+    s = analyze(question)
+    assert s.should_split_hint is True, s.signals
+    assert any(signal in x for x in s.signals), s.signals
+    assert not any(x.startswith(("sequential", "multi-hop chain (")) for x in s.signals), s.signals
+    assert s.suggested_width >= 2
+
+
+def test_ordinal_first_is_not_a_step() -> None:
+    # No aggregation tail here: only the "first … then" pattern decides.
+    s = analyze(
+        "Compute: (a) the sum of the first ten odd numbers, (b) 2^12, (c) 9 factorial. "
+        "Then report each result in words."
+    )
+    assert not any("sequential" in x for x in s.signals), s.signals
+    assert s.should_split_hint is True
+
+
+def test_multi_hop_outside_the_parts_still_chains() -> None:
+    s = analyze(
+        "What is the population of the capital of the country that won (a) the 2014 World Cup "
+        "(b) the 2018 World Cup?"
+    )
+    assert any(x.startswith("multi-hop chain (") for x in s.signals), s.signals
+    assert s.should_split_hint is not True
+
+
+def test_aggregation_tail_before_the_last_part_is_not_set_aside() -> None:
+    s = analyze("First compute (a) the mean, then combine it with (b) the median of the list.")
+    assert not any("aggregation" in x for x in s.signals), s.signals
+    assert any("sequential" in x for x in s.signals), s.signals
 
 
 def test_mixed_comparison_and_sequence_defers_to_planner() -> None:
@@ -219,3 +297,23 @@ def test_adversarial_input_stays_linear() -> None:
     s = analyze(text, context="x " * 20000)
     assert s.should_split_hint is True
     assert 1 <= s.complexity <= 10 and len(s.entities) <= 12
+
+
+async def test_bundled_datasets_route_as_labelled() -> None:
+    # The engine's real planning path (heuristics, then the simulated planner when they are unsure)
+    # against every bundled should_split label: a hint of "don't split" skips the planner, so a
+    # false negative here is a split the engine never tries.
+    settings = Settings(backend="simulated", cache=False)
+    planner = SimulatedModel(ttft_s=0, tokens_per_s=1e9)
+    wrong: list[str] = []
+    labelled = 0
+    for name in bundled_datasets():
+        for item in load_dataset(name).items:
+            if item.should_split is None:
+                continue
+            labelled += 1
+            plan, _ = await make_plan(planner, item.question, item.context, settings)
+            if plan.should_split != item.should_split:
+                wrong.append(f"{item.id}: {plan.reason}")
+    assert labelled >= 100
+    assert wrong == []

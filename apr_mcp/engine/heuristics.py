@@ -10,10 +10,14 @@ hypotheses (``one approach is … another is``, ``could be caused by``, ``either
 with stack traces (debugging → hypotheses), many distinct entities or constraints.
 Negative signals: short factual questions, inherently sequential work (``first … then``,
 ``using that result``), multi-hop chains (``the X of the Y of Z``) where each hop needs the last.
+Neither vetoes independent parts when it only concerns them from the inside or the end: a chain
+inside one enumerated part ("(b) the sum of the digits of 2^20") or a last step that aggregates
+the parts ("…, then give the sum of all parts", "then recommend one") — the merge does that.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from pydantic import BaseModel, Field
@@ -103,12 +107,28 @@ _CODE = re.compile(
     r"public |private |const |let |var )|[{};]\s*$|```",
     _M,
 )
+# "First …, then …" as adverbs; "the first four primes" (a determiner or a count around "first")
+# is an ordinal, not a step.
 _SEQUENTIAL = re.compile(
-    r"\bfirst\b.{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) (?:result|answer|value|output)\b|"
+    r"(?<!\bthe )(?<!\bits )(?<!\btheir )(?<!\ba )\bfirst\b(?!\s+(?:\d|one|two|three|four|five|six|"
+    r"seven|eight|nine|ten|few|several|half|of\b))"
+    r".{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) (?:result|answer|value|output)\b|"
     r"\bbased on (?:that|this|the previous)\b|\b(?:after|once) (?:that|you have)\b|\band then\b|"
     r"\bplug (?:it|that) into\b|\bfrom (?:the )?(?:previous|last) step\b|\bthe result of step\b",
     _I | re.DOTALL,
 )
+# A last step that only aggregates what independent parts found ("…, then give the sum of all
+# parts", "then recommend one", "then combine them") to the end of its sentence: the merge does
+# that, so it does not chain the parts.
+_AGGREGATE_TAIL = re.compile(
+    r"\bthen\s+(?:(?:give|report|state|compute|calculate|find|return|output|take|add up)\s+"
+    r"(?:the\s+|their\s+|a\s+)?(?:sum|total|product|average|mean|maximum|minimum|max|min|best|"
+    r"winner|overall|combined|final)\b|(?:add|sum)\s+(?:them|these|those|up|all|the (?:parts|"
+    r"results|answers))\b|(?:combine|merge|compare|rank|recommend|pick|choose|select|summari[sz]e)\b)"
+    r"[^.?!\n]*(?:[.?!]|$)",
+    _I,
+)
+_SENTENCE_END = re.compile(r"[.?!](?=\s|$)|\n")
 _MULTIHOP = re.compile(
     r"\bthe\s+[\w-]+(?:\s+[\w-]+)?\s+of\s+the\s+[\w-]+(?:\s+[\w-]+)?\s+(?:of|who|that|which|where|whose)\b",
     _I,
@@ -248,19 +268,24 @@ def analyze(
     parts: list[int] = []  # candidate counts of independent parts
     strong: list[str] = []  # kinds of strong positive evidence
 
-    listed = [_clean(m.group(1)) for m in _NUMBERED.finditer(text)]
-    inline = _INLINE_ENUM.findall(text)
+    numbered = list(_NUMBERED.finditer(text))
+    listed = [_clean(m.group(1)) for m in numbered]
+    inline_matches = list(_INLINE_ENUM.finditer(text))
+    inline = [m.group(1) for m in inline_matches]
+    spans: list[tuple[int, int]] = []  # where each enumerated part's text lies
     if len(listed) >= 2:
         signals.append(f"enumeration of {len(listed)} items")
         parts.append(len(listed))
         strong.append("enumeration")
         entities += [item for item in listed if len(item.split()) <= 4]
+        spans = [m.span(1) for m in numbered]
     elif len(inline) >= 2:
         signals.append(
             f"inline enumeration of {len(inline)} items ({', '.join(x + ')' for x in inline)})"
         )
         parts.append(len(inline))
         strong.append("enumeration")
+        spans = _inline_spans(text, inline_matches)
 
     if _COMPARE.search(text):
         compared = _comparison_entities(text)
@@ -310,12 +335,24 @@ def analyze(
     entities += [e for e in _CAPITALISED.findall(text) if e.lower() not in _STOP]
     entities = _dedupe(entities)[:12]
 
-    sequential = _SEQUENTIAL.search(text)
-    multihop = _MULTIHOP.search(text)
+    steps = text
+    if strong:
+        after = spans[-1][1] if spans else 0
+        tail = _AGGREGATE_TAIL.search(text, after)
+        if tail:
+            signals.append(f"aggregation step after the parts ('{_snippet(tail.group(0))}')")
+            steps = text[: tail.start()] + text[tail.end() :]
+    sequential = _SEQUENTIAL.search(steps)
     if sequential:
         signals.append(f"sequential steps ('{_snippet(sequential.group(0))}')")
-    if multihop:
-        signals.append(f"multi-hop chain ('{_snippet(multihop.group(0))}')")
+    multihop = None
+    for hop in _MULTIHOP.finditer(text):
+        if any(start <= hop.start() and hop.end() <= end for start, end in spans):
+            # "(b) the sum of the digits of 2^20": a chain inside one part does not chain the parts.
+            signals.append(f"multi-hop chain inside one part ('{_snippet(hop.group(0))}')")
+        elif multihop is None:
+            multihop = hop
+            signals.append(f"multi-hop chain ('{_snippet(hop.group(0))}')")
     short_factual = words <= 15 and not strong and bool(_FACTUAL.search(text)) and n_constraints < 3
     if short_factual:
         signals.append("short factual question")
@@ -358,6 +395,17 @@ def analyze(
         entities=entities,
         n_parts=n_parts,
     )
+
+
+def _inline_spans(text: str, markers: list[re.Match[str]]) -> list[tuple[int, int]]:
+    """The text of each inline part ``(a) … (b) …``: from its marker to the next one; the last
+    part ends with its sentence."""
+    spans = [(a.end(), b.start()) for a, b in itertools.pairwise(markers)]
+    if markers:
+        start = markers[-1].end()
+        end = _SENTENCE_END.search(text, start)
+        spans.append((start, end.start() if end else len(text)))
+    return spans
 
 
 def _snippet(text: str, limit: int = 40) -> str:
