@@ -22,8 +22,12 @@ Latency model (what a reply costs, deterministically):
   answers; a "thinking" model that reasons longer per unit is ``reasoning_scale`` > 1.
 * The sequential baseline (free text) works through every unit in turn: its length is the sum
   of the parts' reasoning plus a line for the aggregation step. On a search (Countdown, 24) it
-  tries the branches in order until the one that works (chosen by a hash of the question), so on
-  average a bit over half of them.
+  tries the branches in order until the first whose route really reaches the target (each route
+  is searched exhaustively, see :mod:`~apr_mcp.llm.simulated_search`); a route that works stops
+  when the expression is found, 40–70 % of the way.
+* A search branch in a thread does the same work on its own route: a verified expression
+  settles the question (confidence 0.97, so the engine stops the other branches early); a route
+  that fails says so with low confidence.
 * A solver thread spends one unit's reasoning on its part (recognised by the
   :data:`~apr_mcp.llm.simulated_plan.PART_MARK` the planner writes), or the whole chain when its
   subtask is the whole question, plus a one-sentence summary and the JSON around it. Like any
@@ -221,7 +225,7 @@ async def call_token_callback(on_token: TokenCallback | None, piece: str) -> Non
 
 
 #: Bump when default replies or the latency model change, so cached simulated answers expire.
-SIMULATOR_REVISION = "2"
+SIMULATOR_REVISION = "3"
 
 
 class SimulatedModel(Model):

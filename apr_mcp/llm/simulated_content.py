@@ -3,8 +3,8 @@
 Pure functions of the request text (no I/O, no clock), so the same request always gets the same
 reply. The planner reply really splits comparisons, enumerations, several questions and competing
 hypotheses, and refuses to split short or sequential questions, so demos and benchmarks exercise
-the whole pipeline; solver and sequential replies compute simple arithmetic so answers can be
-graded.
+the whole pipeline; solver and sequential replies compute simple arithmetic and search number
+puzzles (:mod:`~apr_mcp.llm.simulated_search`) so answers can be graded.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 from ..tokens import count_tokens, truncate_to_tokens
 from . import simulated_debug
-from .simulated_plan import Split, decompose, part_core, plan_reply, split_question
+from .simulated_plan import PART_MARK, Split, decompose, part_core, plan_reply, split_question
+from .simulated_search import BranchOutcome, found_share, search_branch
 
 __all__ = [
     "REASONING_BASE",
@@ -194,18 +195,29 @@ def reasoning_tokens(unit: str, *, search: bool = False) -> int:
 
 def work_units(question: str, *, scale: float = 1.0) -> tuple[list[tuple[str, int]], Split]:
     """The units a single chain of thought works through for ``question``, with their reasoning
-    tokens: every independent part in turn (for a search: the branches in order until the one
-    that works, chosen by a hash of the question), or the whole question as one unit. ``scale``
-    multiplies every unit's reasoning (a "thinking" model reasons longer per unit)."""
+    tokens: every independent part in turn (for a search: the branches in order until the first
+    whose route really reaches the target, see :mod:`~apr_mcp.llm.simulated_search`; all of them
+    when none does), or the whole question as one unit. ``scale`` multiplies every unit's
+    reasoning (a "thinking" model reasons longer per unit)."""
     split = decompose(question)
     if not split.parts:
         core = part_core(question)
         return [(core, round(scale * reasoning_tokens(core, search=_is_branch(core))))], split
-    parts = split.parts
     if split.search:
-        parts = parts[: 1 + stable_hash("solved-by", question) % len(parts)]
-    return [(p.core, round(scale * reasoning_tokens(p.core, search=split.search)))
-            for p in parts], split
+        units = []
+        for part in split.parts:
+            outcome = search_branch(part.core, part.context)
+            units.append((part.core, round(scale * branch_tokens(part.core, outcome))))
+            if outcome is not None and outcome.works:
+                break
+        return units, split
+    return [(p.core, round(scale * reasoning_tokens(p.core))) for p in split.parts], split
+
+
+def branch_tokens(core: str, outcome: BranchOutcome | None) -> int:
+    """A search branch's reasoning: the whole route when it fails, less when it finds the answer."""
+    full = reasoning_tokens(core, search=True)
+    return round(full * found_share(core)) if outcome is not None and outcome.works else full
 
 
 def _is_branch(core: str) -> bool:
@@ -290,6 +302,11 @@ def thread_reply(user_text: str, seed: int, *, scale: float = 1.0) -> dict[str, 
         return investigation
     # Only the subtask's own work counts: the context after PART_MARK may quote the whole question.
     core = part_core(subtask)
+    if _is_branch(core):
+        context = subtask.split(PART_MARK, 1)[1] if PART_MARK in subtask else ""
+        outcome = search_branch(core, context)
+        if outcome is not None:
+            return _branch_reply(core, outcome, seed, scale)
     units, split = work_units(core, scale=scale)
     head = _head(core)
     arithmetic = find_arithmetic(core, require_cue=True)
@@ -310,6 +327,34 @@ def thread_reply(user_text: str, seed: int, *, scale: float = 1.0) -> dict[str, 
         "answer": answer,
         "summary": summary,
         "confidence": confidence_for(subtask, seed),
+        "settles_question": False,
+        "follow_ups": [],
+    }
+
+
+def _branch_reply(core: str, outcome: BranchOutcome, seed: int, scale: float) -> dict[str, Any]:
+    """A search branch's answer. A verified expression settles the whole question (confidently:
+    it was checked against the rules); a route that fails says so, with low confidence, so the
+    merge does not lean on it."""
+    tokens = round(scale * branch_tokens(core, outcome))
+    route = _head(core.split("Search branch:", 1)[1], 100)
+    if outcome.expression is not None:
+        lead = f"[sim] Searching the route {route}"
+        answer = (reasoning_text(core, seed, tokens, lead=lead)
+                  + f"\nThis route works: {outcome.detail}.\nFinal answer: {outcome.expression}")
+        return {
+            "answer": answer,
+            "summary": f"This route works: {outcome.detail}. Final answer: {outcome.expression}",
+            "confidence": 0.97,
+            "settles_question": True,
+            "follow_ups": [],
+        }
+    answer = reasoning_text(core, seed, tokens, lead=f"[sim] Searching the route {route}")
+    answer += f"\nThis route fails: {outcome.detail}."
+    return {
+        "answer": answer,
+        "summary": f"This route fails: {outcome.detail} ({route})",
+        "confidence": round(0.1 + (stable_hash("fails", seed, core) % 101) / 1000, 3),
         "settles_question": False,
         "follow_ups": [],
     }
@@ -366,8 +411,11 @@ def merge_reply(user_text: str, seed: int, schema: dict[str, Any] | None) -> dic
     answer = lead + (f" ({len(ids)} results)." if ids else ".")
     if points:
         answer += " " + " ".join(points)
+    settled = re.search(r"settles the question\).*?Final answer: ([^\n]+)", results, re.DOTALL)
     if arithmetic:
         answer += f" Final answer: {arithmetic[1]}"
+    elif settled:  # a search branch found a checked expression: that is the answer
+        answer += f"\nFinal answer: {settled.group(1).strip()}"
     confidence = (
         round(sum(confidences) / len(confidences), 3) if confidences else confidence_for(results, seed)
     )
@@ -402,7 +450,8 @@ def free_text_reply(user_text: str, seed: int, *, scale: float = 1.0) -> str:
     else:
         lines += _chain(units, split, seed)
     if split.search:
-        final = f"[sim] the expression found in attempt {len(units)}"
+        found = _found_expression(split, len(units))
+        final = found or "[sim] no expression found along the routes tried"
     elif split.parts:
         final = f"[sim] the combined result of the {len(units)} parts"
     else:
@@ -419,10 +468,19 @@ def _chain(units: list[tuple[str, int]], split: Split, seed: int) -> list[str]:
         lead = f"{label} {n}: {_head(unit, 100)}" + (f" {sub[0]} = {sub[1]}." if sub else "")
         lines.append(reasoning_text(unit, seed, tokens, lead=lead))
     if split.search:
-        lines.append(f"Attempt {len(units)} works; the earlier routes fail.")
+        found = _found_expression(split, len(units))
+        lines.append(f"Attempt {len(units)} works: {found}; the earlier routes fail." if found
+                     else f"None of the {len(units)} routes reaches the target.")
     elif split.aggregate:
         lines.append(f"Combining the parts as asked: {_head(split.aggregate, 120)}")
     return lines
+
+
+def _found_expression(split: Split, attempts: int) -> str | None:
+    """The expression the last attempt found, if it works (see :func:`work_units`)."""
+    part = split.parts[attempts - 1]
+    outcome = search_branch(part.core, part.context)
+    return outcome.expression if outcome is not None else None
 
 
 # ----- schema-driven fallback -----
