@@ -86,6 +86,9 @@ async def test_debug_falls_back_to_hypotheses_from_the_error_type() -> None:
     assert result.decisions[0].kind == "split"
     kinds = [e.kind for e in events]
     assert kinds[0] == "planned" and kinds[-1] == "finished" and kinds.count("finished") == 1
+    # The "N competing hypotheses" reason is reported once (the decision), not by "planned" too.
+    assert sum("competing hypotheses" in e.message for e in events) == 1
+    assert events[0].message.startswith("plan ready:")
     assert kinds.index("merging") > max(i for i, k in enumerate(kinds) if k == "done")
     assert "verdict call failed" in result.merge.note
 

@@ -394,8 +394,12 @@ async def debug(
         signals=signals.signals,
     )
     split = Decision(at_s=round(anyio.current_time() - start, 6), kind="split", reason=reason)
-    await _emit(on_event, RunEvent(kind="planned", message=reason, total=len(subtasks)))
-    await _emit(on_event, RunEvent(kind="decision", message=reason, total=len(subtasks)))
+    # As in the general pipeline: "planned" says the plan is ready, the decision says why; the
+    # reason once, not twice in the progress output.
+    n = len(subtasks)
+    await _emit(on_event, RunEvent(kind="planned", message=f"plan ready: {n} hypotheses ({source})",
+                                   total=n))
+    await _emit(on_event, RunEvent(kind="decision", message=reason, total=n))
 
     # 2. investigations
     question = f"Find the root cause of this error and how to fix it:\n{error.strip()}"
