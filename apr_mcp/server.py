@@ -14,7 +14,6 @@ import argparse
 import inspect
 import logging
 import math
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import __version__
+from ._net import listen, serve_on, shown_host, uvicorn_server
 from .config import Settings, load_settings
 from .engine import Engine
 from .errors import AprError, ConfigError, SamplingUnavailable
@@ -645,19 +645,6 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     )
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc} (choose another --port)") from exc
-    sock.listen(128)
-    return sock
-
-
 def run_server(
     settings: Settings | None = None,
     transport: Literal["stdio", "http"] = "stdio",
@@ -676,27 +663,21 @@ def run_server(
             if transport == "stdio":
                 await server.run_stdio_async()
             else:
-                import uvicorn
-
                 from .http_app import build_http_app
 
                 bind = host or settings.http_host
                 app = build_http_app(server, settings, host=bind)
                 # Bind before announcing: the printed URL (real port even for --port 0) accepts
                 # connections at once; they queue until uvicorn has started.
-                sock = _listen(bind, settings.http_port if port is None else port)
-                shown = f"[{bind}]" if ":" in bind else bind
+                sock = listen(bind, settings.http_port if port is None else port)
                 print(
-                    f"apr-mcp: serving MCP over streamable HTTP at http://{shown}:{sock.getsockname()[1]}/mcp"
+                    f"apr-mcp: serving MCP over streamable HTTP at "
+                    f"http://{shown_host(bind)}:{sock.getsockname()[1]}/mcp"
                     + (" (bearer token required)" if settings.http_token else ""),
                     file=sys.stderr,
                     flush=True,
                 )
-                config = uvicorn.Config(app, log_level="warning", lifespan="on")
-                try:
-                    await uvicorn.Server(config).serve(sockets=[sock])
-                finally:
-                    sock.close()
+                await serve_on(uvicorn_server(app, lifespan="on"), sock)
         finally:
             with anyio.CancelScope(shield=True):
                 await close_server(server)

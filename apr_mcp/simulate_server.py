@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ._net import listen, serve_on, shown_host, uvicorn_server
 from .errors import ConfigError
 from .llm import simulated_content as content
 from .llm.base import Message, ModelRequest
@@ -340,31 +341,12 @@ def create_app(model: SimulatedModel | None = None, stats: ServerStats | None = 
 # ----- running it -----
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc} (try another --port)") from exc
-    sock.listen(128)  # connections queue from now on, so the URL is usable as soon as it is known
-    return sock
-
-
 def _base_url(host: str, sock: socket.socket) -> str:
-    port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/v1"
+    return f"http://{shown_host(host)}:{sock.getsockname()[1]}/v1"
 
 
-def _server(app: Starlette, host: str, log_level: str) -> uvicorn.Server:
-    config = uvicorn.Config(
-        app, host=host, log_level=log_level, log_config=None, access_log=False,
-        lifespan="off", timeout_graceful_shutdown=1,
-    )
-    return uvicorn.Server(config)
+def _server(app: Starlette, log_level: str) -> uvicorn.Server:
+    return uvicorn_server(app, log_level=log_level, lifespan="off", graceful_shutdown_s=1)
 
 
 @asynccontextmanager
@@ -374,22 +356,21 @@ async def serve_simulated(
 ) -> AsyncIterator[str]:
     """Run the server in this process for the duration of the block; yields the base URL
     (``http://127.0.0.1:PORT/v1``). Pass ``stats`` to watch the server's counters."""
-    sock = _bind(host, port)
-    server = _server(create_app(model, stats), host, log_level)
+    sock = listen(host, port)
+    server = _server(create_app(model, stats), log_level)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
+        tg.start_soon(serve_on, server, sock)
         try:
             yield _base_url(host, sock)
         finally:
             server.should_exit = True
-    sock.close()
 
 
 def run_simulate_server(host: str, port: int, model: SimulatedModel, *, log_level: str = "warning") -> None:
     """Serve until interrupted (the CLI). Prints the base URL to stderr first."""
 
     async def main() -> None:
-        sock = _bind(host, port)
+        sock = listen(host, port)
         url = _base_url(host, sock)
         # The first line is machine-read by simulate_subprocess: keep its shape.
         print(f"apr-mcp simulate: listening on {url}", file=sys.stderr, flush=True)
@@ -400,10 +381,7 @@ def run_simulate_server(host: str, port: int, model: SimulatedModel, *, log_leve
         )
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: listening on {host}, reachable from other machines", file=sys.stderr)
-        try:
-            await _server(create_app(model), host, log_level).serve([sock])
-        finally:
-            sock.close()
+        await serve_on(_server(create_app(model), log_level), sock)
 
     try:
         anyio.run(main)
