@@ -25,6 +25,7 @@ from .llm.cached import CachedModel
 from .llm.factory import build_backend
 from .llm.limiter import AdaptiveLimiter, LimitedModel
 from .llm.retry import RetryingModel
+from .tokens import encoding_for
 from .trace import RunStore
 
 __all__ = ["Runtime", "build_engine", "build_runtime"]
@@ -66,6 +67,9 @@ def build_runtime(
     call) and is then not closed by :meth:`Runtime.aclose`.
     """
     backend_name = settings.require_backend()
+    # Load the tokenizer now (~0.2 s, synchronous): inside a run it would stall the event loop
+    # just after the first thread started, staggering the others by that much.
+    encoding_for()
     owns_cache = cache is None
     if cache is None:
         cache = ResultCache(settings.effective_cache_dir(), enabled=settings.cache)

@@ -44,6 +44,7 @@ from .schemas import (
     Subtask,
     ThreadResult,
 )
+from .tokens import encoding_for
 
 if TYPE_CHECKING:
     from .cache import ResultCache
@@ -657,6 +658,8 @@ def run_server(
     settings = settings if settings is not None else load_settings()
     _log_to_stderr()
     server = create_server(settings, engine_factory=engine_factory)
+    # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
+    encoding_for()
 
     async def serve() -> None:
         try:
