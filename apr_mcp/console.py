@@ -7,6 +7,7 @@ and the tables go to stdout so they can be piped.
 from __future__ import annotations
 
 import sys
+import time
 from types import TracebackType
 from typing import Self
 
@@ -19,6 +20,7 @@ from .schemas import RunEvent, SolveResult, ThreadStatus
 
 __all__ = ["SolveConsole", "thread_table"]
 
+_FINAL = frozenset({"done", "cached", "failed", "cancelled", "skipped"})
 _STYLE = {
     "done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow",
     "skipped": "dim", "started": "blue", "spawned": "magenta",
@@ -37,13 +39,20 @@ class SolveConsole:
         )
         self.live_enabled = self.err.is_terminal if live is None else live
         self._threads: dict[str, tuple[str, str]] = {}
-        self._last = ""
+        # Per thread: when it started and (once over) when it ended, for the elapsed column.
+        self._started: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
+        self._t0 = time.monotonic()
+        self._last = "planning…"
         self._progress = (0, 0)
         self._live: Live | None = None
 
     def __enter__(self) -> Self:
         if self.live_enabled:
-            self._live = Live(self._render(), console=self.err, refresh_per_second=8, transient=True)
+            # get_renderable: re-rendered on every refresh, so the clocks tick between events.
+            self._live = Live(
+                console=self.err, refresh_per_second=8, transient=True, get_renderable=self._render
+            )
             self._live.__enter__()
         return self
 
@@ -57,21 +66,36 @@ class SolveConsole:
     async def on_event(self, event: RunEvent) -> None:
         self._progress = (event.completed, event.total)
         if event.thread_id:
+            now = time.monotonic()
             self._threads[event.thread_id] = (event.kind, event.message)
+            if event.kind in ("started", "spawned"):
+                self._started.setdefault(event.thread_id, now)
+            elif event.kind in _FINAL:
+                self._ended.setdefault(event.thread_id, now)
         self._last = event.message
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
         else:
             self.err.print(f"[{event.completed}/{event.total}] {event.message}", markup=False)
 
     def _render(self) -> Table:
         done, total = self._progress
-        table = Table(title=f"threads {done}/{total}", caption=escape(self._last), expand=False)
+        now = time.monotonic()
+        table = Table(
+            title=f"threads {done}/{total} · {now - self._t0:.1f}s",
+            caption=escape(self._last),
+            expand=False,
+        )
         table.add_column("thread")
         table.add_column("state")
+        table.add_column("time", justify="right")
         table.add_column("latest")
         for tid, (kind, message) in self._threads.items():
-            table.add_row(escape(tid), f"[{_STYLE.get(kind, 'white')}]{kind}[/]", escape(message[:80]))
+            start = self._started.get(tid)
+            elapsed = "" if start is None else f"{self._ended.get(tid, now) - start:.1f}s"
+            table.add_row(
+                escape(tid), f"[{_STYLE.get(kind, 'white')}]{kind}[/]", elapsed, escape(message[:80])
+            )
         return table
 
     def print_result(self, result: SolveResult) -> None:
