@@ -141,7 +141,12 @@ class StageUsage(BaseModel):
     cached_calls: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    max_context_tokens: int = 0
+    max_context_tokens: int = Field(
+        default=0,
+        description="Largest context of any one call in this stage: prompt plus generated tokens "
+        "(a cancelled call: its prompt and what it streamed). Cache hits hold no context on the "
+        "model and are left out.",
+    )
 
 
 class MergeResult(BaseModel):
@@ -153,6 +158,11 @@ class MergeResult(BaseModel):
         default_factory=list, description="Thread ids left out (failed, cancelled, or over budget)."
     )
     context_tokens: int = Field(default=0, description="Tokens of the prompt sent to the merger.")
+    max_context_tokens: int = Field(
+        default=0,
+        description="Context of the merge call: its prompt plus generated tokens (the larger call "
+        "if the output needed a repair); 0 for a cache hit or when no call was made.",
+    )
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
@@ -169,7 +179,11 @@ class RunMetrics(BaseModel):
     )
     tokens_in: int = 0
     tokens_out: int = 0
-    max_context_tokens: int = Field(default=0, description="Largest prompt sent in any one call.")
+    max_context_tokens: int = Field(
+        default=0,
+        description="Largest context of any one call: prompt plus generated tokens. Cache hits "
+        "are left out: they hold no context on the model.",
+    )
     model_calls: int = 0
     cache_hits: int = 0
     threads: int = 0

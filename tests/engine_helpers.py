@@ -10,7 +10,7 @@ import anyio
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
-from apr_mcp.llm.base import ModelRequest
+from apr_mcp.llm.base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.schemas import RunEvent
 
@@ -70,7 +70,7 @@ def sim(*rules: SimRule, gates: Gates | None = None, ttft_s: float = 0.002) -> S
     )
 
 
-def engine(model: SimulatedModel, **kw: Any) -> Engine:
+def engine(model: Model, **kw: Any) -> Engine:
     run_store = kw.pop("run_store", None)
     return Engine(settings=settings(**kw), planner=model, solver=model, merger=model,
                   run_store=run_store)
@@ -87,3 +87,22 @@ class Recorder:
 
     def kinds(self, thread_id: str) -> list[str]:
         return [e.kind for e in self.events if e.thread_id == thread_id]
+
+
+class Recording(WrapperModel):
+    """Keeps every response the engine received, with the purpose of its request."""
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__(inner)
+        self.responses: list[tuple[str, ModelResponse]] = []
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        response = await self._inner.complete(request, on_token=on_token)
+        self.responses.append((request.purpose, response))
+        return response
+
+    def contexts(self, purpose: str) -> list[int]:
+        """Prompt plus output tokens of each call made for ``purpose``, in call order."""
+        return [r.usage.input_tokens + r.usage.output_tokens for p, r in self.responses if p == purpose]

@@ -104,6 +104,15 @@ async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
     assert "Off-by-one" in result.plan.subtasks[0].prompt
     assert result.answer.startswith("## Verdict") and "range(len(values) - k + 1)" in result.answer
     assert result.metrics.model_calls == sim.calls == 1 + len(result.results) + 1
+    # Each stage's max context is one call's prompt plus output (one call each for plan and merge).
+    stages = result.metrics.stages
+    for name in ("plan", "merge"):
+        assert stages[name].calls == 1
+        assert stages[name].max_context_tokens == stages[name].tokens_in + stages[name].tokens_out
+    assert result.merge.max_context_tokens == stages["merge"].max_context_tokens
+    assert result.merge.max_context_tokens > result.merge.context_tokens  # the prompt alone
+    assert stages["solve"].max_context_tokens == max(r.tokens_in + r.tokens_out for r in result.results)
+    assert result.metrics.max_context_tokens == max(s.max_context_tokens for s in stages.values())
 
 
 async def test_model_hypotheses_and_verdict_ranking_are_used() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_helpers import settings, sim
 
-from apr_mcp.engine.merge import MergeOutput, merge, relevance_order
+from apr_mcp.engine.merge import MergeOutput, merge, merge_usage, relevance_order
 from apr_mcp.llm.simulated import SimRule
 from apr_mcp.schemas import MergeStrategy, ThreadResult, ThreadStatus
 from apr_mcp.tokens import count_messages, count_tokens
@@ -48,6 +48,10 @@ async def test_merge_uses_summaries_drops_unusable_and_reports_context_tokens() 
     assert "full answer of" not in body  # summaries, not the full answers
     assert out.context_tokens == count_messages(sent)
     assert out.tokens_in > 0 and out.tokens_out > 0
+    # context_tokens is the prompt alone; the call's context also holds what the merger wrote.
+    assert out.max_context_tokens == out.tokens_in + out.tokens_out > out.context_tokens
+    assert merge_usage(out).max_context_tokens == out.max_context_tokens
+    assert merge_usage(out).calls == 1 and merge_usage(out).cached_calls == 0
     assert "Mode: synthesize" in sent[0].content
 
 
@@ -82,6 +86,7 @@ async def test_one_usable_result_skips_the_merge_call() -> None:
     assert model.calls == 0
     assert out.answer == "the whole answer" and out.used == ["t1"] and out.dropped == ["t2"]
     assert "no merge call" in out.note and out.context_tokens == 0
+    assert out.max_context_tokens == 0 and merge_usage(out).calls == 0
 
 
 async def test_one_result_is_still_merged_when_voting() -> None:
@@ -109,6 +114,8 @@ async def test_failing_merger_falls_back_to_the_best_result() -> None:
     out = await merge(model, "q", results, budget_tokens=4000, settings=settings())
     assert out.answer == "strong" and out.used == ["t2"]
     assert "merger failed" in out.note
+    # The call was made but failed before streaming anything: no tokens, no context held.
+    assert merge_usage(out).calls == 1 and merge_usage(out).max_context_tokens == 0
 
 
 async def test_missing_summary_falls_back_to_truncated_answer() -> None:

@@ -117,6 +117,10 @@ async def test_cancelled_threads_count_the_tokens_they_spent() -> None:
     assert r["stream"].tokens_in > 0 and 0 < r["stream"].tokens_out < 200
     assert run.metrics.tokens_out == r["oracle"].tokens_out + r["stream"].tokens_out
     assert run.metrics.tokens_in == r["oracle"].tokens_in + r["stream"].tokens_in
+    # Each thread's context is its prompt plus what it generated, the cancelled one's streamed part too.
+    assert run.metrics.stages["solve"].max_context_tokens == max(
+        x.tokens_in + x.tokens_out for x in run.results
+    )
 
 
 async def test_confident_result_below_threshold_does_not_stop() -> None:

@@ -131,7 +131,16 @@ async def test_invalid_then_repaired() -> None:
     assert resp.usage.input_tokens == 20 and resp.usage.output_tokens == len(bad) + len(
         json.dumps(GOOD)
     )
+    # Two calls, two contexts: the larger one, not their sum (the repair does not resend the first).
+    assert resp.max_context_tokens == 10 + max(len(bad), len(json.dumps(GOOD)))
     assert resp.latency_s == pytest.approx(1.0)
+
+
+def test_max_context_is_prompt_plus_output_and_nothing_for_a_cache_hit() -> None:
+    usage = Usage(input_tokens=300, output_tokens=120)
+    assert ModelResponse(text="x", usage=usage).max_context_tokens == 420
+    # A hit keeps the original usage (tokens are reported as spent once) but held no context.
+    assert ModelResponse(text="x", usage=usage, cached=True).max_context_tokens == 0
 
 
 async def test_invalid_twice_is_a_clear_error() -> None:

@@ -26,7 +26,7 @@ import anyio
 
 from .. import __version__
 from ..errors import AprError, ConfigError
-from ..schemas import MergeStrategy, RunMetrics, SolveResult, StageUsage, Subtask
+from ..schemas import MergeStrategy, RunMetrics, SolveResult, Subtask
 from .datasets import Dataset, Item
 from .graders import grade
 from .timeline import timeline_from_result
@@ -179,15 +179,14 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
     merged = await engine.merge(item.question, run.results, context=item.context, strategy=MergeStrategy.vote)
     wall = time.perf_counter() - t0
     m: RunMetrics = run.metrics.model_copy(deep=True)
-    m.stages["merge"] = StageUsage(
-        calls=1, cached_calls=int(merged.cached), tokens_in=merged.tokens_in,
-        tokens_out=merged.tokens_out, max_context_tokens=merged.context_tokens,
-    )
-    m.tokens_in += merged.tokens_in
-    m.tokens_out += merged.tokens_out
-    m.max_context_tokens = max(m.max_context_tokens, merged.context_tokens)
-    m.cache_hits += int(merged.cached)
-    m.model_calls += 1
+    from ..engine.merge import merge_usage  # the runner takes any engine; import it only here
+
+    m.stages["merge"] = stage = merge_usage(merged)
+    m.tokens_in += stage.tokens_in
+    m.tokens_out += stage.tokens_out
+    m.max_context_tokens = max(m.max_context_tokens, stage.max_context_tokens)
+    m.cache_hits += stage.cached_calls
+    m.model_calls += stage.calls
     m.critical_path_s += merged.latency_s
     m.wall_s = max(m.wall_s, wall)
     result = SolveResult(

@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import BaseModel, Field
@@ -45,6 +45,7 @@ from ..tokens import count_messages, truncate_to_tokens
 from .controller import normalise_prompt
 from .heuristics import analyze, concurrency_for
 from .pipeline import note_decision
+from .plan import add_usage
 
 if TYPE_CHECKING:
     from .pipeline import Engine
@@ -358,12 +359,11 @@ async def debug(
         prompt_version=prompt.key,
     )
     plan_usage.calls += 1
-    plan_usage.max_context_tokens = _prompt_tokens(request)
     with anyio.move_on_after(remaining() * (1 - _VERDICT_RESERVE) / 2) as scope:
         try:
             out, response = await complete_structured(engine.planner, request, DebugHypotheses)
             proposed = out.hypotheses
-            _add(plan_usage, response)
+            add_usage(plan_usage, response)
         except ModelError as exc:
             problem = f"hypothesis call failed: {exc}"
     if scope.cancelled_caught:
@@ -462,13 +462,12 @@ async def debug(
         )
         context_tokens = _prompt_tokens(vrequest)
         merge_usage.calls += 1
-        merge_usage.max_context_tokens = context_tokens
         with anyio.move_on_after(max(0.001, remaining())) as vscope:
             try:
                 verdict, vresponse = await complete_structured(
                     engine.merger, vrequest, DebugVerdict
                 )
-                _add(merge_usage, vresponse)
+                add_usage(merge_usage, vresponse)
             except ModelError as exc:
                 note = f"verdict call failed ({exc}); ranked by the investigators' confidence"
         if vscope.cancelled_caught:
@@ -492,6 +491,8 @@ async def debug(
         context_tokens=context_tokens,
         tokens_in=merge_usage.tokens_in,
         tokens_out=merge_usage.tokens_out,
+        max_context_tokens=merge_usage.max_context_tokens,
+        cached=merge_usage.cached_calls > 0,
         latency_s=round(anyio.current_time() - merge_start, 6),
         note=note,
     )
@@ -696,12 +697,6 @@ def _render(
 def _prompt_tokens(request: ModelRequest) -> int:
     messages: list[object] = list(request.messages)
     return count_messages(messages)
-
-
-def _add(usage: StageUsage, response: Any) -> None:
-    usage.tokens_in += response.usage.input_tokens
-    usage.tokens_out += response.usage.output_tokens
-    usage.cached_calls += 1 if response.cached else 0
 
 
 async def _emit(on_event: EventCallback | None, event: RunEvent) -> None:

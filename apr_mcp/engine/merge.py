@@ -18,11 +18,11 @@ from ..config import Settings
 from ..errors import ModelError
 from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
-from ..schemas import MergeResult, MergeStrategy, ThreadResult, ThreadStatus
+from ..schemas import MergeResult, MergeStrategy, StageUsage, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from .schema_text import schema_text
 
-__all__ = ["MergeOutput", "merge", "relevance_order"]
+__all__ = ["MergeOutput", "merge", "merge_usage", "relevance_order"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,18 @@ class MergeOutput(BaseModel):
 
     answer: str = Field(description="The merged answer to the original question.")
     confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Confidence, 0 to 1.")
+
+
+def merge_usage(merged: MergeResult) -> StageUsage:
+    """The merge stage's usage: one call if a prompt was built for the merger, else none."""
+    called = merged.context_tokens > 0
+    return StageUsage(
+        calls=int(called),
+        cached_calls=int(merged.cached and called),
+        tokens_in=merged.tokens_in,
+        tokens_out=merged.tokens_out,
+        max_context_tokens=merged.max_context_tokens,
+    )
 
 
 def relevance_order(
@@ -203,6 +215,7 @@ async def merge(
         context_tokens=context_tokens,
         tokens_in=response.usage.input_tokens,
         tokens_out=response.usage.output_tokens,
+        max_context_tokens=response.max_context_tokens,
         latency_s=round(anyio.current_time() - started, 6),
         cached=response.cached,
         note="; ".join(notes),

@@ -41,11 +41,12 @@ from ..schemas import (
     ThreadResult,
     ThreadStatus,
 )
-from ..tokens import count_messages
+from ..tokens import count_messages, count_tokens
 from ..trace import RunStore, new_run_id
 from .controller import Controller, Note
 from .events import EventCallback, EventSink, event_sink
 from .merge import merge as merge_results
+from .merge import merge_usage
 from .meta import MetaController
 from .plan import (
     HOST_MAX_SUBTASKS,
@@ -297,12 +298,7 @@ class Engine:
                 seconds=deadline - clock(),
             )
             merge_latency = clock() - merge_started if merged.context_tokens else 0.0
-            stages["merge"] = StageUsage(
-                calls=1 if merged.context_tokens else 0,
-                cached_calls=int(merged.cached and merged.context_tokens > 0),
-                tokens_in=merged.tokens_in, tokens_out=merged.tokens_out,
-                max_context_tokens=merged.context_tokens,
-            )
+            stages["merge"] = merge_usage(merged)
             # Limit changes after the last thread event (e.g. the merge call was rate limited).
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(outcome.results, clock()))
@@ -456,8 +452,9 @@ class Engine:
             purpose="sequential",
             prompt_version=prompt.key,
         )
-        prompt_tokens = count_messages(request.messages)
-        usage = StageUsage(calls=1, max_context_tokens=prompt_tokens)
+        usage = StageUsage(calls=1)
+        # What streamed before a deadline or failure: the context the model held when it stopped.
+        streamed: list[str] = []
         controller = self.controller_factory(self.settings, self.controller)
         decisions: list[Decision] = []
         async with event_sink(on_event) as sink:
@@ -468,7 +465,7 @@ class Engine:
             response = None
             with anyio.move_on_after(deadline):
                 try:
-                    response = await self.solver.complete(request)
+                    response = await self.solver.complete(request, on_token=streamed.append)
                     text = response.text
                 except ModelError as exc:
                     error = str(exc)
@@ -479,6 +476,7 @@ class Engine:
             if response is not None and text is not None:
                 usage.tokens_in, usage.tokens_out = response.usage.input_tokens, response.usage.output_tokens
                 usage.cached_calls = int(response.cached)
+                usage.max_context_tokens = response.max_context_tokens
                 answer = final_answer(text)
                 thread = ThreadResult(status=ThreadStatus.done, answer=text, summary=answer,
                                       tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
@@ -489,10 +487,13 @@ class Engine:
                           thread_id="t1", completes=True)
             elif error is not None:
                 answer = f"No answer: {error}"
+                if streamed:  # as for a thread: a failed call's prompt counts only if it streamed
+                    _spent(usage, common, count_messages(request.messages), streamed)
                 thread = ThreadResult(status=ThreadStatus.failed, error=error, **common)
                 sink.emit("failed", f"t1 failed: {error[:160]}", thread_id="t1", completes=True)
             else:
                 answer = "No answer: the deadline passed before the model finished."
+                _spent(usage, common, count_messages(request.messages), streamed)
                 thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline", **common)
                 sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
             _record_notes(controller.pending_notes(), decisions, sink, clock)
@@ -571,6 +572,14 @@ def _record_notes(
     for note in notes:
         decisions.append(note_decision(note, clock()))
         sink.emit("decision", note.reason, thread_id=note.thread_id)
+
+
+def _spent(usage: StageUsage, common: dict[str, Any], prompt_tokens: int, streamed: list[str]) -> None:
+    """Count a call that ended without a response: its prompt and what it had streamed."""
+    usage.tokens_in = prompt_tokens
+    usage.tokens_out = count_tokens("".join(streamed)) if streamed else 0
+    usage.max_context_tokens = usage.tokens_in + usage.tokens_out
+    common.update(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out)
 
 
 def _finished_message(results: Sequence[ThreadResult], wall: float) -> str:

@@ -11,14 +11,13 @@ raises for a bad model answer: a plan of one task is always a valid answer.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..config import Settings
 from ..errors import ModelError, ModelOutputError, PlanError
-from ..llm.base import Message, Model, ModelRequest
+from ..llm.base import Message, Model, ModelRequest, ModelResponse
 from ..prompts import load_prompt
 from ..schemas import Plan, StageUsage, Subtask
-from ..tokens import count_messages
 
 # Imported eagerly: compiling its patterns takes ~50 ms, better at start-up than in a first call.
 from . import heuristics
@@ -28,6 +27,7 @@ from .schema_text import schema_text
 __all__ = [
     "HOST_MAX_SUBTASKS",
     "SplitHints",
+    "add_usage",
     "estimate_complexity",
     "find_duplicates",
     "make_plan",
@@ -265,8 +265,6 @@ async def make_plan(
     problem = ""
     for attempt in range(2):
         usage.calls += 1
-        prompt_tokens = count_messages(request.messages)
-        usage.max_context_tokens = max(usage.max_context_tokens, prompt_tokens)
         try:
             plan, response = await complete_structured(planner, request, Plan)
         except ModelOutputError as exc:
@@ -275,7 +273,7 @@ async def make_plan(
         except ModelError as exc:
             problem = f"planner call failed: {exc}"
             break
-        _add_usage(usage, response)
+        add_usage(usage, response)
         try:
             plan = validate_plan(plan, max_subtasks=cap)
         except PlanError as exc:
@@ -323,7 +321,9 @@ def _normalise(plan: Plan, question: str, hint_signals: list[str]) -> Plan:
     return plan.model_copy(update={"signals": signals})
 
 
-def _add_usage(usage: StageUsage, response: Any) -> None:
+def add_usage(usage: StageUsage, response: ModelResponse) -> None:
+    """Count one finished call (or one structured-output exchange) into a stage's usage."""
     usage.tokens_in += response.usage.input_tokens
     usage.tokens_out += response.usage.output_tokens
     usage.cached_calls += 1 if response.cached else 0
+    usage.max_context_tokens = max(usage.max_context_tokens, response.max_context_tokens)

@@ -330,7 +330,7 @@ class Scheduler:
         self._scopes[sid] = scope
         answer: ThreadAnswer | None = None
         cached = False
-        tokens_in = tokens_out = prompt_tokens = 0
+        tokens_in = tokens_out = prompt_tokens = context = 0
         error: str | None = None
         # What streamed before a cancel or failure: tokens spent that no response will report.
         streamed: list[str] = []
@@ -348,7 +348,6 @@ class Scheduler:
                 request = self._request(sub)
                 self.usage.calls += 1
                 prompt_tokens = self._prompt_tokens(request)
-                self.usage.max_context_tokens = max(self.usage.max_context_tokens, prompt_tokens)
                 self._charge(sid, prompt_tokens)  # may stop the run before this prompt is sent
                 if scope.cancel_called:
                     await anyio.lowlevel.checkpoint()  # raises: the stop cancelled this thread
@@ -358,6 +357,7 @@ class Scheduler:
                 )
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
+                context = response.max_context_tokens
         except AprError as exc:
             error = str(exc)
         except Exception as exc:
@@ -383,6 +383,8 @@ class Scheduler:
             tokens_in = prompt_tokens if sent and (cancelled or streamed) else 0
             tokens_out = count_tokens("".join(streamed)) if streamed else 0
             common.update(tokens_in=tokens_in, tokens_out=tokens_out)
+            context = tokens_in + tokens_out  # what the model held when the call ended
+        self.usage.max_context_tokens = max(self.usage.max_context_tokens, context)
         self.usage.tokens_in += tokens_in
         self.usage.tokens_out += tokens_out
         st.tokens_in += tokens_in

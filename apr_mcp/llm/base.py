@@ -73,6 +73,19 @@ class ModelResponse(BaseModel):
     #: Time to first token (streaming backends), seconds.
     ttft_s: float | None = None
     cached: bool = False
+    #: Set only where one response sums several calls (structured output's repair): the largest
+    #: :attr:`max_context_tokens` of any one of them. None: ``usage`` is a single call's.
+    peak_context_tokens: int | None = None
+
+    @property
+    def max_context_tokens(self) -> int:
+        """The context this call held on the model: its prompt plus what it generated (the KV
+        cache holds both). 0 for a cache hit, which held nothing on the model."""
+        if self.peak_context_tokens is not None:
+            return self.peak_context_tokens
+        if self.cached:
+            return 0
+        return self.usage.input_tokens + self.usage.output_tokens
 
 
 class Model(abc.ABC):

@@ -248,7 +248,7 @@ async def complete_structured(
 
     ``request.schema_name`` is used if the caller set it, else ``output_type.__name__``. Returns
     the validated value and the last response, whose ``usage`` and ``latency_s`` sum every
-    attempt. Raises :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
+    attempt (its ``max_context_tokens`` is the largest single attempt's). Raises :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
     backend error unchanged.
     """
     cached_schema, cached_adapter = _schema_and_adapter(output_type)
@@ -374,5 +374,7 @@ def _summed(responses: list[ModelResponse]) -> ModelResponse:
             "latency_s": sum(r.latency_s for r in responses),
             "ttft_s": responses[0].ttft_s,
             "cached": all(r.cached for r in responses),
+            # Two calls, two contexts: the repair is a new conversation, not the first continued.
+            "peak_context_tokens": max(r.max_context_tokens for r in responses),
         }
     )
