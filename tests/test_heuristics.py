@@ -317,3 +317,81 @@ async def test_bundled_datasets_route_as_labelled() -> None:
                 wrong.append(f"{item.id}: {plan.reason}")
     assert labelled >= 100
     assert wrong == []
+
+
+# Held-out phrasings (not from the bundled datasets): (question, signal substring, parts).
+HELD_OUT_SPLITS = [
+    ("What are the pros and cons of Kafka, RabbitMQ and NATS for an event bus?",
+     "comparison of 3 entities: Kafka, RabbitMQ, NATS", 3),
+    ("Evaluate three ways to cache API responses: in-process LRU, Redis, and a CDN.",
+     "list of 3 entities: in-process LRU, Redis, CDN", 3),
+    ("For each of Paris, Tokyo and New York, estimate the monthly rent of a one-bedroom flat.",
+     "list of 3 entities: Paris, Tokyo, New York", 3),
+    ("Which of these sorting algorithms is stable: quicksort, mergesort, heapsort, insertion sort?",
+     "list of 4 entities", 4),
+    (
+        ("My service returns 502s intermittently. It could be the load balancer timeout, or the "
+        "upstream pool exhaustion, or DNS flapping. Which is most likely?"),
+        "competing hypotheses",
+        3,
+    ),
+    ("Summarise the licensing terms of MIT, Apache-2.0 and GPL-3.0 for a commercial SaaS.",
+     "list of 3 entities: MIT, Apache-2.0, GPL-3.0", 3),
+    (
+        ("1) What is the boiling point of water at sea level? 2) What is the freezing point of "
+        "ethanol? 3) What is the melting point of iron?"),
+        "inline enumeration of 3 items",
+        3,
+    ),
+    ("Compare PostgreSQL vs MySQL for a write-heavy workload.", "comparison of 2 entities", 2),
+    (
+        ("List the trade-offs of monorepo versus polyrepo for a team of 40 engineers, and then "
+        "recommend one."),
+        "comparison of 2 entities: monorepo, polyrepo",
+        2,
+    ),
+    ("Find a four-digit number that is divisible by 7, has digits summing to 20, and is a palindrome.",
+     "search under 3 conditions", 3),
+]
+HELD_OUT_SINGLE = [
+    "What is the capital of Australia?",
+    "Convert 72 degrees Fahrenheit to Celsius.",
+    "Take the year the Eiffel Tower was completed, add 50, then find what major event happened in that year.",
+    "Who directed the film that won Best Picture in the year the author of Dune was born?",
+    "Translate 'good morning' into Spanish.",
+    "First compute 17 * 23, then subtract 100, then divide the result by 3.",
+    "A train leaves at 3 pm travelling 80 km/h; how far has it gone by 5:30 pm?",
+    "What is the square root of 1764?",
+    "Explain what a mutex is in one paragraph.",
+    "Using the result of 2^10, compute that number modulo 7.",
+]
+
+
+@pytest.mark.parametrize(("question", "signal", "parts"), HELD_OUT_SPLITS)
+def test_held_out_splits_are_seen(question: str, signal: str, parts: int) -> None:
+    s = analyze(question)
+    assert s.should_split_hint is True, s.signals
+    assert any(signal in x for x in s.signals), s.signals
+    assert s.suggested_width >= min(parts, 3)
+
+
+@pytest.mark.parametrize("question", HELD_OUT_SINGLE)
+def test_held_out_single_questions_are_never_hinted_to_split(question: str) -> None:
+    s = analyze(question)
+    assert s.should_split_hint is not True, s.signals
+    assert not any(x.startswith("list of") for x in s.signals), s.signals
+
+
+def test_comma_steps_ending_in_then_are_a_chain_not_a_list() -> None:
+    s = analyze(
+        "Take the year the Eiffel Tower was completed, add 50, then find what major event "
+        "happened in that year."
+    )
+    assert s.should_split_hint is False and s.suggested_width == 1
+    assert any(x.startswith("sequential steps") for x in s.signals), s.signals
+
+
+def test_a_list_of_bare_numbers_is_data_not_parts() -> None:
+    s = analyze("The average of five numbers is 14. Four of them are 10, 12, 15 and 18. What is the fifth?")
+    assert not any(x.startswith("list of") for x in s.signals), s.signals
+    assert s.should_split_hint is not True

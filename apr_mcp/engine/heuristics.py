@@ -6,10 +6,12 @@ fan-out follows the size of the problem instead of a fixed number.
 
 Positive signals: several independent sub-questions, enumerations (numbered or bulleted lists,
 ``a) … b) …``), comparisons (``compare``, ``vs``, ``pros and cons``, ``which of``), competing
-hypotheses (``one approach is … another is``, ``could be caused by``, ``either … or``), errors
-with stack traces (debugging → hypotheses), many distinct entities or constraints.
+hypotheses (``one approach is … another is``, ``could be caused by``, ``either … or``, ``could be
+A, or B, or C``), errors with stack traces (debugging → hypotheses), lists of three or more
+entities (``for each of A, B and C``; names may hold dots, hyphens and digits, but bare numbers are
+data), searches under several conditions (``find a … that is …, has …, and is …``).
 Negative signals: short factual questions, inherently sequential work (``first … then``,
-``using that result``), multi-hop chains (``the X of the Y of Z``) where each hop needs the last.
+``using that result``, comma-separated steps ending in ``then``), multi-hop chains (``the X of the Y of Z``) where each hop needs the last.
 Neither vetoes independent parts when it only concerns them from the inside or the end: a chain
 inside one enumerated part ("(b) the sum of the digits of 2^20") or a last step that aggregates
 the parts ("…, then give the sum of all parts", "then recommend one") — the merge does that.
@@ -88,7 +90,9 @@ _HYPOTHESES = re.compile(
     r"\b(?:one (?:approach|option|way|explanation|possibility|theory) is|another (?:approach|option|way|"
     r"explanation|possibility|theory) is|alternatively|could be (?:caused|due) |might be (?:caused|due) |"
     r"may be (?:caused|due) |possible (?:causes|reasons|explanations)|hypothes[ie]s|root cause|"
-    r"competing (?:explanations|theories)|either\b.{1,80}\bor\b)",
+    r"competing (?:explanations|theories)|either\b.{1,80}\bor\b|"
+    # "It could be A, or B, or C": candidates listed after a modal.
+    r"(?:could|might|may) (?:also )?be\b[^.?!;]{1,120}?(?:,\s*or\b|\bor\b[^.?!;]{1,120}?\bor\b))",
     _I,
 )
 _TRACE = re.compile(
@@ -114,7 +118,9 @@ _SEQUENTIAL = re.compile(
     r"seven|eight|nine|ten|few|several|half|of\b))"
     r".{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) (?:result|answer|value|output)\b|"
     r"\bbased on (?:that|this|the previous)\b|\b(?:after|once) (?:that|you have)\b|\band then\b|"
-    r"\bplug (?:it|that) into\b|\bfrom (?:the )?(?:previous|last) step\b|\bthe result of step\b",
+    r"\bplug (?:it|that) into\b|\bfrom (?:the )?(?:previous|last) step\b|\bthe result of step\b|"
+    # "Take the year X, add 50, then find …": comma-separated steps ending in "then".
+    r"[^,.?!\n]{3,80},[^,.?!\n]{2,60},\s*(?:and\s+)?then\s",
     _I | re.DOTALL,
 )
 # A last step that only aggregates what independent parts found ("…, then give the sum of all
@@ -155,8 +161,23 @@ _LIST_SPLIT = re.compile(
     r"\s*(?:,\s*(?:and|or)\s+|,|\s+and\s+|\s+or\s+|\s+vs\.?\s+|\s+versus\s+|/|\s+with\s+|\s+to\s+)\s*",
     _I,
 )
-_INLINE_LIST = re.compile(
-    r"((?:[\w.+#-]+(?:\s[\w.+#-]+){0,2},\s+){2,}(?:and|or)?\s*[\w.+#-]+(?:\s[\w.+#-]+){0,2})", _I
+# "A, B and C" or "A, B, C": names may hold dots, hyphens, digits, + and # (Apache-2.0, C++).
+_ITEM = r"[\w.+#/'-]*[\w+#](?:\s[\w.+#/'-]*[\w+#]){0,2}"
+_INLINE_LIST = re.compile(rf"({_ITEM}(?:,\s+{_ITEM})+,?\s+(?:and|or)\s+{_ITEM}|{_ITEM}(?:,\s+{_ITEM}){{2,}})", _I)
+# Where the last listed item ends and the rest of the sentence (its aspect or task) begins.
+_ITEM_TAIL = re.compile(r"\s(?:for|in|to|when|with|as|on|under|is|are|would|will|using)\s.*$", _I)
+_STEP_ITEM = re.compile(r"^(?:and\s+)?(?:then|after that|finally|next)\b", _I)
+# "Find a four-digit number that is divisible by 7, has digits summing to 20, and is a palindrome":
+# a search under several conditions, each checkable on its own.
+_SEARCH = re.compile(
+    r"^\s*find\s+(?:a|an|any|all|every|the (?:smallest|largest|least|greatest|first|lowest|highest))"
+    r"\s+[^.?!]{1,60}?\s+(?:that|which|such that|whose)\s+(?P<conds>[^.?!]+)",
+    _I,
+)
+_COND_SPLIT = re.compile(
+    r",\s*(?:and\s+)?(?=(?:is|has|have|are|leaves|whose|its|n\b|n \+|it)\b)|"
+    r"\s+and\s+(?=(?:is|has|have|are|leaves|whose|its|n\b|n \+|it)\b)",
+    _I,
 )
 _STOP = {
     "the",
@@ -302,12 +323,25 @@ def analyze(
         raw = _LIST_SPLIT.split(inline_list.group(1))
         # "the licensing terms of React, Vue, …": the first item starts after the last "of".
         raw[0] = re.split(r"\s(?:of|for|about|on)\s", raw[0])[-1]
+        raw[-1] = _ITEM_TAIL.sub("", raw[-1])
         items = _dedupe([_clean(p) for p in raw if _clean(p)])
-        if len(items) >= 3:
+        # Bare numbers are data ("four of them are 10, 12 and 15"); "…, add 50, then find …" is
+        # a chain of steps, not a list of things.
+        listy = all(re.search(r"[A-Za-z]", i) for i in items) and not any(
+            _STEP_ITEM.match(p.strip()) for p in raw
+        )
+        if len(items) >= 3 and listy:
             signals.append(f"list of {len(items)} entities: {', '.join(items)}")
             parts.append(len(items))
             strong.append("list")
             entities += items
+
+    search = _SEARCH.search(text)
+    conds = [c for c in _COND_SPLIT.split(search.group("conds")) if c.strip()] if search else []
+    if len(conds) >= 2:
+        signals.append(f"search under {len(conds)} conditions, each checkable on its own")
+        parts.append(len(conds))
+        strong.append("conditions")
 
     n_questions = _independent_questions(text)
     if n_questions >= 2:

@@ -225,7 +225,7 @@ async def call_token_callback(on_token: TokenCallback | None, piece: str) -> Non
 
 
 #: Bump when default replies or the latency model change, so cached simulated answers expire.
-SIMULATOR_REVISION = "3"
+SIMULATOR_REVISION = "4"
 
 
 class SimulatedModel(Model):

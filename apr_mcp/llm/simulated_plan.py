@@ -1,9 +1,11 @@
 """What the simulated planner decides: split a question into independent parts, or not.
 
 A pure function of the question text. It splits what a careful planner splits: numbered or
-lettered parts and options ("(a) … (b) …", "(A) … (B) …"), competing hypotheses, comparisons,
-choices among listed candidates ("Which planet is largest: Mars, Venus or Earth?"), searches
-under several conditions (one part per condition, intersected by the merge), number puzzles
+lettered parts and options ("(a) … (b) …", "(A) … (B) …"), competing hypotheses (also "it could
+be A, or B, or C"), comparisons, choices among listed candidates ("Which planet is largest: Mars,
+Venus or Earth?"), entity lists ("for each of A, B and C, …", "the pros and cons of A, B and C",
+"three ways to …: A, B, and C"; names may hold dots, hyphens and digits), searches under several
+conditions ("find the smallest / a … that …": one part per condition, intersected by the merge), number puzzles
 (Countdown, the 24 game: one search branch per way of reaching the target) and several separate
 questions. It does not split a single question or a sequential chain ("first … then …", "using
 that result").
@@ -156,6 +158,39 @@ _COND_SPLIT = re.compile(
     r"\s+and\s+(?=(?:is|has|leaves|are|n\b|n \+|whose|its)\b)|\s+(?=whose\b)",
     re.IGNORECASE,
 )
+_FIND_ANY = re.compile(
+    r"^find (?:a|an|any|some|every|all)\s+(?P<domain>[^.?!,]+?)\s+(?P<link>that|which|such that|whose)"
+    r"\s+(?P<conds>.+?)[.?]?$",
+    re.IGNORECASE,
+)
+# "could be the load balancer, or the pool, or DNS": hypotheses listed after a modal.
+_HYP_MODAL = re.compile(
+    r"\b(?:it|this|that|the (?:cause|problem|issue|culprit))\s+(?:could|might|may)\s+(?:also\s+)?"
+    r"be\s+(?:caused by\s+|due to\s+)?(?P<items>[^.?!;]+)",
+    re.IGNORECASE,
+)
+_OR_SPLIT = re.compile(r"\s*,\s*(?:or\s+)?|\s+or\s+", re.IGNORECASE)
+# An entity list "X, Y and Z" (names may hold dots, hyphens, digits, +, #): each item up to four
+# words, and at least one letter in each (a list of bare numbers is data, not parts).
+_ENTITY = r"[\w.+#/'-]+(?:\s+[\w.+#/'-]+){0,3}"
+_ENTITY_LIST = re.compile(
+    rf"(?P<items>{_ENTITY}(?:\s*,\s*{_ENTITY})+,?\s+(?:and|or)\s+{_ENTITY})", re.IGNORECASE
+)
+_LIST_LEAD = re.compile(
+    r"^(?P<lead>.*?\b(?:for each of|for each|pros and cons of|advantages and disadvantages of|"
+    r"strengths and weaknesses of|each of)\s+)(?P<rest>.+)$|"
+    r"^(?P<lead2>.*?\b(?:ways|options|approaches|alternatives|strategies|methods|candidates|tools|"
+    r"choices)\b[^:]*:\s*)(?P<rest2>.+)$|"
+    r"^(?P<lead3>(?:summari[sz]e|describe|explain|estimate|list|outline|give|evaluate|assess|"
+    r"review|check|what (?:are|is))\b[^,:]*?\b(?:of|for|about)\s+)(?P<rest3>.+)$",
+    re.IGNORECASE | re.DOTALL,
+)
+# Where a list's last item ends: the aspect or task that follows it.
+_ITEM_END = re.compile(
+    r"\s+(?:for|in|on|when|with|as|to|under|regarding|in terms of|is|are|would|will)\s+|\s*(?:[,:;?!]|\.(?=\s|$))",
+    re.IGNORECASE,
+)
+_AGGREGATE_LEAD = re.compile(r"\b(?:sum|total|product|average|mean|difference)\s+of\s+$", re.IGNORECASE)
 _PUZZLE = re.compile(
     r"\busing (?:each of )?the numbers (?P<numbers>\d+(?:\s*,\s*\d+)+)\b.*?\bmake (?:exactly )?"
     r"(?P<target>\d+)\b",
@@ -177,8 +212,8 @@ def decompose(question: str) -> Split:
             [], "the steps are sequential (each needs the previous result); one call is best",
             "sequential", tails=tails,
         )
-    for finder in (_lines, _labelled, _hypotheses, _compared, _choices, _conditions, _puzzle,
-                   _questions):
+    for finder in (_lines, _labelled, _hypotheses, _compared, _choices, _listed, _conditions,
+                   _puzzle, _questions):
         # A puzzle's rules often sit in the sentences set aside as format instructions.
         found = finder(q if finder is _puzzle else body)
         if found is not None and len(found.parts) >= 2:
@@ -255,10 +290,60 @@ def _hypotheses(body: str) -> Split | None:
     hyps = [m.group(1) for m in _HYP_FIRST.finditer(body)]
     hyps += [m.group(1) for m in _HYP_OTHER.finditer(body)]
     if len(hyps) < 2:
-        return None
+        return _modal_hypotheses(body)
     head = _HYP_FIRST.split(body, maxsplit=1)[0].strip() or _head(body)
     parts = [Part(f"Evaluate this approach: {h.strip()}.", f"the question: {_head(head)}") for h in hyps]
     return Split(parts, f"{len(hyps)} competing approaches or hypotheses", "hypotheses")
+
+
+def _modal_hypotheses(body: str) -> Split | None:
+    """"It could be A, or B, or C": one part per candidate cause."""
+    m = _HYP_MODAL.search(body)
+    if not m or not re.search(r"\bor\b", m.group("items"), re.IGNORECASE):
+        return None
+    hyps = [h.strip(" .") for h in _OR_SPLIT.split(m.group("items")) if h.strip(" .")]
+    if len(hyps) < 2 or any(len(h.split()) > 8 for h in hyps):
+        return None
+    parts = [Part(f"Evaluate this hypothesis: {h}. What evidence would confirm or rule it out?",
+                  f"the question: {_head(body)}") for h in hyps]
+    return Split(parts, f"{len(hyps)} competing hypotheses", "hypotheses")
+
+
+def _listed(body: str) -> Split | None:
+    """"For each of A, B and C, …", "the pros and cons of A, B and C", "three ways to …: A, B,
+    and C", "Summarise the terms of A, B and C": one part per listed entity."""
+    for sentence in _SENTENCE.split(body):
+        lead_m = _LIST_LEAD.match(sentence.strip())
+        if not lead_m:
+            continue
+        lead = lead_m.group("lead") or lead_m.group("lead2") or lead_m.group("lead3") or ""
+        rest = lead_m.group("rest") or lead_m.group("rest2") or lead_m.group("rest3") or ""
+        if _AGGREGATE_LEAD.search(lead):
+            continue  # "the sum of 3, 5 and 7" is one computation
+        listed = _ENTITY_LIST.match(rest)
+        if not listed:
+            continue
+        items = [i.strip(" .") for i in _CHOICE_SPLIT.split(listed.group("items")) if i.strip(" .")]
+        end = _ITEM_END.search(items[-1]) if items else None
+        tail = rest[listed.end():]
+        if end:
+            tail = items[-1][end.start():] + tail
+            items[-1] = items[-1][: end.start()].strip()
+        if (len(items) < 3 or not all(re.search(r"[A-Za-z]", i) for i in items)
+                or any(re.match(r"(?:and\s+)?then\b", i, re.IGNORECASE) for i in items)):
+            continue
+        if lead_m.group("lead2"):
+            parts = [Part(f"Evaluate this option: {item}. Strengths, weaknesses and when it fits.",
+                          _head(lead.rstrip(": ")))
+                     for item in items]
+        else:
+            head = re.sub(r"\beach(?: of)?\s+$", "", lead, flags=re.IGNORECASE)
+            tail = tail.strip()
+            tail = tail if tail[:1] in {"", ".", "?", "!", ","} else " " + tail
+            parts = [Part(f"{head}{item}{tail}".strip(), f"a list of {', '.join(items)}")
+                     for item in items]
+        return Split(parts, f"a list of {len(items)} entities, each handled on its own", "list")
+    return None
 
 
 def _compared(body: str) -> Split | None:
@@ -317,13 +402,15 @@ def _choices(body: str) -> Split | None:
 def _conditions(body: str) -> Split | None:
     """"Find the smallest n that A, B and C": one part per condition; the merge intersects."""
     m = _FIND.match(body.strip())
+    extreme = m is not None
+    m = m or _FIND_ANY.match(body.strip())
     if not m:
         return None
     domain, link = m.group("domain").strip(), m.group("link").lower()
     conds = [c.strip(" ,.") for c in _COND_SPLIT.split(m.group("conds")) if c.strip(" ,.")]
     if link == "whose":
         conds[0] = f"whose {conds[0]}"
-    if len(conds) < 2:
+    if len(conds) < 2 and extreme:
         # "the largest two-digit prime whose digits sum to 10": the domain is a condition too.
         conds.insert(0, f"is a {domain}")
         domain = "number"
