@@ -5,6 +5,7 @@ C" hypotheses and multi-condition searches split one part per item; chains stay 
 from __future__ import annotations
 
 import pytest
+from routing_cases import HELD_OUT_SINGLE
 
 from apr_mcp.llm.base import ModelRequest
 from apr_mcp.llm.simulated import SimulatedModel
@@ -61,18 +62,7 @@ SPLIT = [
         ["divisible by 7", "digits summing to 20", "palindrome"],
     ),
 ]
-NO_SPLIT = [
-    "What is the capital of Australia?",
-    "Convert 72 degrees Fahrenheit to Celsius.",
-    "Take the year the Eiffel Tower was completed, add 50, then find what major event happened in that year.",
-    "Who directed the film that won Best Picture in the year the author of Dune was born?",
-    "Translate 'good morning' into Spanish.",
-    "First compute 17 * 23, then subtract 100, then divide the result by 3.",
-    "A train leaves at 3 pm travelling 80 km/h; how far has it gone by 5:30 pm?",
-    "What is the square root of 1764?",
-    "Explain what a mutex is in one paragraph.",
-    "Using the result of 2^10, compute that number modulo 7.",
-]
+NO_SPLIT = HELD_OUT_SINGLE
 
 
 def planner_request(question: str) -> ModelRequest:
