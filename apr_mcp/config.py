@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     merge_budget_tokens: int = Field(default=6000, ge=256, description="Token budget of the merge context.")
     max_tokens: int = Field(default=1024, ge=16, description="Max output tokens per solver call.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    planner: Literal["auto", "model", "heuristic"] = Field(
+        default="auto",
+        description="Who plans: heuristics when the parts are countable, else the model (auto); "
+        "always the model; never the model.",
+    )
+    thread_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How threads answer: free text with a short trailer (streams, suits small "
+        "models), or JSON (for endpoints that enforce schemas).",
+    )
+    lead_tokens: int = Field(
+        default=64, ge=16, le=1024, description="Max output tokens of a composed answer's lead."
+    )
     meta_controller: bool = Field(default=False, description="Ask a model to steer the run (continue/merge/split).")
 
     cache: bool = Field(default=True, description="APR_CACHE=on/off.")

@@ -20,6 +20,7 @@ __all__ = [
     "Plan",
     "RunEvent",
     "RunMetrics",
+    "RunStatus",
     "SolveResult",
     "SolveRun",
     "StageUsage",
@@ -27,6 +28,7 @@ __all__ = [
     "ThreadAnswer",
     "ThreadResult",
     "ThreadStatus",
+    "run_status",
 ]
 
 _ID = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -129,6 +131,10 @@ class ThreadResult(BaseModel):
 
 
 class MergeStrategy(str, Enum):
+    """How results become one answer. ``compose`` (the default for independent parts) keeps
+    what the threads wrote and adds a short lead; the others rewrite it in one merge call."""
+
+    compose = "compose"
     synthesize = "synthesize"
     vote = "vote"
     rank = "rank"
@@ -214,7 +220,7 @@ class RunEvent(BaseModel):
 
     kind: Literal[
         "planned", "started", "done", "cached", "failed", "cancelled", "skipped", "spawned",
-        "merging", "decision", "finished",
+        "merging", "decision", "finished", "answer",
     ]
     thread_id: str | None = None
     message: str
@@ -222,10 +228,29 @@ class RunEvent(BaseModel):
     total: int = 0
 
 
+RunStatus = Literal["answered", "partial", "failed"]
+
+
+def run_status(results: list[ThreadResult], partial: bool) -> RunStatus:
+    """``failed`` when no thread produced a usable result, else ``partial`` or ``answered``."""
+    usable = any(
+        (r.status is ThreadStatus.done or (r.status is ThreadStatus.cancelled and r.answer))
+        and bool((r.answer or r.summary or "").strip())
+        for r in results
+    )
+    if not usable:
+        return "failed"
+    return "partial" if partial else "answered"
+
+
 class SolveRun(BaseModel):
     """What ``parallel_solve`` returns."""
 
     run_id: str
+    status: RunStatus = Field(
+        default="answered",
+        description="answered; partial (a deadline or budget cut it short); failed (no usable result).",
+    )
     question: str
     results: list[ThreadResult]
     metrics: RunMetrics
@@ -237,6 +262,10 @@ class SolveResult(BaseModel):
     """What the whole pipeline (``solve``) returns."""
 
     run_id: str
+    status: RunStatus = Field(
+        default="answered",
+        description="answered; partial (a deadline or budget cut it short); failed (no usable result).",
+    )
     question: str
     strategy: str
     answer: str

@@ -50,17 +50,15 @@ class Gates:
 
 
 def answer(text: str = "ok", *, summary: str = "", confidence: float = 0.6,
-           settles: bool = False, follow_ups: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "answer": text,
-        "summary": summary or text,
-        "confidence": confidence,
-        "settles_question": settles,
-        "follow_ups": follow_ups or [],
-    }
+           settles: bool = False, follow_ups: list[str] | None = None) -> str:
+    """A worker's reply in the thread protocol: free text, then the trailer."""
+    lines = [text, "", f"Summary: {summary or text}", f"Confidence: {confidence}",
+             f"Settles: {'yes' if settles else 'no'}"]
+    lines += [f"Follow-up: {f}" for f in follow_ups or []]
+    return "\n".join(lines)
 
 
-def solver_rule(name: str, reply: dict[str, Any] | None = None, **kw: Any) -> SimRule:
+def solver_rule(name: str, reply: str | dict[str, Any] | None = None, **kw: Any) -> SimRule:
     return SimRule(pattern=rf"Your subtask:\s*{name}\b", reply=reply, purpose="solver", **kw)
 
 

@@ -271,13 +271,13 @@ async def test_limit_changes_between_thread_events_are_coalesced() -> None:
 
 async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> None:
     # No controller_factory: the engine finds the limiter in the solver's wrapper chain itself.
-    # Only the merge call is refused (429), after every thread has ended, so the backoff can only
+    # Only the merge (lead) call is refused (429), after every thread has ended, so the backoff can only
     # be reported when the run ends.
     backend = SimulatedModel(
         ttft_s=0.002,
         tokens_per_s=50_000,
         script=SimScript(
-            rules=[SimRule(pattern=".", purpose="merger", fault="429", times=1, retry_after=0.01)]
+            rules=[SimRule(pattern=".", purpose="lead", fault="429", times=1, retry_after=0.01)]
         ),
     )
     limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0)

@@ -26,7 +26,9 @@ async def test_adaptive_solve_plans_solves_and_merges(tmp_path: object) -> None:
     assert result.merge is not None and result.merge.used and result.answer == result.merge.answer
     m = result.metrics
     assert set(m.stages) == {"plan", "solve", "merge"}
-    assert m.model_calls == 5 == model.calls
+    # Countable parts: no planner call; three threads and one short lead.
+    assert m.model_calls == 4 == model.calls and m.stages["plan"].calls == 0
+    assert model.calls_by_purpose["lead"] == 1 and result.merge.strategy is MergeStrategy.compose
     assert m.tokens_in == sum(s.tokens_in for s in m.stages.values()) > 0
     assert m.max_context_tokens == max(s.max_context_tokens for s in m.stages.values())
     # The merge call's context is its prompt (context_tokens) plus what the merger wrote.
@@ -35,7 +37,11 @@ async def test_adaptive_solve_plans_solves_and_merges(tmp_path: object) -> None:
     # Critical path: planning, then the slowest thread, then the merge — never more than the wall.
     slowest = max(r.latency_s for r in result.results)
     assert slowest < m.critical_path_s <= m.wall_s
-    assert [e.kind for e in rec.events][-2:] == ["merging", "finished"]
+    kinds = [e.kind for e in rec.events]
+    assert kinds[-1] == "finished" and "merging" in kinds
+    # The composed answer keeps every part under its thread's id, after the lead.
+    for r in result.results:
+        assert f"[{r.id}]" in result.answer and (r.answer or "").split("\n")[0] in result.answer
     assert [d.kind for d in result.decisions][:2] == ["split", "width"]
     assert store.load(result.run_id) == result
 
@@ -44,20 +50,21 @@ async def test_simple_question_is_one_call_without_planner_or_merger() -> None:
     model = sim()
     result = await engine(model).solve("What is the capital of France?")
     assert result.plan is not None and result.plan.source == "heuristic"
-    assert model.calls_by_purpose == {"solver": 1}
-    assert len(result.results) == 1 and result.merge is not None
-    assert "no merge call" in result.merge.note
+    # Unsplit: exactly one call, the same as the sequential strategy's (no JSON, no trailer).
+    assert model.calls_by_purpose == {"sequential": 1}
+    assert model.requests[0].json_schema is None
+    assert len(result.results) == 1 and result.merge is None
     assert result.decisions[0].kind == "no_split"
     # Says who decided and why, once: no "heuristics: ..." or "answering with one call" repeats.
     assert result.decisions[0].reason == (
         "answering with one call (heuristics): not worth splitting (short factual question)"
     )
-    assert result.metrics.stages["merge"].calls == 0
+    assert "merge" not in result.metrics.stages
 
 
 async def test_planner_failure_falls_back_and_still_answers() -> None:
     model = sim(SimRule(pattern=".", fault="junk", purpose="planner"))
-    result = await engine(model).solve(COMPARE)
+    result = await engine(model, planner="model").solve(COMPARE)
     assert result.plan is not None and result.plan.source == "fallback"
     assert result.decisions[0].kind == "fallback"
     assert result.results[0].status is ThreadStatus.done and result.answer
@@ -100,7 +107,7 @@ async def test_fixed_baseline_splits_to_max_threads() -> None:
 
 async def test_parallel_solve_plans_first_without_subtasks() -> None:
     model = sim()
-    run = await engine(model).parallel_solve(COMPARE)
+    run = await engine(model, planner="model", max_threads=3).parallel_solve(COMPARE)
     assert len(run.results) == 3 and run.metrics.stages["plan"].calls == 1
     assert model.calls_by_purpose["merger"] == 0
 
@@ -203,7 +210,7 @@ async def test_solve_deadline_still_merges_what_finished() -> None:
     model = sim(SimRule(pattern=".", reply=plan, purpose="planner"),
                 solver_rule("FAST", answer("fast result")), gates=gates)
     with anyio.fail_after(5):
-        result = await engine(model).solve(COMPARE, deadline_s=1.0)
+        result = await engine(model, planner="model").solve(COMPARE, deadline_s=1.0)
     by_id = {r.id: r for r in result.results}
     assert by_id["t2"].status is ThreadStatus.cancelled and by_id["t2"].reason == "deadline"
     assert result.partial and result.metrics.partial
@@ -247,12 +254,12 @@ async def test_infinite_deadline_means_none_and_zero_is_refused() -> None:
 async def test_token_budget_counts_the_planner() -> None:
     # The planner's tokens are part of the run's budget: with only a few tokens left after it, no
     # thread prompt is sent, and the run says so instead of overspending.
-    probe = await engine(sim()).solve(COMPARE)
+    probe = await engine(sim(), planner="model").solve(COMPARE)
     plan = probe.metrics.stages["plan"]
     assert plan.calls == 1 and plan.tokens_in > 0
     model = sim()
     limit = plan.tokens_in + plan.tokens_out + 10
-    result = await engine(model, token_budget=limit).solve(COMPARE)
+    result = await engine(model, token_budget=limit, planner="model").solve(COMPARE)
     assert model.calls_by_purpose["planner"] == 1 and model.calls_by_purpose["solver"] == 0
     assert result.partial and all(r.reason == "token budget" for r in result.results)
     assert any(d.kind == "budget" and f"of {limit} tokens" in d.reason for d in result.decisions)
@@ -263,8 +270,9 @@ async def test_decompose_past_its_deadline_gives_a_fallback_plan() -> None:
     # The planner hangs (until cancelled); decompose answers at its deadline with one task.
     model = sim(SimRule(pattern=".", purpose="planner", ttft_s=3600))
     with anyio.fail_after(5):
-        plan = await engine(model).decompose(COMPARE, deadline_s=0.05)
+        plan = await engine(model, planner="model").decompose(COMPARE, deadline_s=0.2)
     assert plan.source == "fallback" and not plan.should_split and len(plan.subtasks) == 1
+    # The same planning budget as solve: a quarter of the deadline.
     assert "planning took longer than 0.05s" in plan.reason
 
 
@@ -275,6 +283,20 @@ async def test_merge_past_its_deadline_returns_the_most_relevant_result() -> Non
         ThreadResult(id="b", prompt="B", answer="answer B", confidence=0.9),
     ]
     with anyio.fail_after(5):
-        merged = await engine(model).merge("q", results, deadline_s=0.05)
+        merged = await engine(model).merge("q", results, deadline_s=0.05,
+                                           strategy=MergeStrategy.synthesize)
     assert merged.answer == "answer B" and merged.used == ["b"] and merged.dropped == ["a"]
     assert "merge ran past the deadline" in merged.note
+
+
+async def test_compose_past_its_deadline_keeps_every_part_without_a_lead() -> None:
+    model = sim(SimRule(pattern=".", purpose="lead", ttft_s=3600))
+    results = [
+        ThreadResult(id="a", prompt="A", answer="answer A", confidence=0.4),
+        ThreadResult(id="b", prompt="B", answer="answer B", confidence=0.9),
+    ]
+    with anyio.fail_after(5):
+        merged = await engine(model).merge("q", results, deadline_s=0.05)
+    assert merged.strategy is MergeStrategy.compose and merged.used == ["b", "a"]
+    assert merged.answer.index("answer B") < merged.answer.index("answer A")
+    assert "lead cut at the deadline" in merged.note

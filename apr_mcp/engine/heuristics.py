@@ -43,6 +43,14 @@ class SplitSignals(BaseModel):
     )
     entities: list[str] = Field(default_factory=list)
     n_parts: int | None = Field(default=None, description="Independent parts found, if countable.")
+    part_kind: str | None = Field(
+        default=None,
+        description="What the countable parts are: enumeration, comparison, list, conditions or "
+        "questions (None when not countable).",
+    )
+    parts: list[str] = Field(
+        default_factory=list, description="The text of each countable part, in question order."
+    )
 
 
 def width_for(
@@ -288,6 +296,7 @@ def analyze(
     entities: list[str] = []
     parts: list[int] = []  # candidate counts of independent parts
     strong: list[str] = []  # kinds of strong positive evidence
+    found: list[tuple[str, list[str]]] = []  # (kind, part texts) for the heuristic planner
 
     numbered = list(_NUMBERED.finditer(text))
     listed = [_clean(m.group(1)) for m in numbered]
@@ -300,6 +309,7 @@ def analyze(
         strong.append("enumeration")
         entities += [item for item in listed if len(item.split()) <= 4]
         spans = [m.span(1) for m in numbered]
+        found.append(("enumeration", [" ".join(m.group(1).split()) for m in numbered]))
     elif len(inline) >= 2:
         signals.append(
             f"inline enumeration of {len(inline)} items ({', '.join(x + ')' for x in inline)})"
@@ -307,6 +317,7 @@ def analyze(
         parts.append(len(inline))
         strong.append("enumeration")
         spans = _inline_spans(text, inline_matches)
+        found.append(("enumeration", [" ".join(text[a:b].split()).rstrip(",;") for a, b in spans]))
 
     if _COMPARE.search(text):
         compared = _comparison_entities(text)
@@ -315,6 +326,7 @@ def analyze(
             parts.append(len(compared))
             strong.append("comparison")
             entities += compared
+            found.append(("comparison", compared))
         else:
             signals.append("comparison wording")
 
@@ -335,6 +347,7 @@ def analyze(
             parts.append(len(items))
             strong.append("list")
             entities += items
+            found.append(("list", items))
 
     search = _SEARCH.search(text)
     conds = [c for c in _COND_SPLIT.split(search.group("conds")) if c.strip()] if search else []
@@ -342,12 +355,15 @@ def analyze(
         signals.append(f"search under {len(conds)} conditions, each checkable on its own")
         parts.append(len(conds))
         strong.append("conditions")
+        found.append(("conditions", [" ".join(c.split()) for c in conds]))
 
     n_questions = _independent_questions(text)
     if n_questions >= 2:
         signals.append(f"{n_questions} independent sub-questions")
         parts.append(n_questions)
         strong.append("questions")
+        found.append(("questions", [q.strip() for q in re.split(r"(?<=\?)\s+", text.strip())
+                                    if q.strip().endswith("?")]))
 
     hyp = _HYPOTHESES.search(text)
     if hyp:
@@ -406,6 +422,7 @@ def analyze(
         hint = None
 
     n_parts = max(parts) if parts else None
+    best = max(found, key=lambda kp: len(kp[1]), default=None)
     complexity = 1
     if n_parts:
         complexity += min(4, n_parts - 1)
@@ -428,6 +445,8 @@ def analyze(
         suggested_width=width,
         entities=entities,
         n_parts=n_parts,
+        part_kind=best[0] if best and len(best[1]) == n_parts else None,
+        parts=best[1] if best and len(best[1]) == n_parts else [],
     )
 
 

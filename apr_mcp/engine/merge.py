@@ -9,7 +9,8 @@ they do not fit the budget.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 from pydantic import BaseModel, Field
@@ -20,9 +21,10 @@ from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import MergeResult, MergeStrategy, StageUsage, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
+from .protocol import strip_trailer
 from .schema_text import schema_text
 
-__all__ = ["MergeOutput", "merge", "merge_usage", "relevance_order"]
+__all__ = ["MergeOutput", "compose", "merge", "merge_usage", "relevance_order"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,133 @@ def _usable(result: ThreadResult) -> bool:
     return result.status is ThreadStatus.done and bool((result.answer or result.summary).strip())
 
 
+def _nothing(
+    results: Sequence[ThreadResult], strategy: MergeStrategy, dropped: list[str]
+) -> MergeResult:
+    lines = [
+        f"{r.id} {r.status.value}" + (f" ({r.error or r.reason})" if (r.error or r.reason) else "")
+        for r in results
+    ]
+    why = "; ".join(lines) if lines else "no results were given"
+    return MergeResult(
+        answer=f"No thread produced a usable result: {why}.",
+        confidence=0.0,
+        strategy=strategy,
+        dropped=dropped,
+        note="nothing to merge",
+    )
+
+
+def _composable(result: ThreadResult) -> bool:
+    """Done with text, or cut short (deadline, budget) after writing part of an answer."""
+    if result.status is ThreadStatus.cancelled:
+        return bool((result.answer or "").strip())
+    return _usable(result)
+
+
+def _heading(result: ThreadResult) -> str:
+    task = " ".join(result.prompt.split()).split("\n")[0]
+    task = task if len(task) <= 100 else task[:99] + "…"
+    cut = " (cut short: " + (result.reason or "stopped") + ")" if (
+        result.status is ThreadStatus.cancelled) else ""
+    return f"**[{result.id}] {task}**{cut}"
+
+
+async def compose(
+    merger: Model,
+    question: str,
+    results: Sequence[ThreadResult],
+    *,
+    budget_tokens: int,
+    settings: Settings,
+    priorities: Mapping[str, int] | None = None,
+    on_token: Callable[[str], None] | None = None,
+    lead_seconds: float = math.inf,
+) -> MergeResult:
+    """Compose the answer from what the threads wrote, plus a short lead; no rewrite.
+
+    Parts go in :func:`relevance_order`, each under a heading that names its thread (provenance),
+    and together within ``budget_tokens`` (a part over its share is replaced by its summary, or
+    cut). The lead is one free-text call of at most ``settings.lead_tokens`` that sees only the
+    distilled parts, so the critical path after the threads is one short call, whatever the
+    number of parts. A failed lead call loses nothing: the parts are the answer.
+    """
+    usable = [r for r in results if _composable(r)]
+    dropped = [r.id for r in results if not _composable(r)]
+    if not usable:
+        return _nothing(results, MergeStrategy.compose, dropped)
+    ordered = relevance_order(usable, priorities)
+    if len(ordered) == 1:
+        only = ordered[0]
+        return MergeResult(
+            answer=strip_trailer(only.answer or only.summary), confidence=only.confidence,
+            strategy=MergeStrategy.compose, used=[only.id], dropped=dropped, cached=only.cached,
+            note=f"one usable result ({only.id}): returned as is, no merge call",
+        )
+    share = max(MIN_PARTIAL_TOKENS, budget_tokens // len(ordered))
+    sections: list[str] = []
+    used: list[str] = []
+    notes: list[str] = []
+    for r in ordered:
+        body = strip_trailer(r.answer or "") or r.summary
+        if count_tokens(body) > share:
+            shorter = r.summary if r.summary and count_tokens(r.summary) <= share else ""
+            body = shorter or truncate_to_tokens(body, share)
+            notes.append(f"{r.id} {'summarised' if shorter else 'trimmed'} to fit {budget_tokens} tokens")
+        sections.append(f"{_heading(r)}\n{body.strip()}")
+        used.append(r.id)
+    prompt = load_prompt("lead")
+    entries = [_entry(r, _distilled(r)) for r in ordered]
+    messages = prompt.render(question=question, results=truncate_to_tokens(
+        "\n\n".join(entries), max(256, budget_tokens)))
+    request = ModelRequest(
+        messages=messages, max_tokens=settings.lead_tokens, temperature=settings.temperature,
+        purpose="lead", prompt_version=prompt.key,
+    )
+    started = anyio.current_time()
+    lead = ""
+    tokens_in = tokens_out = context = 0
+    cached = False
+    streamed: list[str] = []
+
+    def collect(delta: str) -> None:
+        streamed.append(delta)
+        if on_token is not None:
+            on_token(delta)
+
+    if lead_seconds <= 0:
+        notes.append("no lead: the deadline left no time for it")
+    else:
+        with anyio.move_on_after(lead_seconds) as scope:
+            try:
+                response = await merger.complete(request, on_token=collect)
+                lead = response.text.strip()
+                tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
+                context, cached = response.max_context_tokens, response.cached
+            except ModelError as exc:
+                log.warning("lead call failed (%s); the composed parts stand alone", exc)
+                notes.append(f"no lead: {exc}")
+        if scope.cancelled_caught:
+            tokens_in = count_messages(messages)
+            tokens_out = count_tokens("".join(streamed))
+            context = tokens_in + tokens_out
+            notes.append("lead cut at the deadline")
+            lead = "".join(streamed).strip()
+    confidences = [r.confidence for r in ordered if r.confidence is not None]
+    answer = "\n\n".join([lead, *sections] if lead else sections)
+    if on_token is not None:  # the rest of the answer, for a caller that streams it
+        on_token(answer[len(lead):] if lead else answer)
+    return MergeResult(
+        answer=answer,
+        confidence=round(min(confidences), 4) if confidences else None,
+        strategy=MergeStrategy.compose, used=used, dropped=dropped,
+        context_tokens=count_messages(messages), tokens_in=tokens_in, tokens_out=tokens_out,
+        max_context_tokens=context, latency_s=round(anyio.current_time() - started, 6),
+        cached=cached,
+        note="; ".join([f"composed {len(used)} part(s) with a {tokens_out}-token lead", *notes]),
+    )
+
+
 async def merge(
     merger: Model,
     question: str,
@@ -102,8 +231,9 @@ async def merge(
     budget_tokens: int,
     settings: Settings,
     priorities: Mapping[str, int] | None = None,
+    on_token: Callable[[str], None] | None = None,
 ) -> MergeResult:
-    """Merge ``results`` into one answer.
+    """Merge ``results`` into one answer (``compose``: see :func:`compose`).
 
     Failed, cancelled and skipped results (and done ones without any text) are dropped and listed
     in ``dropped``. The rest are ordered by :func:`relevance_order` and packed into the budget:
@@ -116,21 +246,13 @@ async def merge(
     """
     from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
+    if strategy is MergeStrategy.compose:
+        return await compose(merger, question, results, budget_tokens=budget_tokens,
+                             settings=settings, priorities=priorities, on_token=on_token)
     usable = [r for r in results if _usable(r)]
     dropped = [r.id for r in results if not _usable(r)]
     if not usable:
-        lines = [
-            f"{r.id} {r.status.value}" + (f" ({r.error or r.reason})" if (r.error or r.reason) else "")
-            for r in results
-        ]
-        why = "; ".join(lines) if lines else "no results were given"
-        return MergeResult(
-            answer=f"No thread produced a usable result: {why}.",
-            confidence=0.0,
-            strategy=strategy,
-            dropped=dropped,
-            note="nothing to merge",
-        )
+        return _nothing(results, strategy, dropped)
     ordered = relevance_order(usable, priorities)
     if len(ordered) == 1 and strategy is MergeStrategy.synthesize:
         only = ordered[0]

@@ -40,11 +40,13 @@ from ..schemas import (
     Subtask,
     ThreadResult,
     ThreadStatus,
+    run_status,
 )
 from ..tokens import count_messages, count_tokens
 from ..trace import RunStore, new_run_id
 from .controller import Controller, Note
 from .events import EventCallback, EventSink, event_sink
+from .merge import compose
 from .merge import merge as merge_results
 from .merge import merge_usage
 from .meta import MetaController
@@ -142,7 +144,7 @@ class Engine:
         A planner slower than the deadline (default ``settings.deadline_s``) gives a one-task
         fallback plan that says so, never a timeout."""
         plan, _ = await self._plan(question, context, max_subtasks, self._deadline(deadline_s),
-                                   _Clock(), share=1.0)
+                                   _Clock(), share=PLAN_SHARE)
         return plan
 
     # ----- stage 2 -----
@@ -168,31 +170,37 @@ class Engine:
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
         extra: list[ThreadResult] = []
-        plan_latency = 0.0
+        host: Plan | None = None
         if subtasks is not None:
             # Validated outside any task group, so a bad plan raises PlanError itself.
-            plan, extra = self._host_plan(subtasks, question, context, complexity)
+            host, extra = self._host_plan(subtasks, question, context, complexity)
         controller = self.controller_factory(self.settings, self.controller)
         async with event_sink(on_event) as sink:
-            if subtasks is None:
-                plan, stages["plan"] = await self._plan(question, context, None, deadline, clock)
-                plan_latency = clock()
-                self._plan_decisions(plan, decisions, sink, clock)
-            outcome = await self._run_plan(
-                question, context, plan, sink, clock, decisions, controller,
-                max_concurrency=max_concurrency, deadline_s=deadline - clock(),
+            plan, plan_usage, outcome, plan_latency = await self._plan_and_run(
+                question, context, sink, clock, decisions, controller, host=host,
+                max_subtasks=None, max_concurrency=max_concurrency,
+                plan_until=PLAN_SHARE * deadline, threads_until=deadline,
                 complexity_by="given by the caller" if complexity is not None else None,
-                plan_usage=stages.get("plan"),
             )
-            stages["solve"] = outcome.usage
-            results = outcome.results + extra
+            if plan_usage is not None:
+                stages["plan"] = plan_usage
+            results = outcome.results
+            partial = outcome.partial
+            critical = plan_latency + outcome.critical_path_s
+            if not results:  # not split: one call, in the same form as the sequential baseline
+                thread, stages["solve"], _ = await self._single_call(
+                    question, context, deadline - clock(), sink, clock, label="unsplit")
+                results, partial = [thread], thread.status is ThreadStatus.cancelled
+                critical = plan_latency + thread.latency_s
+            else:
+                stages["solve"] = outcome.usage
+            results = results + extra
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(results, clock()))
-        metrics = _metrics(results, stages, clock(), outcome.partial,
-                           plan_latency + outcome.critical_path_s)
+        metrics = _metrics(results, stages, clock(), partial, critical)
         run = SolveRun(
-            run_id=new_run_id(), question=question, results=results, metrics=metrics,
-            decisions=decisions, partial=outcome.partial,
+            run_id=new_run_id(), status=run_status(results, partial), question=question,
+            results=results, metrics=metrics, decisions=decisions, partial=partial,
         )
         await self._save(run)
         return run
@@ -205,7 +213,7 @@ class Engine:
         results: list[ThreadResult],
         *,
         context: str = "",
-        strategy: MergeStrategy = MergeStrategy.synthesize,
+        strategy: MergeStrategy = MergeStrategy.compose,
         context_budget_tokens: int | None = None,
         priorities: dict[str, int] | None = None,
         deadline_s: float | None = None,
@@ -271,31 +279,46 @@ class Engine:
         decisions: list[Decision] = []
         stages: dict[str, StageUsage] = {}
         controller = self.controller_factory(self.settings, self.controller)
+        reserve = min(MERGE_RESERVE_MAX_S, MERGE_SHARE * deadline)
         async with event_sink(on_event) as sink:
             force = self.settings.max_threads if strategy == "fixed" else None
-            plan, stages["plan"] = await self._plan(
-                question, context, max_subtasks, deadline, clock, force_width=force
+            plan, plan_usage, outcome, plan_latency = await self._plan_and_run(
+                question, context, sink, clock, decisions, controller, host=None,
+                max_subtasks=max_subtasks, max_concurrency=max_concurrency,
+                plan_until=PLAN_SHARE * deadline, threads_until=deadline - reserve,
+                force_width=force,
             )
-            plan_latency = clock()
-            if force is not None and not plan.should_split:
-                plan = _attempts_plan(question, force, plan)
-                merge_strategy = merge_strategy or MergeStrategy.vote
-            self._plan_decisions(plan, decisions, sink, clock)
-            reserve = min(MERGE_RESERVE_MAX_S, MERGE_SHARE * deadline) if plan.should_split else 0.0
-            outcome = await self._run_plan(
-                question, context, plan, sink, clock, decisions, controller,
-                max_concurrency=max_concurrency, deadline_s=deadline - reserve - clock(),
-                plan_usage=stages["plan"],
-            )
+            stages["plan"] = plan_usage or StageUsage()
+            if not outcome.results:
+                # Not split: exactly one call, the same as the sequential strategy's.
+                thread, stages["solve"], answer = await self._single_call(
+                    question, context, deadline - clock(), sink, clock, label="unsplit")
+                _record_notes(controller.pending_notes(), decisions, sink, clock)
+                sink.emit("finished", _finished_message([thread], clock()))
+                partial = thread.status is ThreadStatus.cancelled
+                metrics = _metrics([thread], stages, clock(), partial,
+                                   plan_latency + thread.latency_s)
+                return SolveResult(
+                    run_id=new_run_id(), status=run_status([thread], partial), question=question,
+                    strategy=strategy, answer=answer, confidence=thread.confidence, plan=plan,
+                    results=[thread], metrics=metrics, decisions=decisions, partial=partial,
+                    backend=self.solver.backend, model=self.solver.model_name,
+                )
             stages["solve"] = outcome.usage
-            strategy_used = merge_strategy or MergeStrategy.synthesize
+            if merge_strategy is None:
+                merge_strategy = MergeStrategy.vote if force is not None and plan.source == "heuristic" \
+                    and plan.reason.startswith("fixed baseline") else MergeStrategy.compose
             priorities = {s.id: s.priority for s in outcome.state.subtasks.values()}
             merge_started = clock()
             sink.emit("merging", f"merging {sum(r.status is ThreadStatus.done for r in outcome.results)} "
-                      f"result(s) ({strategy_used.value})")
+                      f"result(s) ({merge_strategy.value})")
+
+            def stream_answer(delta: str) -> None:
+                sink.emit("answer", delta)
+
             merged = await self._bounded_merge(
-                question, context, outcome.results, strategy_used, priorities,
-                seconds=deadline - clock(),
+                question, context, outcome.results, merge_strategy, priorities,
+                seconds=deadline - clock(), on_token=stream_answer,
             )
             merge_latency = clock() - merge_started if merged.context_tokens else 0.0
             stages["merge"] = merge_usage(merged)
@@ -306,7 +329,8 @@ class Engine:
         metrics = _metrics(outcome.results, stages, clock(), partial,
                            plan_latency + outcome.critical_path_s + merge_latency)
         return SolveResult(
-            run_id=new_run_id(), question=question, strategy=strategy, answer=merged.answer,
+            run_id=new_run_id(), status=run_status(outcome.results, partial), question=question,
+            strategy=strategy, answer=merged.answer,
             confidence=merged.confidence, plan=plan, results=outcome.results, merge=merged,
             metrics=metrics, decisions=decisions, partial=partial,
             backend=self.solver.backend, model=self.solver.model_name,
@@ -327,7 +351,9 @@ class Engine:
         self, question: str, context: str, max_subtasks: int | None, deadline: float,
         clock: _Clock, *, force_width: int | None = None, share: float = PLAN_SHARE,
     ) -> tuple[Plan, StageUsage]:
-        seconds = max(0.5, share * deadline) if share < 1.0 else deadline
+        """Plan with no consumer of streamed subtasks (``decompose``), within ``share`` of the
+        deadline: the same planning budget ``solve`` has."""
+        seconds = share * deadline
         with anyio.move_on_after(seconds) as scope:
             return await make_plan(
                 self.planner, question, context, self.settings,
@@ -338,6 +364,151 @@ class Engine:
             question, reason=f"planning took longer than {seconds:.3g}s; answering with one call"
         )
         return plan, StageUsage(calls=1)
+
+    def _concurrency(self, max_concurrency: int | None) -> tuple[int, str]:
+        """How many threads may run at once. A resource decision: only the caller (and, at run
+        time, the limiter and dependencies) may lower it; a planner's suggestion never does."""
+        cap = self.settings.max_concurrency
+        if max_concurrency is not None:
+            return max(1, min(max_concurrency, 64)), "requested by the caller"
+        return max(1, min(cap, 64)), f"one per subtask, capped by max_concurrency {cap}"
+
+    async def _plan_and_run(
+        self, question: str, context: str, sink: EventSink, clock: _Clock,
+        decisions: list[Decision], controller: Controller, *, host: Plan | None,
+        max_subtasks: int | None, max_concurrency: int | None, plan_until: float,
+        threads_until: float, force_width: int | None = None, complexity_by: str | None = None,
+    ) -> tuple[Plan, StageUsage | None, DagOutcome, float]:
+        """Plan and run the threads as one pipeline: each subtask of a streaming plan starts the
+        moment its JSON object is complete, while the planner is still writing the rest.
+
+        Returns the plan, planning's usage (None for a host plan), the threads' outcome (no
+        results when the plan does not split: the caller answers with one call) and when the
+        plan was complete (seconds since the run started)."""
+        limit, why = self._concurrency(max_concurrency)
+        scheduler = Scheduler(
+            solver=self.solver, settings=self.settings, question=question, context=context,
+            subtasks=host.subtasks if host is not None else [], max_concurrency=limit,
+            sink=sink, elapsed=clock, controller=controller,
+            deadline_s=max(0.0, threads_until - clock()), decisions=decisions,
+            open_input=host is None,
+        )
+        box: dict[str, Any] = {}
+
+        def width_decision(plan: Plan) -> None:
+            width = len(plan.subtasks)
+            if width > 1:
+                by = complexity_by or _COMPLEXITY_BY[plan.source]
+                scheduler.decide("width", f"{width} subtasks, up to {min(limit, width)} at once "
+                                 f"({why}); complexity {plan.complexity}/10 ({by})")
+
+        async def planning() -> None:
+            seconds = max(0.0, plan_until - clock())
+            plan: Plan | None = None
+            usage = StageUsage()
+            with anyio.move_on_after(seconds):
+                plan, usage = await make_plan(
+                    self.planner, question, context, self.settings, max_subtasks=max_subtasks,
+                    force_width=force_width, on_subtask=scheduler.add_subtask,
+                    on_tokens=scheduler.charge_planning,
+                )
+            if plan is None:
+                usage.calls = max(usage.calls, 1)
+                streamed = list(scheduler.state.subtasks.values())
+                if streamed:
+                    plan = Plan(should_split=True, source="model", subtasks=streamed,
+                                reason=f"planning took longer than {seconds:.3g}s; kept the "
+                                f"{len(streamed)} subtask(s) that streamed before it")
+                else:
+                    plan = single_task_plan(question, reason=f"planning took longer than "
+                                            f"{seconds:.3g}s; answering with one call")
+            if force_width is not None and not plan.should_split:
+                plan = _attempts_plan(question, force_width, plan)
+            if plan.should_split:
+                for sub in plan.subtasks:
+                    scheduler.add_subtask(sub)
+            scheduler.charge_planning(usage.tokens_in + usage.tokens_out, final=True)
+            box.update(plan=plan, usage=usage, at=clock())
+            self._plan_decisions(plan, decisions, sink, clock)
+            width_decision(plan)
+            scheduler.close_input()
+
+        if host is not None:
+            self._plan_decisions(host, decisions, sink, clock)
+            width_decision(host)
+            return host, None, await scheduler.run(), 0.0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(planning, name="apr-plan")
+            outcome = await scheduler.run()
+            tg.cancel_scope.cancel()  # the run stopped (early stop, deadline) before the plan ended
+        if "plan" not in box:
+            subs = list(scheduler.state.subtasks.values())
+            box.update(usage=StageUsage(calls=1), at=clock(), plan=Plan(
+                should_split=True, source="model", subtasks=subs,
+                reason=f"the run stopped before the planner finished; {len(subs)} subtask(s) ran"))
+        return box["plan"], box["usage"], outcome, box["at"]
+
+    async def _single_call(
+        self, question: str, context: str, seconds: float, sink: EventSink, clock: _Clock,
+        *, label: str,
+    ) -> tuple[ThreadResult, StageUsage, str]:
+        """One chain-of-thought call answering the whole question (the sequential baseline, and
+        the unsplit path, which is the same call). At the deadline, what streamed is kept as a
+        partial answer."""
+        prompt = load_prompt("sequential")
+        request = ModelRequest(
+            messages=prompt.render(question=question, context=context),
+            max_tokens=min(8192, self.settings.max_tokens * 2),
+            temperature=self.settings.temperature,
+            purpose="sequential",
+            prompt_version=prompt.key,
+        )
+        usage = StageUsage(calls=1)
+        streamed: list[str] = []
+        sink.add_threads(1)
+        started = clock()
+        sink.emit("started", f"t1 started ({label})", thread_id="t1")
+        text: str | None = None
+        error: str | None = None
+        response = None
+        with anyio.move_on_after(max(0.0, seconds)):
+            try:
+                response = await self.solver.complete(request, on_token=streamed.append)
+                text = response.text
+            except ModelError as exc:
+                error = str(exc)
+        finished = clock()
+        common: dict[str, Any] = {"id": "t1", "prompt": question[:20_000] or "-",
+                                  "started_s": round(started, 6), "finished_s": round(finished, 6),
+                                  "latency_s": round(finished - started, 6)}
+        if response is not None and text is not None:
+            usage.tokens_in, usage.tokens_out = response.usage.input_tokens, response.usage.output_tokens
+            usage.cached_calls = int(response.cached)
+            usage.max_context_tokens = response.max_context_tokens
+            answer = final_answer(text)
+            thread = ThreadResult(status=ThreadStatus.done, answer=text, summary=answer,
+                                  tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+                                  cached=response.cached, **common)
+            sink.emit("cached" if response.cached else "done",
+                      "t1 served from cache" if response.cached else
+                      f"t1 done ({usage.tokens_in + usage.tokens_out} tokens, {finished:.1f}s)",
+                      thread_id="t1", completes=True)
+        elif error is not None:
+            answer = f"No answer: {error}"
+            if streamed:  # as for a thread: a failed call's prompt counts only if it streamed
+                _spent(usage, common, count_messages(request.messages), streamed)
+            thread = ThreadResult(status=ThreadStatus.failed, error=error, **common)
+            sink.emit("failed", f"t1 failed: {error[:160]}", thread_id="t1", completes=True)
+        else:
+            _spent(usage, common, count_messages(request.messages), streamed)
+            partial_text = "".join(streamed).strip()
+            answer = (f"{partial_text}\n\n[cut at the deadline after {finished:.1f}s]"
+                      if partial_text else "No answer: the deadline passed before the model "
+                      "wrote anything.")
+            thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline",
+                                  answer=partial_text or None, **common)
+            sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
+        return thread, usage, answer
 
     def _host_plan(
         self, subtasks: Sequence[Subtask], question: str, context: str, complexity: int | None
@@ -388,45 +559,22 @@ class Engine:
         sink.emit("planned", f"plan ready: {n} subtask{'s' if n != 1 else ''} ({plan.source})")
         sink.emit("decision", reason)
 
-    async def _run_plan(
-        self, question: str, context: str, plan: Plan, sink: EventSink, clock: _Clock,
-        decisions: list[Decision], controller: Controller, *, max_concurrency: int | None,
-        deadline_s: float, complexity_by: str | None = None, plan_usage: StageUsage | None = None,
-    ) -> DagOutcome:
-        width = len(plan.subtasks)
-        if max_concurrency is not None:
-            limit, why = max_concurrency, "requested by the caller"
-        elif plan.max_concurrency is not None:
-            limit = min(plan.max_concurrency, self.settings.max_concurrency)
-            why = f"planner suggested {plan.max_concurrency}, max_concurrency {self.settings.max_concurrency}"
-        else:
-            limit = self.settings.max_concurrency
-            why = f"one per subtask, capped by max_concurrency {self.settings.max_concurrency}"
-        # Not capped by the width: follow-ups spawned later may use the spare slots.
-        limit = max(1, min(limit, 64))
-        scheduler = Scheduler(
-            solver=self.solver, settings=self.settings, question=question, context=context,
-            subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
-            controller=controller,
-            deadline_s=max(0.0, deadline_s), decisions=decisions,
-            tokens_before=plan_usage.tokens_in + plan_usage.tokens_out if plan_usage else 0,
-        )
-        if width > 1:
-            by = complexity_by or _COMPLEXITY_BY[plan.source]
-            scheduler.decide("width", f"{width} subtasks, up to {min(limit, width)} at once ({why}); "
-                             f"complexity {plan.complexity}/10 ({by})")
-        return await scheduler.run()
-
     async def _bounded_merge(
         self, question: str, context: str, results: list[ThreadResult],
         strategy: MergeStrategy, priorities: dict[str, int] | None, *, seconds: float,
-        budget_tokens: int | None = None,
+        budget_tokens: int | None = None, on_token: Callable[[str], None] | None = None,
     ) -> MergeResult:
-        with anyio.move_on_after(max(0.5, seconds)):
+        budget = budget_tokens or self.settings.merge_budget_tokens
+        if strategy is MergeStrategy.compose:
+            # Composing needs no call; only the lead is bounded (none when no time is left).
+            return await compose(
+                self.merger, question, results, budget_tokens=budget, settings=self.settings,
+                priorities=priorities, on_token=on_token, lead_seconds=seconds,
+            )
+        with anyio.move_on_after(max(0.0, seconds)):
             return await merge_results(
                 self.merger, question, results, context=context, strategy=strategy,
-                budget_tokens=budget_tokens or self.settings.merge_budget_tokens,
-                settings=self.settings, priorities=priorities,
+                budget_tokens=budget, settings=self.settings, priorities=priorities,
             )
         done = [r for r in results if r.status is ThreadStatus.done]
         best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
@@ -444,64 +592,18 @@ class Engine:
         """The baseline: one chain-of-thought call; the answer follows "Final answer:"."""
         clock = _Clock()
         deadline = self._deadline(deadline_s)
-        prompt = load_prompt("sequential")
-        request = ModelRequest(
-            messages=prompt.render(question=question, context=context),
-            max_tokens=min(8192, self.settings.max_tokens * 2),
-            temperature=self.settings.temperature,
-            purpose="sequential",
-            prompt_version=prompt.key,
-        )
-        usage = StageUsage(calls=1)
-        # What streamed before a deadline or failure: the context the model held when it stopped.
-        streamed: list[str] = []
         controller = self.controller_factory(self.settings, self.controller)
         decisions: list[Decision] = []
         async with event_sink(on_event) as sink:
-            sink.add_threads(1)
-            sink.emit("started", "t1 started (sequential baseline)", thread_id="t1")
-            text: str | None = None
-            error: str | None = None
-            response = None
-            with anyio.move_on_after(deadline):
-                try:
-                    response = await self.solver.complete(request, on_token=streamed.append)
-                    text = response.text
-                except ModelError as exc:
-                    error = str(exc)
-            finished = clock()
-            common: dict[str, Any] = {"id": "t1", "prompt": question[:20_000] or "-",
-                                      "started_s": 0.0, "finished_s": round(finished, 6),
-                                      "latency_s": round(finished, 6)}
-            if response is not None and text is not None:
-                usage.tokens_in, usage.tokens_out = response.usage.input_tokens, response.usage.output_tokens
-                usage.cached_calls = int(response.cached)
-                usage.max_context_tokens = response.max_context_tokens
-                answer = final_answer(text)
-                thread = ThreadResult(status=ThreadStatus.done, answer=text, summary=answer,
-                                      tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-                                      cached=response.cached, **common)
-                sink.emit("cached" if response.cached else "done",
-                          "t1 served from cache" if response.cached else
-                          f"t1 done ({usage.tokens_in + usage.tokens_out} tokens, {finished:.1f}s)",
-                          thread_id="t1", completes=True)
-            elif error is not None:
-                answer = f"No answer: {error}"
-                if streamed:  # as for a thread: a failed call's prompt counts only if it streamed
-                    _spent(usage, common, count_messages(request.messages), streamed)
-                thread = ThreadResult(status=ThreadStatus.failed, error=error, **common)
-                sink.emit("failed", f"t1 failed: {error[:160]}", thread_id="t1", completes=True)
-            else:
-                answer = "No answer: the deadline passed before the model finished."
-                _spent(usage, common, count_messages(request.messages), streamed)
-                thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline", **common)
-                sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
+            thread, usage, answer = await self._single_call(
+                question, context, deadline, sink, clock, label="sequential baseline")
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message([thread], clock()))
         partial = thread.status is ThreadStatus.cancelled
         metrics = _metrics([thread], {"solve": usage}, clock(), partial, thread.latency_s)
         return SolveResult(
-            run_id=new_run_id(), question=question, strategy="sequential", answer=answer,
+            run_id=new_run_id(), status=run_status([thread], partial), question=question,
+            strategy="sequential", answer=answer,
             results=[thread], metrics=metrics, decisions=decisions, partial=partial,
             backend=self.solver.backend, model=self.solver.model_name,
         )

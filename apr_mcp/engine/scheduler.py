@@ -42,6 +42,7 @@ from .controller import (
     budget_stop,
 )
 from .events import EventSink
+from .protocol import parse_thread_reply, strip_trailer
 from .schema_text import schema_text
 
 __all__ = ["DagOutcome", "Scheduler", "critical_path"]
@@ -107,6 +108,7 @@ class Scheduler:
         deadline_s: float | None = None,
         decisions: list[Decision] | None = None,
         tokens_before: int = 0,
+        open_input: bool = False,
     ) -> None:
         self.solver = solver
         self.settings = settings
@@ -133,8 +135,41 @@ class Scheduler:
         # Estimated tokens of running threads (prompt + streamed so far), for the live budget.
         self._inflight: dict[str, int] = {}
         self._changed = anyio.Event()
+        # While open, more subtasks may arrive (a plan still streaming): the run does not end.
+        self._input_open = open_input
         for sub in subtasks:
             self._add(sub, depth=0)
+
+    def add_subtask(self, sub: Subtask) -> None:
+        """Add a subtask while the run is going (from a streaming plan); it starts as soon as a
+        slot is free and its dependencies are done. Ignored once the run is stopping."""
+        if sub.id in self.state.subtasks or self.state.stopping is not None:
+            return
+        self._add(sub, depth=0)
+        self.sink.add_threads(1)
+        self._notify()
+
+    def charge_planning(self, tokens: int, *, final: bool = False) -> None:
+        """Count the streaming planner's tokens against the run's token budget: an estimate
+        while it streams, the exact figure once it is done (``final``)."""
+        if final:
+            self._inflight.pop("\0plan", None)
+            self.state.tokens_before += tokens
+            self._charge("\0plan", 0)
+            self._inflight.pop("\0plan", None)
+        else:
+            self._charge("\0plan", tokens)
+
+    def close_input(self) -> None:
+        """No more subtasks will be added; dependencies on ids never added are skipped."""
+        self._input_open = False
+        st = self.state
+        for sid in sorted(st.pending, key=self._order.__getitem__):
+            unknown = [d for d in st.subtasks[sid].depends_on if d not in st.subtasks]
+            if unknown:
+                self._end_unstarted(sid, ThreadStatus.skipped,
+                                    f"depends on unknown subtask {', '.join(unknown)}")
+        self._notify()
 
     # ----- public -----
 
@@ -196,7 +231,7 @@ class Scheduler:
         while True:
             self._settle()
             if not self._ready():
-                if self._active == 0:
+                if self._active == 0 and (not self._input_open or st.stopping is not None):
                     self._orphans()
                     return
                 await self._wait_change()
@@ -288,14 +323,16 @@ class Scheduler:
             r = st.results[d]
             text = r.summary or truncate_to_tokens(r.answer or "", _DEP_FALLBACK_TOKENS)
             deps.append(f"[{d}] {_short(st.subtasks[d].prompt)}\n{text}")
-        prompt = load_prompt("solver")
+        as_json = self.settings.thread_format == "json"
+        prompt = load_prompt("solver_json" if as_json else "solver")
+        values = {"schema": schema_text(ThreadAnswer)} if as_json else {}
         return ModelRequest(
             messages=prompt.render(
-                schema=schema_text(ThreadAnswer),
                 question=st.question,
                 context=st.context,
                 dependencies="\n\n".join(deps) or "(none)",
                 subtask=sub.prompt,
+                **values,
             ),
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
@@ -352,9 +389,13 @@ class Scheduler:
                 if scope.cancel_called:
                     await anyio.lowlevel.checkpoint()  # raises: the stop cancelled this thread
                 sent = True
-                answer, response = await complete_structured(
-                    self.solver, request, ThreadAnswer, on_token=on_token
-                )
+                if self.settings.thread_format == "json":
+                    answer, response = await complete_structured(
+                        self.solver, request, ThreadAnswer, on_token=on_token
+                    )
+                else:
+                    response = await self.solver.complete(request, on_token=on_token)
+                    answer = parse_thread_reply(response.text, prompt=sub.prompt)
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
                 context = response.max_context_tokens
@@ -404,8 +445,12 @@ class Scheduler:
                 **common,  # type: ignore[arg-type]
             )
         if sid in self._cancel_reasons:
+            # What streamed before the cut is kept (marked partial by the status): at a deadline
+            # it is often most of an answer.
+            text = strip_trailer("".join(streamed)).strip() if streamed else ""
             return ThreadResult(
-                status=ThreadStatus.cancelled, reason=self._cancel_reasons[sid], **common  # type: ignore[arg-type]
+                status=ThreadStatus.cancelled, reason=self._cancel_reasons[sid],
+                answer=text or None, **common,  # type: ignore[arg-type]
             )
         if error is None:  # cancelled without a recorded reason (should not happen)
             return ThreadResult(status=ThreadStatus.cancelled, reason="cancelled", **common)  # type: ignore[arg-type]
