@@ -23,17 +23,17 @@ COMPARE = "Compare Python, Go and Rust for writing a CLI tool: speed, ecosystem 
 
 async def test_each_stage_reports_its_largest_prompt_plus_output() -> None:
     model = Recording(sim())
-    result = await engine(model).solve(COMPARE)
+    result = await engine(model, planner="model", max_threads=3).solve(COMPARE)
     m = result.metrics
     assert result.merge is not None and len(result.results) == 3
     assert m.stages["plan"].max_context_tokens == max(model.contexts("planner"))
     assert m.stages["solve"].max_context_tokens == max(model.contexts("solver"))
     assert m.stages["solve"].max_context_tokens == max(r.tokens_in + r.tokens_out for r in result.results)
-    [merge_context] = model.contexts("merger")
+    [merge_context] = model.contexts("lead")
     assert m.stages["merge"].max_context_tokens == result.merge.max_context_tokens == merge_context
     # MergeResult.context_tokens stays what it says: the merge prompt alone.
     assert result.merge.context_tokens < merge_context
-    everything = [c for p in ("planner", "solver", "merger") for c in model.contexts(p)]
+    everything = [c for p in ("planner", "solver", "lead") for c in model.contexts(p)]
     assert m.max_context_tokens == max(everything)
     # Larger than any prompt: the old prompt-only figure understated every call.
     assert m.max_context_tokens > max(r.usage.input_tokens for _, r in model.responses)
@@ -65,8 +65,8 @@ async def test_sequential_context_grows_with_its_reasoning_parallel_threads_stay
 
 async def test_cache_hits_hold_no_context(tmp_path: Path) -> None:
     with ResultCache(tmp_path / "cache") as cache:
-        first = await engine(CachedModel(sim(), cache)).solve(COMPARE)
-        again = await engine(CachedModel(sim(), cache)).solve(COMPARE)
+        first = await engine(CachedModel(sim(), cache), lead_tokens=256).solve(COMPARE)
+        again = await engine(CachedModel(sim(), cache), lead_tokens=256).solve(COMPARE)
     assert first.metrics.cache_hits == 0 and first.metrics.max_context_tokens > 0
     m = again.metrics
     assert m.cache_hits == m.model_calls == first.metrics.model_calls

@@ -216,4 +216,4 @@ async def test_sampling_over_http_on_a_2025_connection(tmp_path: Path) -> None:
             result = await client.call_tool("solve", {"question": QUESTION})
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["answer"]
-    assert "planner" in asked and asked.count("solver") >= 2 and host.calls == len(asked)
+    assert "lead" in asked and asked.count("solver") >= 2 and host.calls == len(asked)

@@ -163,7 +163,8 @@ async def test_parallel_solve_without_subtasks_plans_first(rig: Rig, mode: str) 
     assert not solved.is_error, _text(solved)
     assert solved.structured_content is not None
     assert len(solved.structured_content["results"]) >= 2
-    assert rig.model.calls_by_purpose["planner"] >= 1
+    # Countable parts: the heuristics plan with no planner call.
+    assert rig.model.calls_by_purpose["planner"] == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -331,9 +332,9 @@ async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(
     assert not result.is_error, _text(result)
     assert result.structured_content is not None and result.structured_content["answer"].strip()
     assert rig.model.calls == 0  # everything went through the host
-    assert len(calls) >= 3 and host.calls == len(calls)  # plan + threads + merge
+    assert len(calls) >= 3 and host.calls == len(calls)  # threads + lead
     purposes = {str((c.metadata or {}).get("purpose")) for c in calls}
-    assert {"planner", "solver"} <= purposes
+    assert {"solver", "lead"} <= purposes
 
 
 async def test_sampling_on_2026_connections_fails_with_the_alternatives(
@@ -478,7 +479,7 @@ async def test_text_mirrors_say_why_the_run_split_and_stopped(make_rig: Callable
         solved = await client.call_tool("solve", {"question": QUESTION})
     text = _text(solved)
     assert not solved.is_error and "\nDecisions:\n" in text
-    assert "] split: split into 3 subtasks (planner):" in text and "] width: 3 subtasks" in text
+    assert "] split: split into 3 subtasks (heuristics):" in text and "] width: 3 subtasks" in text
 
     tight = make_rig(token_budget=50)  # below one prompt: every thread is cut by the budget
     subtasks = [{"id": "py", "prompt": "Assess Python"}, {"id": "go", "prompt": "Assess Go"}]

@@ -29,7 +29,9 @@ def test_truncate_to_tokens() -> None:
 # Pin the variables each prompt needs: a change here is a change to every caller.
 PINNED = {
     "planner": {"question", "context", "signals", "schema", "min_threads", "max_threads"},
-    "solver": {"question", "context", "dependencies", "subtask", "schema"},
+    "solver": {"question", "context", "dependencies", "subtask"},
+    "solver_json": {"question", "context", "dependencies", "subtask", "schema"},
+    "lead": {"question", "results"},
     "merger": {"question", "context", "results", "mode", "schema"},
     "sequential": {"question", "context"},
     "repair": {"previous", "problem", "schema"},
