@@ -471,9 +471,13 @@ class Engine:
         text: str | None = None
         error: str | None = None
         response = None
+        def on_token(delta: str) -> None:
+            streamed.append(delta)
+            sink.emit("answer", delta, thread_id="t1")
+
         with anyio.move_on_after(max(0.0, seconds)):
             try:
-                response = await self.solver.complete(request, on_token=streamed.append)
+                response = await self.solver.complete(request, on_token=on_token)
                 text = response.text
             except ModelError as exc:
                 error = str(exc)
