@@ -8,6 +8,7 @@ simulated one with tiny latencies.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from apr_mcp.engine import Engine
 from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.cached import CachedModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.schemas import MergeStrategy
 from apr_mcp.server import close_server, create_server
+from apr_mcp.tokens import count_tokens
 from apr_mcp.trace import RunStore
 
 MODES = ["auto", "legacy"]
@@ -107,6 +110,94 @@ async def test_tools_are_listed_with_output_schemas_and_honest_annotations(
     assert "simple" in tools["solve"].description  # tells the host when not to use it
     assert tools["parallel_solve"].input_schema["required"] == ["question"]
     assert tools["merge"].input_schema["required"] == ["question", "results"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tools_list_fits_in_3000_tokens(rig: Rig, mode: str) -> None:
+    # Every host puts the whole tools/list reply in its model's context, on every turn.
+    async with Client(rig.server, mode=mode) as client:
+        listed = await client.list_tools()
+    wire = listed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    tokens = count_tokens(json.dumps(wire))  # json.dumps' spaced separators: the larger count
+    assert tokens <= 3000, f"tools/list is {tokens} tokens"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_descriptions_offer_the_host_the_fast_path(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        instructions = client.instructions or ""
+    fast = tools["parallel_solve"].description or ""
+    assert "your own `subtasks`" in fast and "no plan or merge call" in fast
+    assert "yourself" in (tools["decompose"].description or "")
+    assert "yourself" in (tools["merge"].description or "")
+    assert "`parallel_solve`" in instructions and "no plan or merge call" in instructions
+    # The published schemas still name what chains one tool into the next.
+    subtask = tools["parallel_solve"].input_schema["properties"]["subtasks"]["items"]
+    assert {"id", "prompt", "depends_on"} <= set(subtask["properties"])
+    result = tools["merge"].input_schema["properties"]["results"]["items"]
+    assert {"id", "status", "answer"} <= set(result["properties"])
+    # Every MergeStrategy value is accepted, whatever the engine adds.
+    assert tools["merge"].input_schema["properties"]["strategy"]["enum"] == [
+        s.value for s in MergeStrategy
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_host_plans_and_merges_itself_with_no_extra_model_call(rig: Rig, mode: str) -> None:
+    subtasks = [
+        {"id": "py", "prompt": "Assess Python for a command-line tool"},
+        {"id": "go", "prompt": "Assess Go for a command-line tool"},
+    ]
+    async with Client(rig.server, mode=mode) as client:
+        solved = await client.call_tool(
+            "parallel_solve", {"question": QUESTION, "subtasks": subtasks}
+        )
+    assert not solved.is_error, _text(solved)
+    assert rig.model.calls_by_purpose["planner"] == 0 and rig.model.calls_by_purpose["merger"] == 0
+    run = solved.structured_content
+    assert run is not None and run["status"] == "answered"
+    assert "metrics" in run and "decisions" in run  # the full record, beyond the lean schema
+    text = _text(solved)
+    for r in run["results"]:
+        # The digest carries each thread's answer, readable as it is...
+        assert f"## {r['id']} (done" in text and r["answer"].strip()[:60] in text
+    # ...and is not a second copy of the JSON.
+    assert '"id"' not in text and '"answer"' not in text and "[{" not in text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_plan_digest_lists_the_subtasks_without_a_json_copy(rig: Rig, mode: str) -> None:
+    async with Client(rig.server, mode=mode) as client:
+        planned = await client.call_tool("decompose", {"question": QUESTION})
+    text = _text(planned)
+    plan = planned.structured_content
+    assert plan is not None and plan["subtasks"]
+    assert all(f"- {s['id']}: " in text for s in plan["subtasks"])
+    assert '"prompt"' not in text and "[{" not in text
+
+
+_ALL_THREADS_FAIL = SimScript(rules=[SimRule(pattern=".", purpose="solver", fault="500")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_no_usable_result_is_an_error_with_the_threads_errors(
+    make_rig: Callable[..., Rig], mode: str
+) -> None:
+    rig = make_rig(script=_ALL_THREADS_FAIL)
+    subtasks = [{"id": "a", "prompt": "What is 2 + 3?"}, {"id": "b", "prompt": "What is 7 * 6?"}]
+    async with Client(rig.server, mode=mode) as client:
+        run = await client.call_tool("parallel_solve", {"question": "sums", "subtasks": subtasks})
+        solved = await client.call_tool("solve", {"question": QUESTION})
+    assert run.is_error and solved.is_error
+    for result in (run, solved):
+        out = result.structured_content
+        assert out is not None and out["status"] == "failed"  # every thread's error, still there
+        assert all(r["status"] == "failed" and r["error"] for r in out["results"])
+        text = _text(result)
+        assert "FAILED: no thread produced a usable result" in text
+        assert all(f"{r['id']} " in text for r in out["results"]), text
+    assert "500" in _text(run)  # why each thread failed
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -214,7 +305,7 @@ async def test_repeated_parallel_solve_is_served_from_the_cache(rig: Rig, mode: 
     assert rig.model.calls == calls  # no new model call
     assert all(r["cached"] for r in again.structured_content["results"])  # type: ignore[index]
     assert any("cache" in m for m in messages), messages
-    assert "(cached)" in _text(again)
+    assert re.search(r"^## a \(done, [^)]*cached\)$", _text(again), re.MULTILINE), _text(again)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -285,7 +376,7 @@ async def test_deadline_returns_finished_threads_marked_partial(
     assert run is not None and run["partial"] is True and run["metrics"]["partial"] is True
     status = {r["id"]: r["status"] for r in run["results"]}
     assert status["fast"] == "done" and status["slow"] in {"cancelled", "skipped", "failed"}
-    assert "PARTIAL" in _text(result)
+    assert run["status"] == "partial" and "PARTIAL" in _text(result)  # partial is not an error
 
 
 def _sim_sampler(model: SimulatedModel, calls: list[CreateMessageRequestParams]) -> Any:
@@ -485,5 +576,6 @@ async def test_text_mirrors_say_why_the_run_split_and_stopped(make_rig: Callable
     async with Client(tight.server) as client:
         run = await client.call_tool("parallel_solve", {"question": QUESTION, "subtasks": subtasks})
     text = _text(run)
-    assert not run.is_error and "PARTIAL: the token budget was spent" in text
+    # Nothing usable came back: an error, with the reason in the text.
+    assert run.is_error and "FAILED: no thread produced a usable result; the token budget" in text
     assert "] budget: token budget spent" in text and "0/2 threads done, 2 cancelled" in text
