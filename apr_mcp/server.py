@@ -200,7 +200,8 @@ class _Progress:
     MCP requires progress to grow with every notification, but several events (a thread started,
     a follow-up spawned, merging) do not complete anything; they still carry a message worth showing
     (VS Code shows the message, not a percentage). Those advance progress by a fraction that never
-    reaches the next whole thread. ``total`` is the number of threads known so far and never shrinks.
+    reaches the next whole thread. ``total`` is the number of threads known so far and never shrinks;
+    it is left out when progress has run past it.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -217,9 +218,12 @@ class _Progress:
             if not progress > self.progress:
                 return
         self.progress = progress
-        self.total = max(self.total, event.total, math.ceil(progress))
+        self.total = max(self.total, event.total)
+        # No total rather than a made-up one: before any thread is known, or for the events
+        # after the last known thread finished (the count of threads never grows to fit them).
+        total = self.total if self.total >= progress and self.total > 0 else None
         try:
-            await self._ctx.report_progress(progress, self.total or None, event.message)
+            await self._ctx.report_progress(progress, total, event.message)
         except Exception:  # a closed stream must not fail the run; cancellation is not an Exception
             logger.debug("could not send a progress notification", exc_info=True)
 

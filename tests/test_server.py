@@ -279,6 +279,7 @@ async def test_solve_runs_the_pipeline_and_reports_progress(rig: Rig, mode: str)
     assert all(t is None or t >= p for p, t, _ in seen)
     totals = [t for _, t, _ in seen if t is not None]
     assert totals == sorted(totals)  # threads known so far only grow
+    assert totals and max(totals) <= out["metrics"]["threads"]  # a count of threads, not made up
     assert all(m for _, _, m in seen)  # every event says what happened
     assert max(progress) >= out["metrics"]["threads_done"]
     assert f"apr://runs/{out['run_id']}" in _text(result)
