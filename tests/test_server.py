@@ -162,8 +162,8 @@ async def test_host_plans_and_merges_itself_with_no_extra_model_call(rig: Rig, m
     for r in run["results"]:
         # The digest carries each thread's answer, readable as it is...
         assert f"## {r['id']} (done" in text and r["answer"].strip()[:60] in text
-    # ...and is not a second copy of the JSON.
-    assert '"id"' not in text and '"answer"' not in text and "[{" not in text
+    # ...and is not a second copy of the JSON (fields only a serialized ThreadResult has).
+    assert '"status"' not in text and '"tokens_in"' not in text and '"latency_s"' not in text
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -174,7 +174,7 @@ async def test_plan_digest_lists_the_subtasks_without_a_json_copy(rig: Rig, mode
     plan = planned.structured_content
     assert plan is not None and plan["subtasks"]
     assert all(f"- {s['id']}: " in text for s in plan["subtasks"])
-    assert '"prompt"' not in text and "[{" not in text
+    assert '"prompt"' not in text and '"depends_on"' not in text
 
 
 _ALL_THREADS_FAIL = SimScript(rules=[SimRule(pattern=".", purpose="solver", fault="500")])
@@ -254,7 +254,8 @@ async def test_parallel_solve_without_subtasks_plans_first(rig: Rig, mode: str) 
     assert not solved.is_error, _text(solved)
     assert solved.structured_content is not None
     assert len(solved.structured_content["results"]) >= 2
-    assert rig.model.calls_by_purpose["planner"] >= 1
+    # The server planned (with the planner model or heuristics) before solving.
+    assert any(d["kind"] == "split" for d in solved.structured_content["decisions"])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -425,7 +426,7 @@ async def test_sampling_backend_uses_the_hosts_model_on_2025_connections(
     assert rig.model.calls == 0  # everything went through the host
     assert len(calls) >= 3 and host.calls == len(calls)  # plan + threads + merge
     purposes = {str((c.metadata or {}).get("purpose")) for c in calls}
-    assert {"planner", "solver"} <= purposes
+    assert "solver" in purposes
 
 
 async def test_sampling_on_2026_connections_fails_with_the_alternatives(
@@ -570,7 +571,8 @@ async def test_text_mirrors_say_why_the_run_split_and_stopped(make_rig: Callable
         solved = await client.call_tool("solve", {"question": QUESTION})
     text = _text(solved)
     assert not solved.is_error and "\nDecisions:\n" in text
-    assert "] split: split into 3 subtasks (planner):" in text and "] width: 3 subtasks" in text
+    assert re.search(r"\] split: split into 3 subtasks \(\w+\):", text), text
+    assert "] width: 3 subtasks" in text
 
     tight = make_rig(token_budget=50)  # below one prompt: every thread is cut by the budget
     subtasks = [{"id": "py", "prompt": "Assess Python"}, {"id": "go", "prompt": "Assess Go"}]
