@@ -27,11 +27,9 @@ from mcp.client.stdio import StdioServerParameters
 DEFAULT_QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
 
 
-async def progress(done: float, total: float | None, message: str | None) -> None:
-    print(
-        f"  [{done:.0f}/{total or '?':.0f}] {message}" if total else f"  [{done:.0f}] {message}",
-        file=sys.stderr,
-    )
+async def show_progress(progress: float, total: float | None, message: str | None) -> None:
+    shown = f"{progress:.0f}/{total:.0f}" if total else f"{progress:.0f}"
+    print(f"  [{shown}] {message}", file=sys.stderr)
 
 
 def _server() -> StdioServerParameters:
@@ -56,7 +54,7 @@ async def chain(client: Client, question: str) -> None:
     run = await client.call_tool(
         "parallel_solve",
         {"question": question, "subtasks": subtasks or None},
-        progress_callback=progress,
+        progress_callback=show_progress,
     )
     if run.is_error or run.structured_content is None:
         sys.exit(f"parallel_solve failed: {run.content}")
@@ -82,7 +80,7 @@ async def fast(client: Client, question: str, parts: list[str]) -> None:
         {"id": f"p{i}", "prompt": part} for i, part in enumerate(parts, 1)
     ]
     run = await client.call_tool(
-        "parallel_solve", {"question": question, "subtasks": subtasks}, progress_callback=progress
+        "parallel_solve", {"question": question, "subtasks": subtasks}, progress_callback=show_progress
     )
     if run.structured_content is None:
         sys.exit(f"parallel_solve failed: {run.content}")
