@@ -25,8 +25,11 @@ RunStatus = Literal["answered", "partial", "failed"]
 
 #: Decisions listed in a digest (the structured content and the trace have them all).
 MAX_DECISIONS = 12
-#: Characters of one thread's answer shown in a run digest; the structured content has it all.
+#: Characters of one thread's answer shown in a run digest, and of all of them together (a wide
+#: run shows less of each); the structured content has every answer in full.
 MAX_ANSWER_CHARS = 6000
+MAX_ANSWERS_CHARS = 24_000
+_CUT = " […; the full answer is in `results`]"
 #: Characters of one subtask's prompt shown in a plan digest, on one line.
 MAX_PROMPT_CHARS = 400
 
@@ -67,9 +70,9 @@ def _status_note(run: SolveRun | SolveResult) -> str:
     return ""
 
 
-def _clip(text: str, limit: int) -> str:
+def _clip(text: str, limit: int, cut: str = "…") -> str:
     text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return text if len(text) <= limit else text[:limit].rstrip() + cut
 
 
 def plan_text(plan: Plan) -> str:
@@ -105,7 +108,7 @@ def decisions_text(decisions: list[Decision]) -> list[str]:
     return lines
 
 
-def _thread_text(r: ThreadResult) -> str:
+def _thread_text(r: ThreadResult, limit: int) -> str:
     notes = [r.status.value]
     if r.confidence is not None:
         notes.append(f"confidence {r.confidence:.2f}")
@@ -116,7 +119,7 @@ def _thread_text(r: ThreadResult) -> str:
     head = f"## {r.id} ({', '.join(notes)})"
     body = r.answer or r.summary
     if body and body.strip():
-        return f"{head}\n{_clip(body, MAX_ANSWER_CHARS)}"
+        return f"{head}\n{_clip(body, limit, _CUT)}"
     return f"{head}: {r.error or r.reason or 'no answer'}"
 
 
@@ -134,7 +137,8 @@ def run_text(run: SolveRun) -> str:
         + (f" — {note}" if note else "")
     )
     lines = [head, *decisions_text(run.decisions)]
-    lines += [_thread_text(r) for r in run.results]
+    limit = min(MAX_ANSWER_CHARS, max(500, MAX_ANSWERS_CHARS // max(1, len(run.results))))
+    lines += [_thread_text(r, limit) for r in run.results]
     if run_status(run) != "failed":
         lines.append("Answer from these results yourself, or call merge with `results`.")
     return "\n".join(lines)

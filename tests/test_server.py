@@ -25,7 +25,8 @@ from apr_mcp.engine import Engine
 from apr_mcp.llm.base import Message, Model, ModelRequest
 from apr_mcp.llm.cached import CachedModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
-from apr_mcp.schemas import MergeStrategy
+from apr_mcp.render import run_text
+from apr_mcp.schemas import MergeStrategy, RunMetrics, SolveRun, ThreadResult
 from apr_mcp.server import close_server, create_server
 from apr_mcp.tokens import count_tokens
 from apr_mcp.trace import RunStore
@@ -379,6 +380,33 @@ async def test_deadline_returns_finished_threads_marked_partial(
     status = {r["id"]: r["status"] for r in run["results"]}
     assert status["fast"] == "done" and status["slow"] in {"cancelled", "skipped", "failed"}
     assert run["status"] == "partial" and "PARTIAL" in _text(result)  # partial is not an error
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_partial_answer_is_not_an_error_and_says_partial(
+    make_rig: Callable[..., Rig], mode: str
+) -> None:
+    slow = SimScript(rules=[SimRule(pattern="Assess Rust", purpose="solver", ttft_s=30.0)])
+    rig = make_rig(script=slow)
+    with anyio.fail_after(10):
+        async with Client(rig.server, mode=mode) as client:
+            result = await client.call_tool("solve", {"question": QUESTION, "deadline_s": 3.0})
+    assert not result.is_error, _text(result)
+    out = result.structured_content
+    assert out is not None and out["status"] == "partial" and out["answer"].strip()
+    assert "PARTIAL" in _text(result)
+
+
+def test_a_wide_run_digest_shows_less_of_each_answer() -> None:
+    results = [
+        ThreadResult(id=f"t{i}", answer=f"answer {i} " + "x" * 5000, confidence=0.5)
+        for i in range(40)
+    ]
+    run = SolveRun(run_id="r", question="q", results=results, metrics=RunMetrics(threads=40))
+    text = run_text(run)
+    assert all(f"## t{i} (done" in text and f"answer {i} " in text for i in range(40))
+    assert text.count("the full answer is in `results`") == 40
+    assert len(text) < 40 * 1000  # bounded, not 40 answers of 5,000 characters
 
 
 def _sim_sampler(model: SimulatedModel, calls: list[CreateMessageRequestParams]) -> Any:
