@@ -288,7 +288,7 @@ class Engine:
                 question, context, sink, clock, decisions, controller, host=None,
                 max_subtasks=max_subtasks, max_concurrency=max_concurrency,
                 plan_until=PLAN_SHARE * deadline, threads_until=deadline - reserve,
-                force_width=force, plan_strategy=plan_strategy,
+                force_width=force, plan_strategy=plan_strategy, run_deadline=deadline,
             )
             stages["plan"] = plan_usage or StageUsage()
             if not outcome.results:
@@ -382,7 +382,7 @@ class Engine:
         decisions: list[Decision], controller: Controller, *, host: Plan | None,
         max_subtasks: int | None, max_concurrency: int | None, plan_until: float,
         threads_until: float, force_width: int | None = None, complexity_by: str | None = None,
-        plan_strategy: Strategy | None = None,
+        plan_strategy: Strategy | None = None, run_deadline: float | None = None,
     ) -> tuple[Plan, StageUsage | None, DagOutcome, float]:
         """Plan and run the threads as one pipeline: each subtask of a streaming plan starts the
         moment its JSON object is complete, while the planner is still writing the rest.
@@ -398,7 +398,7 @@ class Engine:
             subtasks=host.subtasks if host is not None else [], max_concurrency=limit,
             sink=sink, elapsed=clock, controller=controller,
             deadline_s=max(0.0, threads_until - clock()), decisions=decisions,
-            open_input=host is None,
+            open_input=host is None, deadline_label=_deadline_label(threads_until, run_deadline),
         )
         box: dict[str, Any] = {}
 
@@ -651,6 +651,15 @@ def _record_notes(
     for note in notes:
         decisions.append(note_decision(note, clock()))
         sink.emit("decision", note.reason, thread_id=note.thread_id)
+
+
+def _deadline_label(threads_until: float, run_deadline: float | None) -> str:
+    """The deadline as a decision names it: the run's figure, and when threads stop earlier to
+    leave time for the merge, that too."""
+    if run_deadline is None or abs(run_deadline - threads_until) < 1e-9:
+        return f"the deadline of {threads_until:.3g}s"
+    return (f"the run's deadline of {run_deadline:.3g}s (threads stop at {threads_until:.3g}s "
+            "to leave time for the merge)")
 
 
 def _spent(usage: StageUsage, common: dict[str, Any], prompt_tokens: int, streamed: list[str]) -> None:
