@@ -121,6 +121,8 @@ class RunState:
     tokens_out: int = 0
     #: Tokens the run spent before its threads (the planner's), counted against the budget.
     tokens_before: int = 0
+    #: True while a streaming plan may still add subtasks.
+    more_coming: bool = False
     followups_spawned: int = 0
     concurrency: int = 1
     #: Set once the run stops launching threads: the Stop kind.
@@ -192,7 +194,7 @@ class Controller:
             result.status is ThreadStatus.done
             and result.settles_question
             and (result.confidence or 0.0) >= threshold
-            and (state.pending or state.running)
+            and (state.pending or state.running or state.more_coming)
         ):
             return [
                 Stop(

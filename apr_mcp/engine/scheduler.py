@@ -141,6 +141,7 @@ class Scheduler:
         self._changed = anyio.Event()
         # While open, more subtasks may arrive (a plan still streaming): the run does not end.
         self._input_open = open_input
+        self.state.more_coming = open_input
         for sub in subtasks:
             self._add(sub, depth=0)
 
@@ -167,6 +168,7 @@ class Scheduler:
     def close_input(self) -> None:
         """No more subtasks will be added; dependencies on ids never added are skipped."""
         self._input_open = False
+        self.state.more_coming = False
         st = self.state
         for sid in sorted(st.pending, key=self._order.__getitem__):
             unknown = [d for d in st.subtasks[sid].depends_on if d not in st.subtasks]
