@@ -7,11 +7,11 @@ the hung call's hour, so each test fails loudly on a regression."""
 from __future__ import annotations
 
 import anyio
+from engine_helpers import engine, sim, solver_rule
+
 from apr_mcp.engine.debug import parse_error
 from apr_mcp.llm.simulated import SimRule
 from apr_mcp.schemas import MergeStrategy, ThreadStatus
-
-from engine_helpers import engine, sim, solver_rule
 
 HANG = 3600.0
 GRACE = 1.0  # seconds: event-loop and CI noise, never the hung call's hour
