@@ -31,6 +31,16 @@ from ._net import listen, serve_on, shown_host, uvicorn_server
 from .config import Settings, load_settings
 from .engine import Engine
 from .errors import AprError, ConfigError, SamplingUnavailable
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_CHARS,
+    MAX_DEADLINE_S,
+    MAX_MERGE_BUDGET_TOKENS,
+    MAX_MERGE_RESULTS,
+    MAX_QUESTION_CHARS,
+    MAX_SUBTASKS,
+    MIN_MERGE_BUDGET_TOKENS,
+)
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
 from .schemas import (
@@ -94,12 +104,14 @@ def _annotations(title: str) -> ToolAnnotations:
 
 
 Question = Annotated[
-    str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
+    str, Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full."
+    )
 ]
 ContextArg = Annotated[
     str,
     Field(
-        max_length=200_000,
+        max_length=MAX_CONTEXT_CHARS,
         description="Background every thread should see: code, error output, documents, constraints.",
     ),
 ]
@@ -107,7 +119,7 @@ Deadline = Annotated[
     float | None,
     Field(
         gt=0,
-        le=3600,
+        le=MAX_DEADLINE_S,
         description="Seconds before the run stops and returns what is finished (marked partial). "
         "Default: the server's APR_DEADLINE_S (55 s, under common host time limits).",
     ),
@@ -115,7 +127,9 @@ Deadline = Annotated[
 MaxSubtasks = Annotated[
     int | None,
     Field(
-        ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS)."
+        ge=1,
+        le=MAX_SUBTASKS,
+        description="Upper bound on the number of subtasks (default: APR_MAX_THREADS).",
     ),
 ]
 
@@ -445,14 +459,14 @@ def create_server(
         subtasks: Annotated[
             list[Subtask] | None,
             Field(
-                max_length=64,
+                max_length=MAX_SUBTASKS,
                 description="Subtasks to run (decompose's `subtasks`, or your own: id, prompt, "
                 "depends_on). Omit to let the planner split the question first.",
             ),
         ] = None,
         context: ContextArg = "",
         max_concurrency: Annotated[
-            int | None, Field(ge=1, le=64, description="Threads at once.")
+            int | None, Field(ge=1, le=MAX_CONCURRENCY, description="Threads at once.")
         ] = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, SolveRun]:
@@ -482,7 +496,9 @@ def create_server(
         results: Annotated[
             list[ThreadResult],
             Field(
-                min_length=1, max_length=256, description="parallel_solve's `results`, unchanged."
+                min_length=1,
+                max_length=MAX_MERGE_RESULTS,
+                description="parallel_solve's `results`, unchanged.",
             ),
         ],
         ctx: Context,
@@ -495,8 +511,8 @@ def create_server(
         context_budget_tokens: Annotated[
             int | None,
             Field(
-                ge=256,
-                le=200_000,
+                ge=MIN_MERGE_BUDGET_TOKENS,
+                le=MAX_MERGE_BUDGET_TOKENS,
                 description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).",
             ),
         ] = None,
