@@ -67,9 +67,9 @@ async def test_tool_input_schemas_use_the_shared_limits(tmp_path: Path) -> None:
     ],
 )
 def test_settings_accept_the_limit_and_refuse_one_more(field: str, high: int) -> None:
-    assert getattr(Settings(**{field: high}), field) == high
+    assert getattr(Settings.model_validate({field: high}), field) == high
     with pytest.raises((ValueError, ConfigError)):
-        Settings(**{field: high + 1})
+        Settings.model_validate({field: high + 1})
 
 
 @pytest.mark.parametrize(
