@@ -12,7 +12,7 @@ Two kinds of pushback look alike on the wire and need opposite answers:
 
 The limiter tells them apart by what it has seen the provider serve. Each success records how
 many calls were in flight when it ended, its *served level* (the limiter uses the second highest
-of the last 32, so one coincidence cannot raise it). A refusal while fewer calls ran than that is
+of the last 32 within a quiet period, so one coincidence cannot raise it and an old one expires). A refusal while fewer calls ran than that is
 not explained by load. Two such refusals among the last eight put the limiter in **policy mode**:
 a backoff made since the limit last stood high is undone at once (a visible ``recover``), and
 refusals leave the limit alone until none has come for a quiet period. Any other refusal is load,
@@ -185,7 +185,7 @@ class AdaptiveLimiter:
         self._failed_probes = 0
         #: The limit before the backoffs made since it last stood high (policy mode restores it).
         self._before_backoff: int | None = None
-        self._served: deque[int] = deque(maxlen=_SERVED_WINDOW)
+        self._served: deque[tuple[float, int]] = deque(maxlen=_SERVED_WINDOW)  # (time, level)
         self._policy = False
         self._last_refusal = -math.inf
         self._last_pushback = -math.inf  # load refusals and latency decreases
@@ -247,10 +247,11 @@ class AdaptiveLimiter:
 
     @property
     def served_level(self) -> int | None:
-        """Calls the provider recently served at once (second highest of the last successes)."""
-        if len(self._served) < 2:
-            return None
-        return sorted(self._served)[-2]
+        """Calls the provider recently served at once: the second highest served level of the
+        last successes within a quiet period (None until two are known)."""
+        since = self.clock() - self._quiet_s()
+        levels = sorted(level for at, level in self._served if at >= since)
+        return levels[-2] if len(levels) >= 2 else None
 
     def subscribe(self, callback: ChangeCallback, *, weak: bool = False) -> Callable[[], None]:
         """Call ``callback(old, new, reason)`` on each limit change; returns an unsubscribe function.
@@ -337,7 +338,7 @@ class AdaptiveLimiter:
 
     def _on_success(self, latency_s: float | None, served: int) -> None:
         self.stats.successes += 1
-        self._served.append(served)
+        self._served.append((self.clock(), served))
         self._window_successes += 1
         self._quiet_recovery()
         if latency_s is not None and latency_s >= 0:
@@ -452,7 +453,7 @@ class AdaptiveLimiter:
     def _quiet_recovery(self) -> None:
         """Undo backoffs once the pushback has stopped for a quiet period; leave policy mode."""
         now = self.clock()
-        quiet = max(self.recover_after_s, 2 * self._retry_after)
+        quiet = self._quiet_s()
         if self._policy and now - self._last_refusal >= quiet:
             self._policy = False
             self.stats.verdicts.clear()
@@ -475,6 +476,9 @@ class AdaptiveLimiter:
                 min(self._configured, max(self._limit + 1, self._limit * 2)),
                 f"no pushback for {since:.0f}s: doubling",
             )
+
+    def _quiet_s(self) -> float:
+        return max(self.recover_after_s, 2 * self._retry_after)
 
     def _lower(self, new: int, reason: str) -> None:
         if new >= self._limit:
