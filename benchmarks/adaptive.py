@@ -283,8 +283,10 @@ async def rate_run(
         await backend.aclose()
         failed = sum(r.status is not ThreadStatus.done for r in run.results)
         limits = [h.limit for h in limiter.history]
+        st = limiter.stats
         path = (
-            f"{limits[0]}→…→{min(limits)} (lowest)→…→{limits[-1]}, {len(limits) - 1} changes"
+            f"{limits[0]}→…→{min(limits)} (lowest)→…→{limits[-1]}, {len(limits) - 1} changes; "
+            f"429s judged load {st.load_refusals}, policy {st.policy_refusals}"
             if limited
             else "-"
         )
@@ -442,7 +444,11 @@ async def quota_run(limited: bool, args: argparse.Namespace) -> QuotaRow:
         path = "-"
         if runtime is not None:
             limits = [h.limit for h in runtime.limiter.history]
-            path = "→".join(str(x) for x in limits)
+            st = runtime.limiter.stats
+            path = (
+                "→".join(str(x) for x in limits)
+                + f"; 429s judged load {st.load_refusals}, policy {st.policy_refusals}"
+            )
         return QuotaRow(
             "retry + AIMD limiter" if limited else "naive: sleep Retry-After",
             walls, gate.rejected, failed, decisions, path,

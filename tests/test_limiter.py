@@ -20,32 +20,16 @@ REQ = ModelRequest(messages=[Message(role="user", content="hi")])
 
 
 class FakeTime:
-    """A clock whose ``sleep`` returns only when the test advances time past the deadline."""
+    """A clock that moves only when the test advances it."""
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.sleeps: list[float] = []
-        self._sleepers: list[tuple[float, anyio.Event]] = []
 
     def clock(self) -> float:
         return self.now
 
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        event = anyio.Event()
-        self._sleepers.append((self.now + seconds, event))
-        await event.wait()
-
-    @property
-    def sleeping(self) -> int:
-        return len(self._sleepers)
-
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        for entry in list(self._sleepers):
-            if entry[0] <= self.now:
-                self._sleepers.remove(entry)
-                entry[1].set()
 
 
 class GatedModel(Model):
