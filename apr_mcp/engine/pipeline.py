@@ -25,7 +25,6 @@ import anyio
 
 from ..config import Settings
 from ..errors import AprError, ConfigError, ModelError, PlanError
-from ..limits import MAX_CONCURRENCY
 from ..llm.base import Model, ModelRequest
 from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
@@ -404,7 +403,7 @@ class Engine:
             limit = self.settings.max_concurrency
             why = f"one per subtask, capped by max_concurrency {self.settings.max_concurrency}"
         # Not capped by the width: follow-ups spawned later may use the spare slots.
-        limit = max(1, min(limit, MAX_CONCURRENCY))
+        limit = max(1, min(limit, 64))
         scheduler = Scheduler(
             solver=self.solver, settings=self.settings, question=question, context=context,
             subtasks=plan.subtasks, max_concurrency=limit, sink=sink, elapsed=clock,
