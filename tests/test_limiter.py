@@ -623,3 +623,19 @@ async def test_policy_recovery_is_a_visible_recover_decision() -> None:
     assert kinds[0] == ("backoff", "concurrency limit 8 -> 4")
     assert kinds[-1][0] == "recover" and kinds[-1][1].endswith("-> 8")
     assert "rate or quota policy" in notes[-1].reason
+
+
+async def test_a_run_that_starts_throttled_is_told_why_when_it_asks() -> None:
+    limiter = AdaptiveLimiter(8, max_limit=8)
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots[3:]:
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    for s in slots[:3]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 3
+    seen: list[tuple[int, int, str]] = []
+    limiter.subscribe(lambda o, n, r: seen.append((o, n, r)))  # no replay: only new changes
+    assert seen == []
+    limiter.subscribe(lambda o, n, r: seen.append((o, n, r)), replay=True)
+    assert len(seen) == 1 and seen[0][:2] == (8, 3)
+    assert "still lowered" in seen[0][2] and "(load)" in seen[0][2]

@@ -253,14 +253,23 @@ class AdaptiveLimiter:
         levels = sorted(level for at, level in self._served if at >= since)
         return levels[-2] if len(levels) >= 2 else None
 
-    def subscribe(self, callback: ChangeCallback, *, weak: bool = False) -> Callable[[], None]:
+    def subscribe(
+        self, callback: ChangeCallback, *, weak: bool = False, replay: bool = False
+    ) -> Callable[[], None]:
         """Call ``callback(old, new, reason)`` on each limit change; returns an unsubscribe function.
 
         A run subscribes for its lifetime and turns changes into ``backoff``/``recover`` decisions
         (new < old is a backoff, new > old a recovery). With ``weak=True`` the limiter holds only a
         weak reference (a bound method's object may be a per-run controller): the subscription
-        ends by itself when the subscriber is garbage-collected.
+        ends by itself when the subscriber is garbage-collected. With ``replay=True`` a limit
+        still below its configured level is reported at once, as a change from the configured
+        level with the reason of the last decrease, so a run that starts throttled says why.
         """
+        if replay and self._limit < self._configured:
+            last = next(
+                (h.reason for h in reversed(self._history) if h.limit == self._limit), ""
+            )
+            callback(self._configured, self._limit, f"still lowered by earlier pushback ({last})")
         ref: Callable[[], ChangeCallback | None]
         if not weak:
             ref = lambda: callback
