@@ -18,6 +18,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_DEPTH,
+    MAX_FOLLOWUPS,
+    MAX_MERGE_BUDGET_TOKENS,
+    MAX_RETRIES,
+    MAX_THREADS,
+    MIN_MERGE_BUDGET_TOKENS,
+)
 
 __all__ = ["Backend", "Settings", "load_settings"]
 
@@ -43,11 +52,11 @@ class Settings(BaseSettings):
     planner_model: str | None = None
     merger_model: str | None = None
 
-    max_concurrency: int = Field(default=8, ge=1, le=64)
-    min_threads: int = Field(default=2, ge=1, le=64, description="Lower bound of the fan-out when splitting.")
-    max_threads: int = Field(default=8, ge=1, le=64, description="Upper bound of the fan-out (cap on subtasks).")
-    max_followups: int = Field(default=4, ge=0, le=64, description="Follow-up threads a run may spawn.")
-    max_depth: int = Field(default=2, ge=0, le=8, description="How deep follow-ups may nest.")
+    max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
+    min_threads: int = Field(default=2, ge=1, le=MAX_THREADS, description="Lower bound of the fan-out when splitting.")
+    max_threads: int = Field(default=8, ge=1, le=MAX_THREADS, description="Upper bound of the fan-out (cap on subtasks).")
+    max_followups: int = Field(default=4, ge=0, le=MAX_FOLLOWUPS, description="Follow-up threads a run may spawn.")
+    max_depth: int = Field(default=2, ge=0, le=MAX_DEPTH, description="How deep follow-ups may nest.")
     early_stop_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     deadline_s: float = Field(default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s).")
     token_budget: int | None = Field(
@@ -56,7 +65,12 @@ class Settings(BaseSettings):
         description="Tokens planning and threads may spend; when crossed, running threads are "
         "cancelled and what finished is merged.",
     )
-    merge_budget_tokens: int = Field(default=6000, ge=256, description="Token budget of the merge context.")
+    merge_budget_tokens: int = Field(
+        default=6000,
+        ge=MIN_MERGE_BUDGET_TOKENS,
+        le=MAX_MERGE_BUDGET_TOKENS,
+        description="Token budget of the merge context.",
+    )
     max_tokens: int = Field(default=1024, ge=16, description="Max output tokens per solver call.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     planner: Literal["auto", "model", "heuristic"] = Field(
@@ -79,7 +93,7 @@ class Settings(BaseSettings):
 
     timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one model call.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
+    max_retries: int = Field(default=4, ge=0, le=MAX_RETRIES)
 
     # Simulated backend: latency model.
     sim_ttft_s: float = Field(default=0.05, ge=0)

@@ -30,6 +30,16 @@ from ._net import listen, serve_on, shown_host, uvicorn_server
 from .cache import ResultCache
 from .config import Settings, load_settings
 from .errors import AprError, ConfigError
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_CHARS,
+    MAX_DEADLINE_S,
+    MAX_MERGE_BUDGET_TOKENS,
+    MAX_MERGE_RESULTS,
+    MAX_QUESTION_CHARS,
+    MAX_SUBTASKS,
+    MIN_MERGE_BUDGET_TOKENS,
+)
 from .render import merge_text, plan_text, run_status, run_text, solve_text
 from .schemas import MergeStrategy, SolveResult, SolveRun, Subtask, ThreadResult
 from .tokens import encoding_for
@@ -65,26 +75,26 @@ Answer simple or strictly sequential questions directly."""
 
 # ----- arguments shared by the tools -----
 
-_MAX_SUBTASKS = 64  # subtasks a host may pass to parallel_solve
-_MAX_RESULTS = 256  # results a host may pass to merge (follow-ups add to the subtasks)
+_MAX_SUBTASKS = MAX_SUBTASKS  # subtasks a host may pass to parallel_solve
+_MAX_RESULTS = MAX_MERGE_RESULTS  # results a host may pass to merge (follow-ups add to them)
 
 Question = Annotated[
-    str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
+    str, Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full.")
 ]
 ContextArg = Annotated[
     str,
-    Field(max_length=200_000, description="Background every thread sees: code, errors, documents."),
+    Field(max_length=MAX_CONTEXT_CHARS, description="Background every thread sees: code, errors, documents."),
 ]
 Deadline = Annotated[
     float | None,
     Field(
         gt=0,
-        le=3600,
+        le=MAX_DEADLINE_S,
         description="Seconds until it returns what is finished, marked partial (default "
         "APR_DEADLINE_S).",
     ),
 ]
-MaxSubtasks = Annotated[int | None, Field(ge=1, le=64, description="Most subtasks to plan.")]
+MaxSubtasks = Annotated[int | None, Field(ge=1, le=MAX_SUBTASKS, description="Most subtasks to plan.")]
 
 
 def _annotations(title: str) -> ToolAnnotations:
@@ -191,7 +201,7 @@ def create_server(
         ] = None,
         context: ContextArg = "",
         max_concurrency: Annotated[
-            int | None, Field(ge=1, le=64, description="Threads at once.")
+            int | None, Field(ge=1, le=MAX_CONCURRENCY, description="Threads at once.")
         ] = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, RunOutput]:
@@ -224,7 +234,7 @@ def create_server(
             MergeStrategy | None, merge_strategy_schema("How to combine (default: the server's).")
         ] = None,
         context_budget_tokens: Annotated[
-            int | None, Field(ge=256, le=200_000, description="Token budget of the merge prompt.")
+            int | None, Field(ge=MIN_MERGE_BUDGET_TOKENS, le=MAX_MERGE_BUDGET_TOKENS, description="Token budget of the merge prompt.")
         ] = None,
     ) -> Annotated[CallToolResult, MergeOutput]:
         """Merge parallel_solve's results into one answer with provenance (threads used and

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from .limits import MAX_PROMPT_CHARS
 from .schemas import MergeStrategy, ThreadStatus
 
 __all__ = [
@@ -45,7 +46,8 @@ class SubtaskOutput(BaseModel):
     model_config = _LEAN
 
     id: str
-    prompt: str = Field(description="Self-contained: it must make sense alone.")
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS,
+                        description="Self-contained: it must make sense alone.")
     depends_on: list[str] = Field(default_factory=list, description="Ids it waits for.")
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Settings
+from ..limits import MAX_PROMPT_CHARS
 from ..llm.base import Model
 from ..schemas import Decision, Subtask, ThreadResult, ThreadStatus
 
@@ -275,7 +276,7 @@ class Controller:
             taken.add(new_id)
             sub = Subtask(
                 id=new_id,
-                prompt=prompt[:20_000],
+                prompt=prompt[:MAX_PROMPT_CHARS],
                 depends_on=[result.id],
                 priority=max(0, (parent.priority if parent else 0) - 1),
                 spawned_from=result.id,

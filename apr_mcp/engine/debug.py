@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from ..config import Settings
 from ..errors import ModelError
+from ..limits import MAX_PROMPT_CHARS
 from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import (
@@ -433,7 +434,7 @@ def _subtask(sid: str, h: Hypothesis) -> Subtask:
         .content
     )
     priority = max(0, min(10, round(h.prior * 10)))
-    return Subtask(id=sid, prompt=text[:20_000], priority=priority)
+    return Subtask(id=sid, prompt=text[:MAX_PROMPT_CHARS], priority=priority)
 
 
 def _dedupe(hypotheses: list[Hypothesis]) -> list[Hypothesis]:

@@ -25,6 +25,7 @@ import anyio
 
 from ..config import Settings
 from ..errors import AprError, ConfigError, ModelError, PlanError
+from ..limits import MAX_CONCURRENCY, MAX_PROMPT_CHARS
 from ..llm.base import Model, ModelRequest
 from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
@@ -374,8 +375,8 @@ class Engine:
         time, the limiter and dependencies) may lower it; a planner's suggestion never does."""
         cap = self.settings.max_concurrency
         if max_concurrency is not None:
-            return max(1, min(max_concurrency, 64)), "requested by the caller"
-        return max(1, min(cap, 64)), f"one per subtask, capped by max_concurrency {cap}"
+            return max(1, min(max_concurrency, MAX_CONCURRENCY)), "requested by the caller"
+        return max(1, min(cap, MAX_CONCURRENCY)), f"one per subtask, capped by max_concurrency {cap}"
 
     async def _plan_and_run(
         self, question: str, context: str, sink: EventSink, clock: _Clock,
@@ -424,11 +425,11 @@ class Engine:
                 streamed = list(scheduler.state.subtasks.values())
                 if streamed:
                     plan = Plan(should_split=True, source="model", subtasks=streamed,
-                                reason=f"planning took longer than {seconds:.3g}s; kept the "
+                                reason=f"planning took longer than {plan_until:.3g}s; kept the "
                                 f"{len(streamed)} subtask(s) that streamed before it")
                 else:
                     plan = mode.fallback_plan(question, context, f"planning took longer than "
-                                              f"{seconds:.3g}s", self.settings)
+                                              f"{plan_until:.3g}s", self.settings)
             if force_width is not None and not plan.should_split:
                 plan = _attempts_plan(question, force_width, plan)
             box.update(plan=plan, usage=usage, at=clock())
@@ -491,7 +492,7 @@ class Engine:
             except ModelError as exc:
                 error = str(exc)
         finished = clock()
-        common: dict[str, Any] = {"id": "t1", "prompt": question[:20_000] or "-",
+        common: dict[str, Any] = {"id": "t1", "prompt": question[:MAX_PROMPT_CHARS] or "-",
                                   "started_s": round(started, 6), "finished_s": round(finished, 6),
                                   "latency_s": round(finished - started, 6)}
         if response is not None and text is not None:
@@ -622,7 +623,7 @@ def final_answer(text: str) -> str:
 def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
     subtasks = [
         Subtask(id=f"a{k}", prompt=f"Attempt {k} of {width}: answer independently, checking your "
-                f"own work.\n\n{question}"[:20_000])
+                f"own work.\n\n{question}"[:MAX_PROMPT_CHARS])
         for k in range(1, width + 1)
     ]
     return Plan(
