@@ -114,8 +114,8 @@ def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
         done += 1
         if rec.get("status") != "ok":
             mark = "error"
-        elif settings.backend == "simulated":
-            mark = "done"  # canned answers: right/wrong would mean nothing
+        elif rec.get("simulated"):
+            mark = "done (simulated: not graded)"  # placeholders: right/wrong would mean nothing
         else:
             mark = {True: "✓", False: "✗", None: "ungraded"}[rec.get("correct")]
         print(f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "

@@ -11,17 +11,20 @@ Length model (tokens of a reply, deterministic):
 * The *task text* is what the model was asked to work on: a solver's ``Your subtask:`` section,
   a merger's ``Original question:`` section, else the whole last user message.
 * A solver, sequential or merger reply spends ``(BASE + PER_WORD × words of the task text) ×
-  jitter × scale`` tokens on its body (100 + 6 per word; jitter 0.8–1.2 fixed by the text, so
-  equal parts still straggle a little; clamped to 40–800; ``scale`` is ``reasoning_scale``, > 1
-  for a "thinking" model). A solver adds its trailer, a sequential reply its final-answer line.
+  jitter`` tokens on its body (40 + 10 per word, so a 40-word word problem gets ~440 tokens and
+  an 8-word part ~120; jitter 0.8–1.2 fixed by the text and seed, so equal parts still straggle a
+  little; clamped to 40–800), times ``scale`` (``reasoning_scale``, > 1 for a "thinking" model;
+  not for a merger, which writes a synthesis, not a chain of thought).
+  The ``[sim] part k of N:`` label the simulated planner writes is not counted. A solver adds
+  its trailer, a sequential reply its final-answer line.
 * A lead line, and the answer re-sent by a repair call (``Your previous answer:``), is
   ``LEAD_TOKENS`` (40); plans and other JSON replies are as long as their JSON.
 * A rule's ``output_tokens`` replaces the model; ``max_tokens`` bounds every reply: a longer one
   is cut there with finish reason ``length``, as a real one is.
 
-So a question of W words costs the sequential baseline ``100 + 6W`` tokens; split N ways by the
+So a question of W words costs the sequential baseline ``40 + 10W`` tokens; split N ways by the
 simulated planner (each subtask gets one N-th of the question's words), each thread costs about
-``100 + 6W/N`` plus a trailer: splitting pays in simulation exactly when the saved generation
+``40 + 10W/N`` plus a trailer: splitting pays in simulation exactly when the saved generation
 outweighs the plan and merge calls — the question the benchmark asks.
 """
 
@@ -43,13 +46,13 @@ __all__ = [
     "PER_WORD",
     "body_tokens",
     "default_reply",
-    "plan_reply",
     "placeholder",
+    "plan_reply",
     "task_text",
 ]
 
-BASE = 100
-PER_WORD = 6
+BASE = 40
+PER_WORD = 10
 MIN_TOKENS, MAX_TOKENS = 40, 800
 LEAD_TOKENS = 40
 DEFAULT_CONFIDENCE = 0.5
@@ -67,6 +70,7 @@ _HEADERS = (
 )
 _WIDTH = re.compile(r"suggested width (\d+)", re.IGNORECASE)
 _EXACT = re.compile(r"into exactly (\d+)", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*\[sim\] part \d+ of \d+:\s*")
 
 
 def stable_hash(*parts: object) -> int:
@@ -105,9 +109,10 @@ def head(text: str, limit: int = 80) -> str:
 
 def body_tokens(task: str, *, seed: int = 0, scale: float = 1.0) -> int:
     """The body length the length model gives a reply about ``task``."""
-    jitter = 0.8 + (stable_hash("len", seed, " ".join(task.split())) % 401) / 1000
-    tokens = (BASE + PER_WORD * len(task.split())) * jitter * scale
-    return max(MIN_TOKENS, min(MAX_TOKENS, round(tokens)))
+    words = _LABEL.sub("", task).split()  # a "[sim] part k of N:" label is not work
+    jitter = 0.8 + (stable_hash("len", seed, " ".join(words)) % 401) / 1000
+    tokens = max(MIN_TOKENS, min(MAX_TOKENS, round((BASE + PER_WORD * len(words)) * jitter)))
+    return round(tokens * scale)
 
 
 def filled(lead: str, tokens: int) -> str:
@@ -237,7 +242,8 @@ def structured(request: ModelRequest, rule: SimRule | None, *, seed: int, scale:
             return fit(build, rule.output_tokens)
         if user_text(request).lstrip().startswith("Your previous answer:"):
             return build(LEAD_TOKENS)  # a repair re-sends a short, valid answer
-        return build(body_tokens(task, seed=seed, scale=scale))
+        # A merger writes a synthesis, not a chain of thought: reasoning_scale does not apply.
+        return build(body_tokens(task, seed=seed, scale=1.0 if request.purpose == "merger" else scale))
     return _json(value)
 
 
