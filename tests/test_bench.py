@@ -354,3 +354,15 @@ def test_cli_bench_then_trace_view(tmp_path: Path, dataset_path: Path, monkeypat
 
     with pytest.raises(AprError, match="no run"):
         args.func(args)
+
+
+def test_routing_only_scores_the_heuristics_without_a_model_and_names_the_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _parser().parse_args(["bench", "--routing-only", "--dataset", "routing_heldout,split_pays"])
+    assert args.func(args) == 0
+    held, tuning = capsys.readouterr().out.split("routing by the heuristics alone on ")[1:]
+    # No figure is pinned for the held-out set: no test may be fitted to it.
+    assert held.startswith("`routing_heldout` (held-out set: no rule or test is fitted to these labels)")
+    assert re.search(r"decided by the heuristics: \d+, right", held)
+    assert tuning.startswith("`split_pays` (tuning set") and "in-sample" in tuning
