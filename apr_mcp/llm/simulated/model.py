@@ -174,7 +174,7 @@ class SimulatedModel(Model):
         rule = self.script.match(user, request.purpose, consume=consume) if self.script else None
         breaks: list[int] = []
         if rule is not None and rule.reply is not None:
-            text = rule.reply if isinstance(rule.reply, str) else replies._json(rule.reply)
+            text = rule.reply if isinstance(rule.reply, str) else replies.json_text(rule.reply)
         else:
             text, breaks = replies.default_reply(
                 request, rule, seed=self.seed, scale=self.reasoning_scale

@@ -46,6 +46,7 @@ __all__ = [
     "PER_WORD",
     "body_tokens",
     "default_reply",
+    "json_text",
     "placeholder",
     "plan_reply",
     "task_text",
@@ -209,7 +210,7 @@ def placeholder(
     return None
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -219,7 +220,7 @@ def structured(request: ModelRequest, rule: SimRule | None, *, seed: int, scale:
     task = task_text(request)
     value = placeholder(schema, asked=head(task, 60))
     if not isinstance(value, dict):
-        return _json(value)
+        return json_text(value)
     props = schema.get("properties", {})
     if rule and rule.confidence is not None and "confidence" in props:
         value["confidence"] = rule.confidence
@@ -236,7 +237,7 @@ def structured(request: ModelRequest, rule: SimRule | None, *, seed: int, scale:
         lead = f"[sim] {role} placeholder; a real model was asked: {head(task)}."
 
         def build(n: int) -> str:
-            return _json({**value, "answer": filled(lead, n)})
+            return json_text({**value, "answer": filled(lead, n)})
 
         if rule and rule.output_tokens:
             return fit(build, rule.output_tokens)
@@ -244,7 +245,7 @@ def structured(request: ModelRequest, rule: SimRule | None, *, seed: int, scale:
             return build(LEAD_TOKENS)  # a repair re-sends a short, valid answer
         # A merger writes a synthesis, not a chain of thought: reasoning_scale does not apply.
         return build(body_tokens(task, seed=seed, scale=1.0 if request.purpose == "merger" else scale))
-    return _json(value)
+    return json_text(value)
 
 
 def plan_width(request: ModelRequest) -> int:
@@ -263,16 +264,16 @@ def plan_reply(request: ModelRequest) -> tuple[str, list[int]]:
     width = plan_width(request)
     if width < 2:
         reason = "[sim] the heuristic signals suggest no width, so one call answers it"
-        return _json({"should_split": False, "reason": reason, "subtasks": []}), []
+        return json_text({"should_split": False, "reason": reason, "subtasks": []}), []
     words = question.split()
     size = -(-len(words) // width) if words else 0
     reason = f"[sim] split {width} ways, the width the heuristic signals suggested"
-    text = _json({"should_split": True, "reason": reason})[:-1] + ', "subtasks": ['
+    text = json_text({"should_split": True, "reason": reason})[:-1] + ', "subtasks": ['
     breaks: list[int] = []
     for k in range(width):
         part = " ".join(words[k * size : (k + 1) * size]) or head(question, 60)
         subtask = {"id": f"t{k + 1}", "prompt": f"[sim] part {k + 1} of {width}: {part}", "depends_on": []}
-        text += (", " if k else "") + _json(subtask)
+        text += (", " if k else "") + json_text(subtask)
         breaks.append(len(text))
     return text + "]}", breaks
 
