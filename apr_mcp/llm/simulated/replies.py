@@ -68,6 +68,7 @@ _HEADERS = (
     "Results of subtasks you depend on (may be empty):",
     "Your subtask:",
     "Worker results:",
+    "Parts (id, task, distilled result):",
 )
 _WIDTH = re.compile(r"suggested width (\d+)", re.IGNORECASE)
 _EXACT = re.compile(r"into exactly (\d+)", re.IGNORECASE)
