@@ -177,7 +177,7 @@ def placeholder(
 ) -> Any:
     """A value shaped like ``schema``: ``[sim]`` strings (``tag`` numbers list items, so items
     differ), numbers mid-range, lists of ``width`` items (within minItems/maxItems)."""
-    if "default" in schema and name not in ("answer", "summary"):
+    if "default" in schema and not isinstance(schema["default"], str):  # strings say [sim]
         return schema["default"]
     if "const" in schema:
         return schema["const"]
