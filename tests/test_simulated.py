@@ -15,6 +15,9 @@ from pydantic import BaseModel
 
 from apr_mcp.bench.datasets import load_dataset
 from apr_mcp.bench.graders import grade
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.engine.heuristics import analyze
 from apr_mcp.errors import (
     ConfigError,
     ModelOutputError,
@@ -362,10 +365,6 @@ async def test_cancellation_stops_a_long_call_promptly() -> None:
 async def test_simulated_routing_is_the_engines_own_decision() -> None:
     # One router: where the heuristics are unsure, the simulated planner splits exactly as wide
     # as they suggest, and not at all when they suggest no width.
-    from apr_mcp.config import Settings
-    from apr_mcp.engine import Engine
-    from apr_mcp.engine.heuristics import analyze
-
     unsure = [i for i in load_dataset("arithmetic").items
               if analyze(i.question, min_threads=2, max_threads=8).should_split_hint is None]
     assert unsure
@@ -376,5 +375,5 @@ async def test_simulated_routing_is_the_engines_own_decision() -> None:
                         solver=model, merger=model)
         plan = await engine.decompose(item.question)
         assert model.calls_by_purpose["planner"] == 1
-        expected = hints.suggested_width if hints.suggested_width > 1 else 1
+        expected = max(1, hints.suggested_width)
         assert len(plan.subtasks) == expected and plan.should_split == (expected > 1), item.id
