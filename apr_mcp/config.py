@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     sim_ttft_s: float = Field(default=0.05, ge=0)
     sim_tokens_per_s: float = Field(default=400.0, gt=0)
     sim_reasoning_scale: float = Field(
-        default=1.0, gt=0, description="Simulated backend: multiplier on reasoning length per part."
+        default=1.0, gt=0, description="Simulated backend: multiplier on solver and sequential reply length."
     )
     sim_script: Path | None = Field(
         default=None, description="JSON script of scripted replies/faults for the simulated backend."

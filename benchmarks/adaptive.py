@@ -117,8 +117,13 @@ class Saving:
 
 
 def early_stop_script() -> SimScript:
+    languages = ("Python", "Go", "Rust", "Java", "Kotlin", "Zig")
+    plan = {"should_split": True, "reason": "six languages to assess",  # scripted: the sim plans placeholders
+            "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+                         for k, lang in enumerate(languages, 1)]}
     return SimScript(
         rules=[
+            SimRule(pattern=".", purpose="planner", reply=plan),
             SimRule(
                 pattern=r"Your subtask:\s*Assess Python",
                 purpose="solver",

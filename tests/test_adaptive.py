@@ -39,9 +39,17 @@ class Hold:
             await self.release.wait()
 
 
+#: The plan a planner gives QUESTION (the simulated planner writes placeholders, not these).
+PLAN = SimRule(purpose="planner", reply={
+    "should_split": True, "reason": "three languages to assess",
+    "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+                 for k, lang in enumerate(("Python", "Go", "Rust"), 1)],
+})
+
+
 def sim(*rules: SimRule, hold: Hold | None = None) -> SimulatedModel:
     return SimulatedModel(
-        ttft_s=0.002, tokens_per_s=50_000, script=SimScript(rules=list(rules)), on_call=hold
+        ttft_s=0.002, tokens_per_s=50_000, script=SimScript(rules=[*rules, PLAN]), on_call=hold
     )
 
 

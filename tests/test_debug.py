@@ -94,15 +94,18 @@ async def test_debug_falls_back_to_hypotheses_from_the_error_type() -> None:
 
 
 async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
-    # The simulated model proposes hypotheses and ranks them in its verdict.
+    # Unscripted, the simulated model gives the whole mechanism placeholder hypotheses, placeholder
+    # investigations and a placeholder verdict: it does not read the code, so it never finds the fix.
     engine, sim = engine_for()
     with anyio.fail_after(10):
         result = await engine.solve(TRACEBACK, context=CODE, mode="debug")
     assert result.plan is not None and result.plan.source == "model"
-    assert all(r.status is ThreadStatus.done for r in result.results)
+    assert len(result.results) >= 2 and all(r.status is ThreadStatus.done for r in result.results)
+    assert all("[sim]" in s.prompt for s in result.plan.subtasks)
     assert result.merge is not None and result.merge.used[0] == "h1" and not result.merge.note
-    assert "Off-by-one" in result.plan.subtasks[0].prompt
-    assert result.answer.startswith("## Verdict")
+    verdict = result.answer.split("## Verdict", 1)[1]
+    assert verdict.strip().startswith("[sim]")
+    assert "k + 1" not in result.answer and "Off-by-one" not in result.answer
     assert result.metrics.model_calls == sim.calls == 1 + len(result.results) + 1
     # Each stage's max context is one call's prompt plus output (one call each for plan and merge).
     stages = result.metrics.stages
@@ -141,11 +144,11 @@ async def test_model_hypotheses_and_verdict_ranking_are_used() -> None:
 
 
 async def test_confirmed_hypothesis_stops_the_others() -> None:
-    settle = ("Evidence for: start reaches len-k+1.\nFix: use + 1\n\nSummary: Confirmed.\n"
-              "Confidence: 0.97\nSettles: yes")
+    # Flags, not a canned reply: the simulated model writes them in whatever form the request
+    # asks for (a JSON ThreadAnswer, or the free-text trailer).
     engine, _ = engine_for(
         planner_rule(),
-        SimRule(pattern=r"Hypothesis h1:", purpose="solver", reply=settle),
+        SimRule(pattern=r"Hypothesis h1:", purpose="solver", confidence=0.97, settles=True),
         SimRule(pattern=r"Hypothesis h[23]:", purpose="solver", ttft_s=30.0),
     )
     with anyio.fail_after(10):
@@ -159,7 +162,7 @@ async def test_confirmed_hypothesis_stops_the_others() -> None:
     assert any(d.kind == "early_stop" and d.thread_id == "h1" for d in result.decisions)
     assert result.merge is not None and result.merge.used == ["h1"]
     assert "## Not investigated" in result.answer and "[h2]" in result.answer
-    assert "Fix: use + 1" in result.answer or "h1" in result.answer
+    assert "[h1]" in result.answer
 
 
 async def test_failed_investigation_and_failed_verdict_give_partial_ranking() -> None:
@@ -262,8 +265,9 @@ def test_example_traceback_is_what_the_example_really_raises() -> None:
 
 
 async def test_traceback_in_context_instead_of_the_question() -> None:
-    # The MCP prompt style: a generic question, the error and the code in `context`.
-    engine, _ = engine_for()
+    # The MCP prompt style: a generic question, the error and the code in `context`. With no
+    # model hypotheses, those read from the error type must find the traceback in the context.
+    engine, _ = engine_for(SimRule(purpose="debug_hypotheses", fault="500"))
     with anyio.fail_after(10):
         result = await engine.solve(
             "What causes this error and how do I fix it?",

@@ -97,7 +97,8 @@ def test_final_answer_extraction() -> None:
 
 
 async def test_fixed_baseline_splits_to_max_threads() -> None:
-    model = sim()
+    # A planner that will not split even when told to: the engine makes 4 attempts and votes.
+    model = sim(SimRule(purpose="planner", reply={"should_split": False, "reason": "simple"}))
     result = await engine(model, max_threads=4).solve("What is the capital of France?", strategy="fixed")
     assert result.plan is not None and result.plan.should_split
     assert len(result.results) == 4

@@ -85,6 +85,9 @@ class ModelResponse(BaseModel):
     #: Time to first token (streaming backends), seconds.
     ttft_s: float | None = None
     cached: bool = False
+    #: True when a simulated model served this (in process, or an ``apr-mcp simulate`` endpoint,
+    #: whose model ids start with ``sim-``): its text is a placeholder, not an answer.
+    simulated: bool = False
     #: Set only where one response sums several calls (structured output's repair): the largest
     #: :attr:`max_context_tokens` of any one of them. None: ``usage`` is a single call's.
     peak_context_tokens: int | None = None
