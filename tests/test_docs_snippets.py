@@ -30,7 +30,7 @@ TIMEOUT_S = 30
 _FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
 _NO_RUN = re.compile(r"^<!--\s*no-run:\s*(.+?)\s*-->$")
 
-_GUARD = '''\
+_GUARD = """\
 import ipaddress
 import socket
 
@@ -61,7 +61,7 @@ def _guarded_connect_ex(self, address):
 
 socket.socket.connect = _guarded_connect
 socket.socket.connect_ex = _guarded_connect_ex
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "APR_CACHE_DIR": str(tmp_path / "cache"),
         "APR_RUNS_DIR": str(tmp_path / "runs"),
         "APR_CONFIG": str(tmp_path / "no-config.toml"),
-        # A faster simulated model keeps the whole file well under a minute; the pipeline is the same.
+        # A faster simulated model keeps this file well under a minute; the pipeline is the same.
         "APR_SIM_TTFT_S": "0.01",
         "APR_SIM_TOKENS_PER_S": "4000",
     }
@@ -157,7 +157,13 @@ def test_snippet_runs(block: Block, sandbox: tuple[Path, dict[str, str]]) -> Non
         command = ["bash", "-e", "-o", "pipefail", "-c", _script(block)]
     try:
         done = subprocess.run(
-            command, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+            command,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{block.id} ran longer than {TIMEOUT_S} s")
@@ -204,5 +210,10 @@ def test_extract_reads_markers_and_languages(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     first, second = extract(page)
-    assert (first.lang, first.no_run, first.code, first.line) == ("bash", "needs a host", "exit 1\n", 4)
+    assert (first.lang, first.no_run, first.code, first.line) == (
+        "bash",
+        "needs a host",
+        "exit 1\n",
+        4,
+    )
     assert (second.lang, second.no_run, second.code) == ("python", None, "print(1)\n")

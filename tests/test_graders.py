@@ -161,10 +161,10 @@ def test_generators_are_seeded_and_solvable() -> None:
     assert a == generate_24(4, seed=7)
     assert a != generate_24(4, seed=8)
     for p in a:
-        assert check_expression(str(p["solution"]), list(p["numbers"]), 24, rules="24").ok  # type: ignore[arg-type]
+        assert check_expression(str(p["solution"]), list(p["numbers"]), 24, rules="24").ok  # type: ignore[call-overload]
     c = generate_countdown(2, seed=3, n_numbers=5)
     for p in c:
-        assert check_expression(str(p["solution"]), list(p["numbers"]), int(p["target"])).ok  # type: ignore[arg-type,call-overload]
+        assert check_expression(str(p["solution"]), list(p["numbers"]), int(p["target"])).ok  # type: ignore[call-overload]
 
 
 # ----- the grade() dispatcher and the LLM judge -----

@@ -15,7 +15,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest -q"
 
-# Pages linked from README and docs/index.md that other branches add; empty this once they are merged.
+# Pages linked from README and docs/index.md that other branches add; empty it once they merge.
 PENDING_PAGES = {
     "docs/cache.md",
     "docs/development.md",
@@ -36,8 +36,9 @@ def _env_names() -> set[str]:
 
 
 def _code_text() -> str:
-    """Every place an ``APR_*`` name may legitimately be read: the package, tests, CI, benchmarks."""
-    files = [*ROOT.glob("apr_mcp/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py")]
+    """Every file that may legitimately read an ``APR_*`` name."""
+    files = [*ROOT.glob("apr_mcp/**/*.py"), *ROOT.glob("tests/*.py")]
+    files += [*ROOT.glob("benchmarks/*.py"), *ROOT.glob("examples/**/*.py")]
     files += [p for p in (ROOT / ".ci").iterdir() if p.is_file()]
     return "\n".join(p.read_text(encoding="utf-8") for p in files if p.name != "test_readme.py")
 
