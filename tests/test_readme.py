@@ -5,6 +5,8 @@ is the one CI runs."""
 import re
 from pathlib import Path
 
+from pydantic import AliasChoices
+
 from apr_mcp.cli import _build_parser
 from apr_mcp.config import Settings
 
@@ -27,12 +29,19 @@ PENDING_PAGES = {
 }
 
 _ENV_NAME = re.compile(r"\bAPR_[A-Z0-9_]*[A-Z0-9]\b")
-_TABLE_ROW = re.compile(r"^\| `(APR_[A-Z0-9_]+)`", re.MULTILINE)
+_TABLE_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)`", re.MULTILINE)
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def _env_name(field: str) -> str:
+    """``APR_<FIELD>``, or the first alias of a field read from another variable (a provider's)."""
+    alias = Settings.model_fields[field].validation_alias
+    first = alias.choices[0] if isinstance(alias, AliasChoices) else None
+    return first if isinstance(first, str) else f"APR_{field.upper()}"
+
+
 def _env_names() -> set[str]:
-    return {f"APR_{name.upper()}" for name in Settings.model_fields}
+    return {_env_name(field) for field in Settings.model_fields}
 
 
 def _code_text() -> str:
