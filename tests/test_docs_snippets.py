@@ -183,6 +183,16 @@ def test_json_block_parses(block: Block) -> None:
             json.loads(line)
 
 
+def test_readme_host_configs_are_the_shipped_example_files() -> None:
+    # Paste-ready means the README and examples/hosts/ say the same thing, so neither drifts.
+    shipped = [*(ROOT / "examples" / "hosts").rglob("*.json"), ROOT / ".vscode" / "mcp.json"]
+    configs = [json.loads(p.read_text(encoding="utf-8")) for p in shipped]
+    readme = [b for b in BLOCKS if b.page.name == "README.md" and b.lang == "json"]
+    assert len(readme) >= 3  # Claude Desktop, VS Code, Cursor
+    for block in readme:
+        assert json.loads(block.code) in configs, f"{block.id} is not a file in examples/hosts/"
+
+
 def test_every_no_run_marker_precedes_a_runnable_block() -> None:
     marked = {(b.page, b.line) for b in BLOCKS if b.no_run is not None and b.lang in RUNNABLE}
     for page in PAGES:
