@@ -104,8 +104,15 @@ RUN_BLOCKS = [b for b in BLOCKS if b.lang in RUNNABLE]
 def _script(block: Block) -> str:
     if block.lang != "console":
         return block.code
-    # A console block shows commands after "$ " and their output; only the commands run.
-    return "\n".join(line[2:] for line in block.code.splitlines() if line.startswith("$ ")) + "\n"
+    # A console block shows commands after "$ " and their output; only the commands run. A command
+    # continues on the next line after a trailing backslash.
+    commands: list[str] = []
+    continued = False
+    for line in block.code.splitlines():
+        if continued or line.startswith("$ "):
+            commands.append(line if continued else line[2:])
+            continued = line.endswith("\\")
+    return "\n".join(commands) + "\n"
 
 
 @pytest.fixture
@@ -216,10 +223,11 @@ def test_the_docs_have_snippets_that_run() -> None:
 def test_extract_reads_markers_and_languages(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
-        "text\n\n<!-- no-run: needs a host -->\n```bash\nexit 1\n```\n\n```python\nprint(1)\n```\n",
+        "text\n\n<!-- no-run: needs a host -->\n```bash\nexit 1\n```\n\n```python\nprint(1)\n```\n"
+        "\n```console\n$ echo a \\\n  b\na b\n$ true\n```\n",
         encoding="utf-8",
     )
-    first, second = extract(page)
+    first, second, third = extract(page)
     assert (first.lang, first.no_run, first.code, first.line) == (
         "bash",
         "needs a host",
@@ -227,3 +235,4 @@ def test_extract_reads_markers_and_languages(tmp_path: Path) -> None:
         4,
     )
     assert (second.lang, second.no_run, second.code) == ("python", None, "print(1)\n")
+    assert _script(third) == "echo a \\\n  b\ntrue\n"  # commands only, continuation kept
