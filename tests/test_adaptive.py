@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import anyio
-from engine_helpers import answer
+from engine_helpers import answer, seconds
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
@@ -269,11 +269,11 @@ async def test_limit_changes_between_thread_events_are_coalesced() -> None:
             s, "success", latency_s=0.01
         )  # 2 -> 3 (two clean calls at the sustained level)
     notes = controller.limiter_notes()
-    assert [(n.kind, n.reason.split(":")[0]) for n in notes] == [  # type: ignore[union-attr]
+    assert [(n.kind, n.reason.split(":")[0]) for n in notes] == [
         ("backoff", "concurrency limit 8 -> 2"),
         ("recover", "concurrency limit 2 -> 3"),
     ]
-    assert "more step(s)" in notes[0].reason  # type: ignore[union-attr]
+    assert "more step(s)" in notes[0].reason
     assert controller.limiter_notes() == []
 
 
@@ -302,6 +302,6 @@ async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> 
     assert result.merge is not None and result.merge.answer
     backoffs = [d for d in result.decisions if d.kind == "backoff"]
     assert len(backoffs) == 1 and "HTTP 429" in backoffs[0].reason
-    assert backoffs[0].at_s >= max(r.finished_s for r in result.results)
+    assert backoffs[0].at_s >= max(seconds(r.finished_s) for r in result.results)
     i = events.index(f"decision: {backoffs[0].reason}")
     assert events[i + 1].startswith("finished:")  # reported to the host before the run ends

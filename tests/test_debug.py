@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from engine_helpers import seconds
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
@@ -75,7 +76,7 @@ async def test_debug_falls_back_to_hypotheses_from_the_error_type() -> None:
     assert any("Off-by-one" in s.prompt and "window_sums" in s.prompt for s in result.plan.subtasks)
     assert result.merge is not None and result.merge.strategy.value == "rank"
     by_id = {r.id: r for r in result.results}
-    likelihoods = [by_id[i].confidence for i in result.merge.used]
+    likelihoods = [by_id[i].confidence or 0.0 for i in result.merge.used]
     assert likelihoods == sorted(likelihoods, reverse=True)  # no verdict ranking: by confidence
     assert "## Ranked hypotheses" in result.answer
     assert result.answer.index(f"[{result.merge.used[0]}]") < result.answer.index(
@@ -322,7 +323,7 @@ async def test_debug_reports_limit_changes_of_the_hypothesis_and_verdict_calls()
     assert kinds[0] == "split" and kinds.count("backoff") == 2, result.decisions
     first, second = (d for d in result.decisions if d.kind == "backoff")
     assert kinds.index("backoff") == 1  # the hypotheses call's, before the investigations
-    assert second.at_s >= max(r.finished_s for r in result.results)  # the verdict call's
+    assert second.at_s >= max(seconds(r.finished_s) for r in result.results)  # the verdict call's
     # One clock for the whole debug run: investigations start after the hypotheses call.
-    assert min(r.started_s for r in result.results) >= first.at_s > 0
+    assert min(seconds(r.started_s) for r in result.results) >= first.at_s > 0
     assert "HTTP 429" in first.reason and "HTTP 429" in second.reason

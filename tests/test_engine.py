@@ -243,7 +243,7 @@ async def test_infinite_deadline_means_none_and_zero_is_refused() -> None:
     eng = engine(sim(), deadline_s=0.001)  # a settings deadline that would cut every run short
     for strategy in ("adaptive", "sequential", "fixed"):
         with anyio.fail_after(5):
-            result = await eng.solve(COMPARE, strategy=strategy, deadline_s=math.inf)  # type: ignore[arg-type]
+            result = await eng.solve(COMPARE, strategy=strategy, deadline_s=math.inf)
         assert not result.partial and result.answer, strategy
         assert all(r.status is ThreadStatus.done for r in result.results), strategy
     run = await eng.parallel_solve(COMPARE, deadline_s=math.inf)
