@@ -6,12 +6,15 @@ the hung call's hour, so each test fails loudly on a regression."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import anyio
 from engine_helpers import engine, sim, solver_rule
 
 from apr_mcp.engine.debug import parse_error
 from apr_mcp.llm.simulated import SimRule
-from apr_mcp.schemas import MergeStrategy, ThreadStatus
+from apr_mcp.schemas import MergeStrategy, SolveResult, ThreadStatus
 
 HANG = 3600.0
 GRACE = 1.0  # seconds: event-loop and CI noise, never the hung call's hour
@@ -19,7 +22,9 @@ PARTS = "Answer each of these parts: (1) the history of paper; (2) how ink is ma
 TRACEBACK = 'Traceback (most recent call last):\n  File "a.py", line 3, in f\n    x = d["k"]\nKeyError: \'k\''
 
 
-async def _timed(coro_fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+async def _timed(
+    coro_fn: Callable[..., Awaitable[SolveResult]], *args: Any, **kwargs: Any
+) -> tuple[SolveResult, float]:
     start = anyio.current_time()
     with anyio.fail_after(10):
         result = await coro_fn(*args, **kwargs)
