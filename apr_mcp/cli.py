@@ -20,6 +20,7 @@ import anyio
 from . import __version__
 from .config import Settings, load_settings
 from .errors import AprError, ConfigError
+from .redact import install_log_redaction
 
 __all__ = ["main"]
 
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # -vv logs request URLs and provider replies: no credentials in them
     if args.command is None:
         from .server import run_stdio
 

@@ -23,6 +23,8 @@ tells the retry wrapper whether trying again may help.
 
 from __future__ import annotations
 
+from .redact import redact
+
 __all__ = [
     "AprError",
     "BudgetExceeded",
@@ -80,11 +82,13 @@ class ModelError(AprError):
         status_code: int | None = None,
         body: str | None = None,
     ) -> None:
-        self.message = message
+        # Providers echo request headers (the API key) in error bodies, and URLs carry userinfo:
+        # redacted here, where every model error is born, so no surface ever sees them.
+        self.message = redact(message)
         self.backend = backend
         self.model = model
         self.status_code = status_code
-        self.body = body[:2000] if body else body
+        self.body = redact(body[:8000])[:2000] if body else body
         super().__init__(self._render())
 
     def _render(self) -> str:

@@ -24,15 +24,18 @@ import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from . import __version__
 from ._net import listen, serve_on, shown_host, uvicorn_server
 from .config import Settings, load_settings
 from .engine import Engine
 from .errors import AprError, ConfigError, SamplingUnavailable
+from .http_app import build_http_app, check_binding
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
+from .mcp_guard import OutputGuard
+from .redact import install_log_redaction
 from .schemas import (
     Decision,
     MergeResult,
@@ -44,6 +47,7 @@ from .schemas import (
     Subtask,
     ThreadResult,
 )
+from .stdio import serve_stdio
 from .tokens import encoding_for
 
 if TYPE_CHECKING:
@@ -93,8 +97,17 @@ def _annotations(title: str) -> ToolAnnotations:
     )
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the question is empty (only whitespace)")
+    return text
+
+
+# Numbers are strict (no `true` or "5" taken for 5): a host that sends those has a bug to see.
 Question = Annotated[
-    str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
+    str,
+    Field(min_length=1, max_length=50_000, description="The question or task, in full."),
+    AfterValidator(_not_blank),
 ]
 ContextArg = Annotated[
     str,
@@ -108,6 +121,7 @@ Deadline = Annotated[
     Field(
         gt=0,
         le=3600,
+        strict=True,
         description="Seconds before the run stops and returns what is finished (marked partial). "
         "Default: the server's APR_DEADLINE_S (55 s, under common host time limits).",
     ),
@@ -115,7 +129,10 @@ Deadline = Annotated[
 MaxSubtasks = Annotated[
     int | None,
     Field(
-        ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS)."
+        ge=1,
+        le=64,
+        strict=True,
+        description="Upper bound on the number of subtasks (default: APR_MAX_THREADS).",
     ),
 ]
 
@@ -380,6 +397,7 @@ def create_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        middleware=[OutputGuard()],  # redacts what leaves, caps error texts (apr_mcp.mcp_guard)
     )
     server.apr_backing = backing  # type: ignore[attr-defined]
 
@@ -452,7 +470,7 @@ def create_server(
         ] = None,
         context: ContextArg = "",
         max_concurrency: Annotated[
-            int | None, Field(ge=1, le=64, description="Threads at once.")
+            int | None, Field(ge=1, le=64, strict=True, description="Threads at once.")
         ] = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, SolveRun]:
@@ -497,6 +515,7 @@ def create_server(
             Field(
                 ge=256,
                 le=200_000,
+                strict=True,
                 description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).",
             ),
         ] = None,
@@ -644,6 +663,7 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
 
 
 def run_server(
@@ -653,10 +673,18 @@ def run_server(
     port: int | None = None,
     *,
     engine_factory: EngineFactory | None = None,
+    allow_insecure: bool = False,
 ) -> None:
-    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking."""
+    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking.
+
+    Over HTTP a non-loopback ``host`` without ``APR_HTTP_TOKEN`` raises :class:`ConfigError`
+    unless ``allow_insecure``."""
     settings = settings if settings is not None else load_settings()
     _log_to_stderr()
+    bind = host or settings.http_host
+    if transport == "http":
+        for note in check_binding(settings, bind, allow_insecure=allow_insecure):
+            print(f"apr-mcp: {note}", file=sys.stderr, flush=True)
     server = create_server(settings, engine_factory=engine_factory)
     # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
     encoding_for()
@@ -664,11 +692,9 @@ def run_server(
     async def serve() -> None:
         try:
             if transport == "stdio":
-                await server.run_stdio_async()
+                # Our transport, not the SDK's: it answers malformed lines (apr_mcp.stdio).
+                await serve_stdio(server, max_bytes=settings.max_message_bytes)
             else:
-                from .http_app import build_http_app
-
-                bind = host or settings.http_host
                 app = build_http_app(server, settings, host=bind)
                 # Bind before announcing: the printed URL (real port even for --port 0) accepts
                 # connections at once; they queue until uvicorn has started.
@@ -717,6 +743,11 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)"
     )
     p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="serve HTTP on a non-loopback --host without APR_HTTP_TOKEN (refused otherwise)",
+    )
+    p.add_argument(
         "--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None
     )
     p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
@@ -735,7 +766,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
     try:
-        run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
+        run_server(
+            settings,
+            transport,
+            getattr(args, "host", None),
+            getattr(args, "port", None),
+            allow_insecure=getattr(args, "allow_insecure", False),
+        )
     except ConfigError as exc:
         print(f"apr-mcp serve: {exc}", file=sys.stderr)
         return 2
