@@ -93,6 +93,11 @@ def _reject_constant(name: str) -> Any:
 def _usable_id(value: Any) -> int | str | None:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: it could not be echoed back
+            return None
     return value
 
 
