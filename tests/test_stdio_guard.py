@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.client import Client
+from pydantic import ValidationError
 
 from apr_mcp.config import Settings
 from apr_mcp.server import create_server
@@ -143,7 +144,7 @@ def owed(line: bytes) -> tuple[str, Any]:
         return "error", None
     try:
         message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except Exception:
+    except ValidationError:
         return "error", None
     id_ok = not (isinstance(value, dict) and "id" in value and "method" in value) or (
         isinstance(value["id"], (int, str)) and not isinstance(value["id"], bool)
