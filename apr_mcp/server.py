@@ -680,11 +680,11 @@ def run_server(
     Over HTTP a non-loopback ``host`` without ``APR_HTTP_TOKEN`` raises :class:`ConfigError`
     unless ``allow_insecure``."""
     settings = settings if settings is not None else load_settings()
-    _log_to_stderr()
     bind = host or settings.http_host
-    if transport == "http":
+    if transport == "http":  # refuse an unsafe bind before anything starts
         for note in check_binding(settings, bind, allow_insecure=allow_insecure):
             print(f"apr-mcp: {note}", file=sys.stderr, flush=True)
+    _log_to_stderr()
     server = create_server(settings, engine_factory=engine_factory)
     # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
     encoding_for()
