@@ -2,10 +2,10 @@
 
 :class:`OutputGuard` is an SDK server middleware (``MCPServer.middleware``): it sees every
 request's wire-shaped result and every JSON-RPC error on the way out, over stdio, HTTP and the
-in-memory client alike. Tool results and resource contents go through
-:func:`apr_mcp.redact.redact_data` (a thread's error can quote a provider's reply; a trace can
-quote anything a model said); error texts, which can quote the caller's own input many times
-over (one validation error per bad item of a 256-item list), are cut to a bounded size.
+in-memory client alike. Tool results, resource contents and prompts go through
+:func:`apr_mcp.redact.redact_data` — in full for errors, without the ``name = value`` rule for
+answers and prompts, which quote code. Error texts, which can quote the caller's own input many
+times over (one validation error per bad item of a 256-item list), are cut to a bounded size.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class OutputGuard:
             raise MCPError(code=exc.code, message=message, data=data) from exc
         if ctx.method not in _CONTENT_METHODS or not isinstance(result, dict):
             return result
-        guarded: dict[str, Any] = redact_data(result)
-        if guarded.get("isError") is True:
-            guarded = _cap_tool_error(guarded)
+        if result.get("isError") is True:
+            return _cap_tool_error(redact_data(result))
+        # Answers and prompts quote code: `password = …` lines stay as the model wrote them.
+        guarded: dict[str, Any] = redact_data(result, named=False)
         return guarded

@@ -58,6 +58,8 @@ _NAMED = re.compile(
     (?P<value>(?!\[REDACTED\])[^\s"'\\,;&}}\]<>]+)
     """
 )
+#: Substrings (lower case) without which :data:`_NAMED` cannot match.
+_NAMED_HINTS = ("authorization", "key", "token", "secret", "password")
 _SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}")
 _KEY_SHAPES = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"'<>]*(?::[^/\s@\"'<>]*)?@")
@@ -81,29 +83,43 @@ def register_secret(value: str | None) -> None:
         _secrets_re = re.compile("|".join(re.escape(s) for s in ordered))
 
 
-def redact(text: str) -> str:
-    """``text`` with every credential it carries replaced by ``[REDACTED]``."""
+def redact(text: str, *, named: bool = True) -> str:
+    """``text`` with every credential it carries replaced by ``[REDACTED]``.
+
+    ``named=False`` skips the ``name: value`` rule (``password = …``, ``api_key=…``): for
+    content a person asked for — answers that quote code, prompts built from the user's code —
+    where that rule would rewrite ordinary source lines. Credentials can only reach such content
+    through an error (redacted in full where it is created) or verbatim (the other rules)."""
     if not text:
         return text
     known = _secrets_re
     if known is not None:
         text = known.sub(REDACTED, text)
-    text = _NAMED.sub(lambda m: m.group("head") + REDACTED, text)
-    text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _KEY_SHAPES.sub("sk-" + REDACTED, text)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    return _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
+    # Cheap substring tests first: most text (answers, prompts) has none of these shapes, and
+    # the patterns cost milliseconds per 100 kB.
+    lower = text.lower()
+    if named and any(word in lower for word in _NAMED_HINTS):
+        text = _NAMED.sub(lambda m: m.group("head") + REDACTED, text)
+    if "bearer" in lower or "basic" in lower:
+        text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "sk-" in text:
+        text = _KEY_SHAPES.sub("sk-" + REDACTED, text)
+    if "://" in text and "@" in text:
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
 
 
-def redact_data(value: Any) -> Any:
+def redact_data(value: Any, *, named: bool = True) -> Any:
     """A copy of a JSON-like value (dicts, lists, strings) with :func:`redact` applied to every
     string, keys included; other values are returned as they are."""
     if isinstance(value, str):
-        return redact(value)
+        return redact(value, named=named)
     if isinstance(value, dict):
-        return {redact_data(k): redact_data(v) for k, v in value.items()}
+        return {redact_data(k, named=named): redact_data(v, named=named) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_data(v) for v in value]
+        return [redact_data(v, named=named) for v in value]
     return value
 
 

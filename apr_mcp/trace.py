@@ -75,7 +75,8 @@ class RunStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(3)}.tmp")
             # A trace quotes thread errors and answers: no credential may reach the disk.
-            text = json.dumps(redact_data(run.model_dump(mode="json")), indent=1, ensure_ascii=False)
+            data = redact_data(run.model_dump(mode="json"), named=False)  # as the tool result
+            text = json.dumps(data, indent=1, ensure_ascii=False)
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)  # readers never see half a file
         except OSError as exc:

@@ -264,3 +264,45 @@ async def test_a_canary_key_reaches_no_surface(tmp_path: Path) -> None:
     assert leaks == {}, leaks
     # Redaction happened where the echo was (not just because nothing was echoed).
     assert REDACTED in surfaces["tool parallel_solve"] and REDACTED in surfaces["bench results.jsonl"]
+
+
+async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Path) -> None:
+    """Tool results pass the OutputGuard: a configured key the model repeats is redacted, while
+    a `password = …` line of code in the answer is left as the model wrote it."""
+    from apr_mcp.engine import Engine
+    from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+    from apr_mcp.server import create_server
+    from apr_mcp.trace import RunStore
+
+    secret = "content-canary-key-31b7"
+    settings = Settings(
+        backend="simulated", cache=False, cache_dir=tmp_path / "cache", api_key=secret
+    )
+    code = "password = get_password()\nclient = Client(api_key=os.environ['KEY'])"
+    reply = f"Use this:\n{code}\nYour key {secret} is fine."
+    # A ThreadAnswer-shaped reply; under the free-text thread protocol it is the answer text.
+    answer = {"answer": reply, "summary": "log in", "confidence": 0.9,
+              "settles_question": False, "follow_ups": []}
+    model = SimulatedModel(
+        ttft_s=0.001, tokens_per_s=100_000, script=SimScript(rules=[SimRule(pattern=".", reply=answer)])
+    )
+    store = RunStore(tmp_path / "runs")
+    server = create_server(
+        settings,
+        engine_factory=lambda host: Engine(
+            settings=settings, planner=model, solver=model, merger=model, run_store=store
+        ),
+        run_store=store,
+    )
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "parallel_solve",
+            {"question": "How do I log in?", "subtasks": [{"id": "a", "prompt": "Show login code"}]},
+        )
+        assert not result.is_error
+        text = result.model_dump_json()
+        run_id = (result.structured_content or {})["run_id"]
+        trace = (await client.read_resource(f"apr://runs/{run_id}")).model_dump_json()
+    for surface in (text, trace):
+        assert secret not in surface and REDACTED in surface
+        assert "password = get_password()" in surface and "api_key=os.environ" in surface
