@@ -83,7 +83,7 @@ class Rejection:
             self.message[: MAX_ERROR_CHARS - 1] + "…"
         )
         frame = {"jsonrpc": "2.0", "id": self.id, "error": {"code": self.code, "message": text}}
-        return json.dumps(frame, ensure_ascii=False).encode()
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _reject_constant(name: str) -> Any:
@@ -265,11 +265,19 @@ async def stdio_transport(
     wire_in, wire_out = stdin, stdout
     reader = _LineReader(wire_in, max_bytes)
     write_lock = anyio.Lock()
+    wire_broken = False
 
     async def write(frame: bytes) -> None:
         def blocking() -> None:
-            wire_out.write(frame + b"\n")
-            wire_out.flush()
+            nonlocal wire_broken
+            if wire_broken:
+                return
+            try:
+                wire_out.write(frame + b"\n")
+                wire_out.flush()
+            except OSError as exc:  # the client is gone (EPIPE); stdin's EOF ends the server
+                wire_broken = True
+                logger.warning("stdout is closed, dropping replies: %s", exc)
 
         async with write_lock:  # one frame at a time: replies never interleave
             await anyio.to_thread.run_sync(blocking)
