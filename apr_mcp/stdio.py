@@ -8,17 +8,17 @@ Upstream: modelcontextprotocol/python-sdk#2751 (fixes #2755 and #2766 were close
 JSON-RPC 2.0 asks for an error reply, so this transport reads the lines itself, checks each one
 before the SDK sees it, and answers what it will not forward:
 
-==============================================  ======  =====================================
-line                                            code    id of the reply
-==============================================  ======  =====================================
-not UTF-8, not JSON, NaN/Infinity               -32700  null
+===============================================  ======  ====================================
+line                                             code    id of the reply
+===============================================  ======  ====================================
+not UTF-8, not JSON, NaN/Infinity                -32700  null
 larger than ``max_bytes`` (rest skipped unread)  -32600  the request's, if it opens the line
 nested deeper than ``max_depth``                 -32600  the request's when it can be read
 a lone surrogate (``"\\ud800"``) in a string     -32600  the request's
 a batch array; a non-object                      -32600  null
 ``id`` null, boolean, fractional or structured   -32600  null
 any other shape the JSON-RPC schema refuses      -32600  the request's, if it has a usable id
-==============================================  ======  =====================================
+===============================================  ======  ====================================
 
 Blank lines are ignored. Valid messages reach the SDK unchanged and the server keeps serving after
 every bad line. As with the SDK transport, file descriptors 0 and 1 are diverted while serving
