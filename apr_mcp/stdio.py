@@ -132,7 +132,7 @@ def check_line(
     if not line.strip():
         return None
     try:
-        text = line.decode("utf-8")
+        text = line.decode("utf-8").removeprefix("\ufeff")  # a BOM some writers put first
     except UnicodeDecodeError as exc:
         return Rejection(PARSE_ERROR, f"Parse error: the line is not UTF-8 ({exc.reason})")
     try:

@@ -393,6 +393,7 @@ def test_check_line_and_the_reply_each_case_gets(line: bytes, code: int, reply_i
 def test_blank_lines_and_valid_messages_pass_through() -> None:
     assert check_line(b"") is None and check_line(b"  \r\n") is None
     assert check_line(b'{"jsonrpc":"2.0","id":1,"method":"ping"}') is not None
+    assert not isinstance(check_line(b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"ping"}'), Rejection)
     assert not isinstance(check_line(b'{"jsonrpc":"2.0","method":"notifications/initialized"}'), Rejection)
     assert not isinstance(check_line(b'{"jsonrpc":"2.0","id":1,"result":{}}'), Rejection)
 
