@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
@@ -118,8 +118,8 @@ class Settings(BaseSettings):
         if isinstance(raw, str) and not raw.strip():
             # An empty token must not quietly mean "no authentication".
             raise ValueError(
-                "APR_HTTP_TOKEN is set but empty: set a real token (e.g. `openssl rand -hex 32`) "
-                "or unset the variable to serve without one"
+                "an empty token is not allowed: set a real one (e.g. `openssl rand -hex 32`) "
+                "or unset APR_HTTP_TOKEN to serve without one"
             )
         return v
 
@@ -246,5 +246,19 @@ def load_settings(**overrides: Any) -> Settings:
         env_settings = Settings(**explicit)
         merged = {**file_values, **{k: getattr(env_settings, k) for k in env_settings.model_fields_set}}
         return Settings(**merged) if file_values else env_settings
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_settings_errors(exc)}") from exc
     except (ValueError, SettingsError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    """``name (APR_NAME): what is wrong`` per error, instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            message = f"{field} (APR_{field.upper()}): {message}"
+        parts.append(message)
+    return "; ".join(parts)

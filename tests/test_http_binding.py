@@ -93,10 +93,10 @@ def test_empty_token_is_a_config_error(
     value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("APR_HTTP_TOKEN", value)
-    with pytest.raises(ConfigError, match="APR_HTTP_TOKEN is set but empty"):
+    with pytest.raises(ConfigError, match=r"APR_HTTP_TOKEN\): an empty token is not allowed"):
         load_settings()
     assert main(["--http", "--port", "0", "--backend", "simulated"]) == 2
-    assert "APR_HTTP_TOKEN is set but empty" in capsys.readouterr().err
+    assert "(APR_HTTP_TOKEN): an empty token is not allowed" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         HTTPGuard(lambda *a: None, allowed_origins=[], token=value)  # type: ignore[arg-type, return-value]
 
