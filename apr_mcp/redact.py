@@ -60,9 +60,18 @@ _NAMED = re.compile(
 )
 #: Substrings (lower case) without which :data:`_NAMED` cannot match.
 _NAMED_HINTS = ("authorization", "key", "token", "secret", "password")
-_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+(?!\[REDACTED\])[A-Za-z0-9._~+/=-]{8,}")
+# The credential must hold a digit or "=" (tokens and base64 do), so prose like "a basic
+# understanding" is left alone.
+_SCHEME = re.compile(
+    r"(?i)\b(bearer|basic)\s+(?!\[REDACTED\])(?=[A-Za-z0-9._~+/=-]*[0-9=])[A-Za-z0-9._~+/=-]{8,}"
+)
 _KEY_SHAPES = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"'<>]*(?::[^/\s@\"'<>]*)?@")
+# userinfo with a password, or a user part that looks like a token (``https://<token>@host``);
+# a plain user name (``ssh://git@github.com``) is kept.
+_USERINFO = re.compile(
+    r"(?i)\b([a-z][a-z0-9+.-]*://)"
+    r"(?:[^/\s:@\"'<>]*:[^/\s@\"'<>]*|(?=[^/\s:@\"'<>]*[0-9])[^/\s:@\"'<>]{16,})@"
+)
 _QUERY = re.compile(
     r"(?i)([?&](?:api[-_]?key|key|token|access[-_]?token|sig|signature|password|secret)=)"
     r"(?!\[REDACTED\])[^&\s\"'#<>]+"

@@ -47,13 +47,14 @@ def _leaks(text: str) -> list[str]:
     [
         ('{"headers": {"Authorization": "Bearer abcdefgh12345678"}}', "abcdefgh12345678"),
         ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678"),
+        ("the request carried Bearer eyJhbGciOiJIUzI1NiJ9.e30.x in its header", "eyJhbGciOiJIUzI1NiJ9"),
         ("proxy-authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
         ("{'x-api-key': 'k-1234567'}", "k-1234567"),
         ('"{\\"api-key\\": \\"hunter22\\"}"', "hunter22"),
         ("api_key=zzz999 and more", "zzz999"),
         ("OPENAI_API_KEY=abc123def", "abc123def"),
         ("https://bob:s3cr3t@example.com/v1", "s3cr3t"),
-        ("token in https://ghp_abcdef@github.com/x", "ghp_abcdef"),
+        ("token in https://ghp_1a2b3c4d5e6f7g8h9i0j@github.com/x", "ghp_1a2b3c4d5e6f7g8h9i0j"),
         ("GET http://h/x?api_key=abc123&b=2", "abc123"),
         ("Incorrect API key provided: sk-proj-abcdefghijklmnopqrst", "abcdefghijklmnopqrst"),
     ],
@@ -71,6 +72,8 @@ def test_redact_removes_credentials(text: str, gone: str) -> None:
         "Missing or wrong bearer token (Authorization: Bearer <APR_HTTP_TOKEN>).",
         "see https://example.com/docs?page=2",
         "Compare Python, Go and Rust",
+        "A basic understanding of Rust helps; the bearer instrument pays out.",
+        "git clone ssh://git@github.com/org/repo.git",
     ],
 )
 def test_redact_leaves_ordinary_text_alone(text: str) -> None:
