@@ -86,13 +86,13 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Extra Host header values accepted over HTTP (host or host:port; host:* for any "
-        "port), e.g. the name a reverse proxy forwards. Loopback names are always accepted.",
+        description="Extra Host header values accepted over HTTP (host or host:port; host:* for "
+        "any port), e.g. the name a reverse proxy forwards. Loopback names are always accepted.",
     )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,
-        description="Largest JSON-RPC message accepted over stdio (larger ones get an error reply).",
+        description="Largest JSON-RPC message accepted over stdio (larger: an error reply).",
     )
 
     @field_validator("backend", mode="before")

@@ -51,7 +51,9 @@ def _cap_tool_error(result: dict[str, Any]) -> dict[str, Any]:
 class OutputGuard:
     """Server middleware: redact content results, cap error texts (see the module docstring)."""
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
         try:
             result = await call_next(ctx)
         except MCPError as exc:

@@ -47,7 +47,7 @@ def _leaks(text: str) -> list[str]:
     [
         ('{"headers": {"Authorization": "Bearer abcdefgh12345678"}}', "abcdefgh12345678"),
         ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678"),
-        ("the request carried Bearer eyJhbGciOiJIUzI1NiJ9.e30.x in its header", "eyJhbGciOiJIUzI1NiJ9"),
+        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30.x in its header", "eyJhbGciOiJIUzI1NiJ9"),
         ("proxy-authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
         ("{'x-api-key': 'k-1234567'}", "k-1234567"),
         ('"{\\"api-key\\": \\"hunter22\\"}"', "hunter22"),
@@ -85,7 +85,8 @@ def test_registered_secrets_are_redacted_anywhere_and_short_ones_are_not() -> No
     register_secret("abc")  # too short to replace verbatim: it would blank out words
     assert redact("it said plain-looking-secret-value twice") == f"it said {REDACTED} twice"
     assert redact("abc") == "abc"
-    assert redact_data({"a": ["x plain-looking-secret-value"], "n": 3}) == {"a": [f"x {REDACTED}"], "n": 3}
+    data = {"a": ["x plain-looking-secret-value"], "n": 3}
+    assert redact_data(data) == {"a": [f"x {REDACTED}"], "n": 3}
 
 
 def test_settings_register_their_secrets_and_mask_the_base_url() -> None:
@@ -100,7 +101,7 @@ def test_settings_register_their_secrets_and_mask_the_base_url() -> None:
 
 
 def test_model_errors_are_redacted_where_they_are_born() -> None:
-    body = json.dumps({"error": {"message": "bad key", "headers": {"x-api-key": "born-secret-123"}}})
+    body = json.dumps({"error": {"message": "bad", "headers": {"x-api-key": "born-secret-123"}}})
     exc = ModelHTTPError("bad: x-api-key: born-secret-123", backend="openai", model="m", body=body)
     assert "born-secret-123" not in str(exc) and "born-secret-123" not in (exc.body or "")
 
@@ -266,7 +267,8 @@ async def test_a_canary_key_reaches_no_surface(tmp_path: Path) -> None:
     leaks = {name: _leaks(text) for name, text in surfaces.items() if _leaks(text)}
     assert leaks == {}, leaks
     # Redaction happened where the echo was (not just because nothing was echoed).
-    assert REDACTED in surfaces["tool parallel_solve"] and REDACTED in surfaces["bench results.jsonl"]
+    assert REDACTED in surfaces["tool parallel_solve"]
+    assert REDACTED in surfaces["bench results.jsonl"]
 
 
 async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Path) -> None:
@@ -286,9 +288,8 @@ async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Pat
     # A ThreadAnswer-shaped reply; under the free-text thread protocol it is the answer text.
     answer = {"answer": reply, "summary": "log in", "confidence": 0.9,
               "settles_question": False, "follow_ups": []}
-    model = SimulatedModel(
-        ttft_s=0.001, tokens_per_s=100_000, script=SimScript(rules=[SimRule(pattern=".", reply=answer)])
-    )
+    script = SimScript(rules=[SimRule(pattern=".", reply=answer)])
+    model = SimulatedModel(ttft_s=0.001, tokens_per_s=100_000, script=script)
     store = RunStore(tmp_path / "runs")
     server = create_server(
         settings,
@@ -300,7 +301,10 @@ async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Pat
     async with Client(server) as client:
         result = await client.call_tool(
             "parallel_solve",
-            {"question": "How do I log in?", "subtasks": [{"id": "a", "prompt": "Show login code"}]},
+            {
+                "question": "How do I log in?",
+                "subtasks": [{"id": "a", "prompt": "Show login code"}],
+            },
         )
         assert not result.is_error
         text = result.model_dump_json()

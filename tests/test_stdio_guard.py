@@ -1,4 +1,4 @@
-"""Malformed input over a REAL stdio subprocess: every line gets its reply, the server keeps serving.
+"""Malformed input over a REAL stdio subprocess: every line gets its reply, and serving goes on.
 
 The property test (hypothesis) throws raw bytes, arbitrary JSON, mutated JSON-RPC envelopes, deep
 nesting, lone surrogates, batches and oversized lines at ``python -m apr_mcp``; after each one it
@@ -247,11 +247,15 @@ tool_args = st.fixed_dictionaries(
 def envelopes(draw: st.DrawFn) -> bytes:
     """A valid request, then zero to two mutations: a part dropped or replaced by a wrong value."""
     method = draw(
-        st.sampled_from(["ping", "tools/list", "resources/list", "prompts/list", "nope/unknown", "tools/call"])
+        st.sampled_from(
+            ["ping", "tools/list", "resources/list", "prompts/list", "nope/unknown", "tools/call"]
+        )
     )
     frame: dict[str, Any] = {
         "jsonrpc": "2.0",
-        "id": draw(st.integers(0, 10_000) | st.text(alphabet="abcxyz0123456789", min_size=1, max_size=6)),
+        "id": draw(
+            st.integers(0, 10_000) | st.text(alphabet="abcxyz0123456789", min_size=1, max_size=6)
+        ),
         "method": method,
     }
     if method == "tools/call":
@@ -298,7 +302,8 @@ def surrogates(draw: st.DrawFn) -> bytes:
 def oversized(draw: st.DrawFn) -> bytes:
     pad = "x" * draw(st.integers(MAX_BYTES, 2 * MAX_BYTES))
     if draw(st.booleans()):
-        return json.dumps({"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"p": pad}}).encode()
+        frame = {"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"p": pad}}
+        return json.dumps(frame).encode()
     return pad.encode()
 
 
@@ -307,7 +312,9 @@ batches = st.lists(envelopes(), min_size=0, max_size=3).map(
 )
 raw_bytes = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b""))
 any_json = json_values.map(lambda v: json.dumps(v).encode())
-lines = st.one_of(raw_bytes, any_json, envelopes(), envelopes(), batches, deep(), surrogates(), oversized())
+lines = st.one_of(
+    raw_bytes, any_json, envelopes(), envelopes(), batches, deep(), surrogates(), oversized()
+)
 
 
 def test_every_malformed_line_gets_a_reply_and_the_server_keeps_serving(
@@ -362,13 +369,16 @@ def test_every_malformed_line_gets_a_reply_and_the_server_keeps_serving(
         (("[" * 250 + "]" * 250).encode(), INVALID_REQUEST, None),
         (("[" * 100_000 + "]" * 100_000).encode(), INVALID_REQUEST, None),
         (
-            b'{"jsonrpc":"2.0","id":6,"method":"ping","params":{"a":' + b"[" * 300 + b"]" * 300 + b"}}",
+            b'{"jsonrpc":"2.0","id":6,"method":"ping","params":{"a":'
+            + b"[" * 300
+            + b"]" * 300
+            + b"}}",
             INVALID_REQUEST,
             6,
         ),
         (
             json.dumps(
-                {"jsonrpc": "2.0", "id": 11, "method": "ping", "params": {"p": "y" * (MAX_BYTES + 10)}}
+                {"jsonrpc": "2.0", "id": 11, "method": "ping", "params": {"p": "y" * MAX_BYTES}}
             ).encode(),
             INVALID_REQUEST,
             11,
@@ -393,8 +403,10 @@ def test_check_line_and_the_reply_each_case_gets(line: bytes, code: int, reply_i
 def test_blank_lines_and_valid_messages_pass_through() -> None:
     assert check_line(b"") is None and check_line(b"  \r\n") is None
     assert check_line(b'{"jsonrpc":"2.0","id":1,"method":"ping"}') is not None
-    assert not isinstance(check_line(b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"ping"}'), Rejection)
-    assert not isinstance(check_line(b'{"jsonrpc":"2.0","method":"notifications/initialized"}'), Rejection)
+    bom = b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    assert not isinstance(check_line(bom), Rejection)
+    note = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    assert not isinstance(check_line(note), Rejection)
     assert not isinstance(check_line(b'{"jsonrpc":"2.0","id":1,"result":{}}'), Rejection)
 
 
@@ -406,7 +418,9 @@ def test_the_named_cases_over_real_stdio(server: StdioServer) -> None:
         b"{not json",
         b'[{"jsonrpc":"2.0","id":22,"method":"ping"}]',
         b'{"jsonrpc":"2.0","id":null,"method":"tools/list"}',
-        json.dumps({"jsonrpc": "2.0", "id": 23, "method": "ping", "params": {"p": "z" * MAX_BYTES * 3}}).encode(),
+        json.dumps(
+            {"jsonrpc": "2.0", "id": 23, "method": "ping", "params": {"p": "z" * MAX_BYTES * 3}}
+        ).encode(),
     ]:
         (reply,) = exchange(server, line)
         assert "error" in reply
