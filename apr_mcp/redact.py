@@ -78,10 +78,18 @@ _QUERY = re.compile(
 )
 
 
+def _looks_secret(value: str) -> bool:
+    # Local servers take placeholder keys ("lm-studio", "not-needed", "ollama"): replacing those
+    # everywhere would rewrite ordinary answers. Real keys are long or carry digits.
+    if len(value) < MIN_SECRET_LEN:
+        return False
+    return len(value) >= 20 or any(c.isdigit() for c in value)
+
+
 def register_secret(value: str | None) -> None:
     """Remember ``value`` so :func:`redact` replaces it wherever it appears (process-wide)."""
     global _secrets_re
-    if not value or len(value) < MIN_SECRET_LEN:
+    if not value or not _looks_secret(value):
         return
     with _secrets_lock:
         if value in _secrets:

@@ -83,8 +83,10 @@ def test_redact_leaves_ordinary_text_alone(text: str) -> None:
 def test_registered_secrets_are_redacted_anywhere_and_short_ones_are_not() -> None:
     register_secret("plain-looking-secret-value")
     register_secret("abc")  # too short to replace verbatim: it would blank out words
+    register_secret("lm-studio")  # a local server's placeholder key, not a secret
     assert redact("it said plain-looking-secret-value twice") == f"it said {REDACTED} twice"
     assert redact("abc") == "abc"
+    assert redact("Run it in lm-studio") == "Run it in lm-studio"
     data = {"a": ["x plain-looking-secret-value"], "n": 3}
     assert redact_data(data) == {"a": [f"x {REDACTED}"], "n": 3}
 
