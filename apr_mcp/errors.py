@@ -83,8 +83,9 @@ class ModelError(AprError):
         body: str | None = None,
     ) -> None:
         # Providers echo request headers (the API key) in error bodies, and URLs carry userinfo:
-        # redacted here, where every model error is born, so no surface ever sees them.
-        self.message = redact(message)
+        # redacted here, where every model error is born, so no surface ever sees them. Capped
+        # too: a message can quote a whole reply, and it is copied into every thread result.
+        self.message = _capped(redact(message), 2000)
         self.backend = backend
         self.model = model
         self.status_code = status_code
@@ -99,6 +100,10 @@ class ModelError(AprError):
         if self.body:
             text += f": {self.body[:300]}"
         return text
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ModelHTTPError(ModelError):

@@ -106,6 +106,8 @@ def test_model_errors_are_redacted_where_they_are_born() -> None:
     body = json.dumps({"error": {"message": "bad", "headers": {"x-api-key": "born-secret-123"}}})
     exc = ModelHTTPError("bad: x-api-key: born-secret-123", backend="openai", model="m", body=body)
     assert "born-secret-123" not in str(exc) and "born-secret-123" not in (exc.body or "")
+    long = ModelHTTPError("x" * 50_000, backend="openai", model="m", body="y" * 50_000)
+    assert len(str(long)) < 2500  # message and body are capped where the error is born
 
 
 def test_log_filter_redacts_messages_args_and_tracebacks() -> None:
