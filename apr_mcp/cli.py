@@ -21,6 +21,7 @@ from . import __version__
 from .config import Settings, load_settings
 from .errors import AprError, ConfigError
 from .limits import MAX_CONCURRENCY, MAX_SUBTASKS, arg_deadline, arg_int
+from .redact import install_log_redaction
 
 __all__ = ["main"]
 
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # -vv logs request URLs and provider replies: no credentials in them
     if args.command is None:
         from .server import run_stdio
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
@@ -27,6 +27,7 @@ from .limits import (
     MAX_THREADS,
     MIN_MERGE_BUDGET_TOKENS,
 )
+from .redact import redact, register_secret
 
 __all__ = ["Backend", "Settings", "load_settings"]
 
@@ -110,6 +111,16 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8765, ge=0, le=65535)
     http_token: SecretStr | None = Field(default=None, description="Bearer token required over HTTP.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Host header values accepted over HTTP (host or host:port; host:* for "
+        "any port), e.g. the name a reverse proxy forwards. Loopback names are always accepted.",
+    )
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON-RPC message accepted over stdio (larger: an error reply).",
+    )
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -127,7 +138,19 @@ class Settings(BaseSettings):
             return False
         return v
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, v: Any) -> Any:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if isinstance(raw, str) and not raw.strip():
+            # An empty token must not quietly mean "no authentication".
+            raise ValueError(
+                "an empty token is not allowed: set a real one (e.g. `openssl rand -hex 32`) "
+                "or unset APR_HTTP_TOKEN to serve without one"
+            )
+        return v
+
+    @field_validator("allowed_origins", "http_allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip().startswith("["):
@@ -138,6 +161,14 @@ class Settings(BaseSettings):
     def _bounds(self) -> Settings:
         if self.min_threads > self.max_threads:
             raise ValueError(f"min_threads ({self.min_threads}) > max_threads ({self.max_threads})")
+        return self
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        # Every output surface redacts these (apr_mcp.redact), wherever they turn up.
+        register_secret(self.effective_api_key())
+        if self.http_token is not None:
+            register_secret(self.http_token.get_secret_value())
         return self
 
     # ----- derived values -----
@@ -190,7 +221,8 @@ class Settings(BaseSettings):
         key = self.effective_api_key()
         data["api_key"] = _mask(key)
         data["http_token"] = _mask(self.http_token.get_secret_value() if self.http_token else None)
-        data["base_url"] = self.effective_base_url()
+        base_url = self.effective_base_url()
+        data["base_url"] = redact(base_url) if base_url else base_url
         data["cache_dir"] = str(self.effective_cache_dir())
         data["planner_model"] = self.role_model("planner")
         data["merger_model"] = self.role_model("merger")
@@ -241,5 +273,19 @@ def load_settings(**overrides: Any) -> Settings:
         env_settings = Settings(**explicit)
         merged = {**file_values, **{k: getattr(env_settings, k) for k in env_settings.model_fields_set}}
         return Settings(**merged) if file_values else env_settings
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_settings_errors(exc)}") from exc
     except (ValueError, SettingsError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    """``name (APR_NAME): what is wrong`` per error, instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            message = f"{field} (APR_{field.upper()}): {message}"
+        parts.append(message)
+    return "; ".join(parts)

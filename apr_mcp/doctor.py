@@ -10,13 +10,19 @@ import httpx
 
 from .config import Settings
 from .errors import ConfigError
+from .redact import redact
 
 __all__ = ["run_doctor"]
 
 
+def _print(text: str) -> None:
+    # Everything doctor prints passes here: URLs with userinfo, provider replies, settings.
+    print(redact(text))
+
+
 def _line(ok: bool | None, what: str, detail: str = "") -> None:
     mark = {True: "ok  ", False: "FAIL", None: "skip"}[ok]
-    print(f"[{mark}] {what}" + (f": {detail}" if detail else ""))
+    _print(f"[{mark}] {what}" + (f": {detail}" if detail else ""))
 
 
 async def check_endpoint(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> tuple[bool | None, str]:
@@ -54,8 +60,8 @@ async def check_endpoint(settings: Settings, *, transport: httpx.AsyncBaseTransp
 
 
 async def run_doctor(settings: Settings) -> int:
-    print("Effective configuration (secrets masked):")
-    print(json.dumps(settings.masked(), indent=2, default=str))
+    _print("Effective configuration (secrets masked):")
+    _print(json.dumps(settings.masked(), indent=2, default=str))
     failures = 0
 
     try:

@@ -23,13 +23,14 @@ import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from . import __version__
 from ._net import listen, serve_on, shown_host, uvicorn_server
 from .cache import ResultCache
 from .config import Settings, load_settings
 from .errors import AprError, ConfigError
+from .http_app import build_http_app, check_binding
 from .limits import (
     MAX_CONCURRENCY,
     MAX_CONTEXT_CHARS,
@@ -40,8 +41,11 @@ from .limits import (
     MAX_SUBTASKS,
     MIN_MERGE_BUDGET_TOKENS,
 )
+from .mcp_guard import OutputGuard
+from .redact import install_log_redaction
 from .render import merge_text, plan_text, run_status, run_text, solve_text
 from .schemas import MergeStrategy, SolveResult, SolveRun, Subtask, ThreadResult
+from .stdio import serve_stdio
 from .tokens import encoding_for
 from .tool_schemas import (
     MergeOutput,
@@ -78,8 +82,17 @@ Answer simple or strictly sequential questions directly."""
 _MAX_SUBTASKS = MAX_SUBTASKS  # subtasks a host may pass to parallel_solve
 _MAX_RESULTS = MAX_MERGE_RESULTS  # results a host may pass to merge (follow-ups add to them)
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the question is empty (only whitespace)")
+    return text
+
+
+# Numbers are strict (no `true` or "5" taken for 5): a host that sends those has a bug to see.
 Question = Annotated[
-    str, Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full.")
+    str,
+    Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full."),
+    AfterValidator(_not_blank),
 ]
 ContextArg = Annotated[
     str,
@@ -90,11 +103,14 @@ Deadline = Annotated[
     Field(
         gt=0,
         le=MAX_DEADLINE_S,
+        strict=True,
         description="Seconds until it returns what is finished, marked partial (default "
         "APR_DEADLINE_S).",
     ),
 ]
-MaxSubtasks = Annotated[int | None, Field(ge=1, le=MAX_SUBTASKS, description="Most subtasks to plan.")]
+MaxSubtasks = Annotated[
+    int | None, Field(ge=1, le=MAX_SUBTASKS, strict=True, description="Most subtasks to plan.")
+]
 
 
 def _annotations(title: str) -> ToolAnnotations:
@@ -155,6 +171,7 @@ def create_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        middleware=[OutputGuard()],  # redacts what leaves, caps error texts (mcp_guard)
     )
     server.apr_backing = backing  # type: ignore[attr-defined]
 
@@ -201,7 +218,7 @@ def create_server(
         ] = None,
         context: ContextArg = "",
         max_concurrency: Annotated[
-            int | None, Field(ge=1, le=MAX_CONCURRENCY, description="Threads at once.")
+            int | None, Field(ge=1, le=MAX_CONCURRENCY, strict=True, description="Threads at once.")
         ] = None,
         deadline_s: Deadline = None,
     ) -> Annotated[CallToolResult, RunOutput]:
@@ -234,7 +251,8 @@ def create_server(
             MergeStrategy | None, merge_strategy_schema("How to combine (default: the server's).")
         ] = None,
         context_budget_tokens: Annotated[
-            int | None, Field(ge=MIN_MERGE_BUDGET_TOKENS, le=MAX_MERGE_BUDGET_TOKENS, description="Token budget of the merge prompt.")
+            int | None,
+            Field(ge=MIN_MERGE_BUDGET_TOKENS, le=MAX_MERGE_BUDGET_TOKENS, strict=True, description="Token budget of the merge prompt."),
         ] = None,
     ) -> Annotated[CallToolResult, MergeOutput]:
         """Merge parallel_solve's results into one answer with provenance (threads used and
@@ -377,6 +395,7 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
 
 
 def run_server(
@@ -386,9 +405,17 @@ def run_server(
     port: int | None = None,
     *,
     engine_factory: EngineFactory | None = None,
+    allow_insecure: bool = False,
 ) -> None:
-    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking."""
+    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking.
+
+    Over HTTP a non-loopback ``host`` without ``APR_HTTP_TOKEN`` raises :class:`ConfigError`
+    unless ``allow_insecure``."""
     settings = settings if settings is not None else load_settings()
+    bind = host or settings.http_host
+    if transport == "http":  # refuse an unsafe bind before anything starts
+        for note in check_binding(settings, bind, allow_insecure=allow_insecure):
+            print(f"apr-mcp: {note}", file=sys.stderr, flush=True)
     _log_to_stderr()
     server = create_server(settings, engine_factory=engine_factory)
     # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
@@ -397,11 +424,9 @@ def run_server(
     async def serve() -> None:
         try:
             if transport == "stdio":
-                await server.run_stdio_async()
+                # Our transport, not the SDK's: it answers malformed lines (apr_mcp.stdio).
+                await serve_stdio(server, max_bytes=settings.max_message_bytes)
             else:
-                from .http_app import build_http_app
-
-                bind = host or settings.http_host
                 app = build_http_app(server, settings, host=bind)
                 # Bind before announcing: the printed URL (real port even for --port 0) accepts
                 # connections at once; they queue until uvicorn has started.
@@ -450,6 +475,11 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)"
     )
     p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="serve HTTP on a non-loopback --host without APR_HTTP_TOKEN (refused otherwise)",
+    )
+    p.add_argument(
         "--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None
     )
     p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
@@ -468,7 +498,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
     try:
-        run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
+        run_server(
+            settings,
+            transport,
+            getattr(args, "host", None),
+            getattr(args, "port", None),
+            allow_insecure=getattr(args, "allow_insecure", False),
+        )
     except ConfigError as exc:
         print(f"apr-mcp serve: {exc}", file=sys.stderr)
         return 2

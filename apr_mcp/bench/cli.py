@@ -15,6 +15,7 @@ from typing import Any, cast
 import anyio
 
 from ..errors import AprError, ConfigError
+from ..redact import redact
 from .datasets import bundled_datasets, load_dataset
 from .runner import STRATEGIES, BenchConfig, execute_bench
 
@@ -204,7 +205,7 @@ def run_trace(args: argparse.Namespace) -> int:
         body = (f"<h1>Run {_html.escape(tl.run_id)}</h1><p>{_html.escape(run.question[:500])}</p>"
                 f"<p class=\"muted\">{_html.escape(tl.title)} · wall {tl.wall_s:.3f}s · critical path "
                 f"{tl.critical_path_s:.3f}s</p>" + legend_html() + render_svg(tl))
-        args.html.write_text(html_page(f"apr-mcp run {tl.run_id}", body), encoding="utf-8")
+        args.html.write_text(redact(html_page(f"apr-mcp run {tl.run_id}", body)), encoding="utf-8")
         print(f"apr-mcp trace: wrote {args.html}", file=sys.stderr)
         if args.open:
             webbrowser.open(args.html.resolve().as_uri())

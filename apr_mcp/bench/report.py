@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..redact import redact, redact_data
 from .page import html_page
 from .runner import RESULTS_FILE, RUN_FILE, STRATEGIES, latest_records, read_records
 from .stats import PairedComparison, median, paired_compare, percentile, wilson_interval
@@ -373,11 +374,13 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
 
 def write_reports(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` from ``results.jsonl`` and ``run.json`` in ``out_dir``."""
-    records = read_records(out_dir / RESULTS_FILE)
+    # Redacted before rendering (HTML escaping would hide a credential's shape) and after.
+    records = redact_data(read_records(out_dir / RESULTS_FILE))
     info_path = out_dir / RUN_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = redact_data(info)
     md = out_dir / "report.md"
     page = out_dir / "report.html"
-    md.write_text(render_markdown(records, info, seed=seed), encoding="utf-8")
-    page.write_text(render_html(records, info, seed=seed), encoding="utf-8")
+    md.write_text(redact(render_markdown(records, info, seed=seed)), encoding="utf-8")
+    page.write_text(redact(render_html(records, info, seed=seed)), encoding="utf-8")
     return md, page

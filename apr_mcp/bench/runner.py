@@ -34,6 +34,7 @@ from .. import __version__
 from ..engine.merge import merge_usage
 from ..errors import AprError, ConfigError
 from ..llm.base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
+from ..redact import redact_data
 from ..schemas import MergeStrategy, RunMetrics, SolveResult, Subtask
 from .datasets import Dataset, Item
 from .graders import grade
@@ -190,7 +191,7 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     for ds in config.datasets:
         datasets[ds.info.name] = {**ds.info.model_dump(), "path": ds.path, "items_run": len(ds.items)}
     info["updated"] = now
-    path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    path.write_text(json.dumps(redact_data(info), indent=2), encoding="utf-8")
     return info
 
 
@@ -341,7 +342,7 @@ async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCa
                 rec = await _run_one(engine, ds, item, strategy, config)
             async with lock:
                 # One write + flush per record: a crash can tear at most this line.
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(redact_data(rec), ensure_ascii=False) + "\n")
                 fh.flush()
             if on_record is not None:
                 out = on_record(rec)
