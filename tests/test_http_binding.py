@@ -98,7 +98,7 @@ def test_empty_token_is_a_config_error(
     assert main(["--http", "--port", "0", "--backend", "simulated"]) == 2
     assert "(APR_HTTP_TOKEN): an empty token is not allowed" in capsys.readouterr().err
     with pytest.raises(ConfigError):
-        HTTPGuard(lambda *a: None, allowed_origins=[], token=value)  # type: ignore[arg-type, return-value]
+        HTTPGuard(lambda *a: None, allowed_origins=[], token=value)  # type: ignore[arg-type]
 
 
 def test_allowed_hosts_setting_is_parsed_from_the_environment(

@@ -24,6 +24,7 @@ import pytest
 from anyio.abc import SocketStream
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from pydantic import SecretStr
 
 from apr_mcp.config import Settings
 from apr_mcp.errors import ModelHTTPError
@@ -95,7 +96,7 @@ def test_settings_register_their_secrets_and_mask_the_base_url() -> None:
     s = Settings(
         backend="openai",
         model="m",
-        api_key="settings-canary-0001",
+        api_key=SecretStr("settings-canary-0001"),
         base_url="https://u:settings-pass-0001@example.com/v1",
     )
     assert redact("echo settings-canary-0001") == f"echo {REDACTED}"
@@ -166,7 +167,7 @@ async def leaky_provider(sent: list[bytes]) -> AsyncIterator[int]:
             )
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # type: ignore[attr-defined]
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
         try:
@@ -285,7 +286,7 @@ async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Pat
 
     secret = "content-canary-key-31b7"
     settings = Settings(
-        backend="simulated", cache=False, cache_dir=tmp_path / "cache", api_key=secret
+        backend="simulated", cache=False, cache_dir=tmp_path / "cache", api_key=SecretStr(secret)
     )
     code = "password = get_password()\nclient = Client(api_key=os.environ['KEY'])"
     reply = f"Use this:\n{code}\nYour key {secret} is fine."
