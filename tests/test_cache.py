@@ -102,11 +102,12 @@ async def test_concurrent_identical_requests_cost_one_inner_call(tmp_path: Path)
 
 async def test_failure_stores_nothing_and_a_waiter_computes_itself(tmp_path: Path) -> None:
     cache = ResultCache(tmp_path / "c")
-    go = anyio.Event()
+    go, started = anyio.Event(), anyio.Event()
     computed: list[str] = []
 
     async def failing() -> str:
         computed.append("first")
+        started.set()
         await go.wait()
         raise ServerError("boom")
 
@@ -126,7 +127,7 @@ async def test_failure_stores_nothing_and_a_waiter_computes_itself(tmp_path: Pat
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
-            await anyio.wait_all_tasks_blocked()
+            await started.wait()
             tg.start_soon(second)
             await anyio.wait_all_tasks_blocked()
             assert computed == ["first"]  # the second caller waits, it does not compute yet
@@ -192,11 +193,21 @@ async def test_stats_and_clear(tmp_path: Path) -> None:
     cache.close()  # idempotent
 
 
-def test_unusable_directory_is_a_cache_error(tmp_path: Path) -> None:
+async def test_unusable_directory_degrades_to_no_cache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
+    cache = ResultCache(blocker / "cache")  # constructing never touches the disk
+    model = CachedModel(SimulatedModel(ttft_s=0.0, tokens_per_s=1e6), cache)
+    with caplog.at_level("WARNING", logger="apr_mcp.cache"):
+        for _ in range(3):
+            assert not (await model.complete(request())).cached
+    assert cache.status.startswith("off (unusable directory")
+    assert len([r for r in caplog.records if "cache off" in r.message]) == 1  # one warning
+    assert "APR_CACHE_DIR" in cache.health().fix
     with pytest.raises(CacheError, match=str(blocker)):
-        ResultCache(blocker / "cache")
+        cache.clear()
 
 
 async def test_cli_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,21 +2,33 @@
 
 The key holds everything that changes the answer — purpose, backend, model id, prompt version,
 the messages (whitespace-normalised), sampling parameters and the JSON schema — so a prompt edit
-(which bumps its version) or another model never reuses a stale answer. Only complete, successful
-outputs are stored: errors, cancellations, empty text and ``finish_reason == "length"`` never are.
+(which bumps its version) or another model never reuses a stale answer.
+
+Only usable answers are stored, and an entry is checked again each time it is read (one that no
+longer passes is dropped and asked again): errors, cancellations, empty text and answers cut by
+the token limit never are; a structured answer (``json_schema`` set) must pass the caller's check
+(:func:`~apr_mcp.llm.usable.usable_when`, declared by structured output with its pydantic type),
+or else must contain JSON that validates against the request's schema.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import jsonschema  # type: ignore[import-untyped]
 
 from ..cache import ResultCache, make_key
 from .base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
+from .structured import iter_json_candidates
+from .usable import TextCheck, usable_check
 
-__all__ = ["CachedModel", "is_complete"]
+__all__ = ["CachedModel", "cache_status", "is_complete", "matches_schema"]
+
+#: Finish reasons of answers that are not the whole answer.
+_INCOMPLETE = frozenset({"length", "content_filter"})
 
 
 def _normalise(text: str) -> str:
@@ -25,8 +37,38 @@ def _normalise(text: str) -> str:
 
 
 def is_complete(response: ModelResponse) -> bool:
-    """True for outputs worth storing: non-empty text that was not cut by the token limit."""
-    return bool(response.text.strip()) and response.finish_reason != "length"
+    """True for outputs worth storing: non-empty text that was not cut or filtered."""
+    return bool(response.text.strip()) and response.finish_reason not in _INCOMPLETE
+
+
+def matches_schema(text: str, schema: dict[str, Any]) -> bool:
+    """True when ``text`` holds a JSON value (tolerantly extracted) valid against ``schema``."""
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+    except Exception:  # noqa: BLE001 - a schema jsonschema cannot read: trust nothing
+        return False
+    return any(validator.is_valid(value) for value in iter_json_candidates(text))
+
+
+def _usable(request: ModelRequest, check: TextCheck | None) -> Callable[[ModelResponse], bool]:
+    """The test an answer to ``request`` must pass to be stored or served from the cache."""
+    schema = request.json_schema
+    if schema is None:
+        return is_complete
+    if check is None:
+        return lambda response: is_complete(response) and matches_schema(response.text, schema)
+    return lambda response: is_complete(response) and check(response.text)
+
+
+def cache_status(model: Model) -> str:
+    """``on`` / ``off (<reason>)`` for the cache under ``model``'s wrappers (``off (none)``
+    without one): what a run reports in its metrics."""
+    m: Model | None = model
+    while m is not None:
+        if isinstance(m, CachedModel):
+            return m.cache.status
+        m = m.inner
+    return "off (none)"
 
 
 def _encode(response: ModelResponse) -> dict[str, Any]:
@@ -66,6 +108,7 @@ class CachedModel(WrapperModel):
         if not self.cache.enabled:
             return await self._inner.complete(request, on_token=on_token)
         start = anyio.current_time()
+        usable = _usable(request, usable_check())
 
         async def compute() -> ModelResponse:
             return await self._inner.complete(request, on_token=on_token)
@@ -73,7 +116,7 @@ class CachedModel(WrapperModel):
         response, hit = await self.cache.get_or_compute(
             self.key_for(request),
             compute,
-            store_if=is_complete,
+            valid=usable,
             encode=_encode,
             decode=ModelResponse.model_validate,
         )
