@@ -224,6 +224,13 @@ def _claim(store: Any, key: str, lease_key: str, token: str, lease_s: float) -> 
     return "lease", None
 
 
+def _finish(store: Any, key: str, lease_key: str, token: str, stored: tuple[Any, ...]) -> None:
+    """Store the value (if any: ``stored`` is ``()`` or ``(value,)``), then free the lease."""
+    if stored:
+        store.set(key, stored[0])
+    _release(store, lease_key, token)
+
+
 def _release(store: Any, lease_key: str, token: str) -> None:
     with store.transact():
         if store.get(lease_key) == token:
@@ -442,20 +449,17 @@ class ResultCache:
             return await compute(), False
 
         self.misses += 1
+        stored: tuple[Any, ...] = ()
         try:
             value = await self._compute_holding(lease_key, token, compute)
             if valid(value):
-                try:
-                    await self._io(_put, key, encode(value))
-                except _Off:
-                    pass
+                stored = (encode(value),)
             return value, False
         finally:
-            with anyio.CancelScope(shield=True):  # also free the lease after a cancellation
-                try:
-                    await self._io(_release, lease_key, token)
-                except _Off:
-                    pass  # the lease expires by itself
+            # Store and free the lease in one step (waiters see the answer as the lease goes),
+            # also after a failure or a cancellation.
+            with anyio.CancelScope(shield=True), contextlib.suppress(_Off):
+                await self._io(_finish, key, lease_key, token, stored)
 
     def _usable(self, key: str, raw: Any, valid: Callable[[V], bool], decode: Callable[[Any], V]) -> Any:
         try:
