@@ -532,6 +532,13 @@ class ResultCache:
             "misses": self.misses,
         }
 
+    async def astats(self) -> dict[str, Any]:
+        """:meth:`stats` from async code: in a worker thread, never longer than the I/O bound."""
+        with anyio.move_on_after(self._io_bound_s):
+            return await anyio.to_thread.run_sync(self.stats, abandon_on_cancel=True)
+        self._turn_off(diskcache.Timeout(f"no answer from SQLite in {self._io_bound_s:g} s"))
+        return self.stats()  # off now: reports without touching the disk
+
     def clear(self) -> int:
         """Remove every entry; returns how many were removed. :class:`CacheError` if unusable."""
         try:

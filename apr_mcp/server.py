@@ -155,7 +155,8 @@ class _Backing:
                 from .cache import ResultCache
 
                 self._cache = ResultCache(
-                    self.settings.effective_cache_dir(), enabled=self.settings.cache
+                    self.settings.effective_cache_dir(), enabled=self.settings.cache,
+                    lock_timeout=self.settings.cache_lock_timeout,
                 )
                 self._owns_cache = True
         assert self._cache is not None
@@ -584,8 +585,8 @@ def create_server(
         description="Result cache statistics.",
         mime_type="application/json",
     )
-    def cache_stats() -> str:
-        return _json(backing.cache.stats())
+    async def cache_stats() -> str:
+        return _json(await backing.cache.astats())  # SQLite never runs on the event loop
 
     # ----- prompts (slash commands) -----
 
