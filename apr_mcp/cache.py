@@ -343,7 +343,9 @@ class ResultCache:
                     sqlite_mmap_size=SQLITE_MMAP_BYTES,
                 )
                 with self._state_lock:
-                    self._store, self._off = store, None
+                    self._store = store
+                    if self.enabled:
+                        self._off = None
             return self._store
 
     def _run(self, op: Callable[..., V], *args: Any) -> V:
@@ -369,7 +371,9 @@ class ResultCache:
             raise _Off
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(IO_THREADS)
-        with anyio.move_on_after(self._io_bound_s):
+        # Shielded: a caller cancelled mid-operation waits for it (about a millisecond), so a
+        # lease taken in the thread is always seen, and freed, by the caller.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._io_bound_s):
             return await anyio.to_thread.run_sync(
                 functools.partial(self._run, op, *args),
                 limiter=self._limiter,
