@@ -27,7 +27,7 @@ from .usable import TextCheck, usable_check
 __all__ = ["CachedModel", "cache_status", "is_complete", "matches_schema"]
 
 #: Finish reasons of answers that are not the whole answer.
-_INCOMPLETE = frozenset({"length", "content_filter"})
+_INCOMPLETE = frozenset({"length", "content_filter", "cancelled", "error"})
 
 
 def _normalise(text: str) -> str:
