@@ -21,6 +21,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Literal
 
 import anyio
 
@@ -40,7 +41,9 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def run(calls: int, warmup: int, cache: bool, top: int, strategy: str) -> dict[str, float]:
+async def run(
+    calls: int, warmup: int, cache: bool, top: int, strategy: Literal["adaptive", "sequential"]
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="apr-mem-") as tmp:
         settings = Settings(
             backend="simulated", cache=cache, cache_dir=Path(tmp) / "cache",
