@@ -155,8 +155,7 @@ class _Backing:
                 from .cache import ResultCache
 
                 self._cache = ResultCache(
-                    self.settings.effective_cache_dir(), enabled=self.settings.cache,
-                    lock_timeout=self.settings.cache_lock_timeout,
+                    self.settings.effective_cache_dir(), enabled=self.settings.cache
                 )
                 self._owns_cache = True
         assert self._cache is not None
