@@ -295,3 +295,16 @@ def test_sqlite_page_cache_and_memory_map_are_bounded(tmp_path: Path) -> None:
             lambda store: [store._sql(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "mmap_size")]
         )
     assert pragmas == [256, 0]
+
+
+async def test_a_reply_cut_on_purpose_is_stored_when_the_caller_says_so(tmp_path: Path) -> None:
+    from apr_mcp.llm.usable import any_text, usable_when
+
+    model, inner, _ = stack(tmp_path)
+    bounded = request("Why is the sky blue?", max_tokens=3)
+    assert not (await model.complete(bounded)).cached  # cut: not stored by default
+    assert not (await model.complete(bounded)).cached
+    with usable_when(any_text):  # e.g. a lead line bounded by max_tokens on purpose
+        first = await model.complete(bounded)
+        second = await model.complete(bounded)
+    assert first.finish_reason == "length" and second.cached and inner.calls == 3

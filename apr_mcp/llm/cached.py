@@ -5,10 +5,12 @@ the messages (whitespace-normalised), sampling parameters and the JSON schema â€
 (which bumps its version) or another model never reuses a stale answer.
 
 Only usable answers are stored, and an entry is checked again each time it is read (one that no
-longer passes is dropped and asked again): errors, cancellations, empty text and answers cut by
-the token limit never are; a structured answer (``json_schema`` set) must pass the caller's check
-(:func:`~apr_mcp.llm.usable.usable_when`, declared by structured output with its pydantic type),
-or else must contain JSON that validates against the request's schema.
+longer passes is dropped and asked again): never errors, cancellations or empty text. Where the
+caller declared what it can use (:func:`~apr_mcp.llm.usable.usable_when`: structured output with
+its pydantic type; a caller that bounds a reply on purpose, with
+:func:`~apr_mcp.llm.usable.any_text`), that check decides. Otherwise an answer cut at the token
+limit is not stored, and a structured one (``json_schema`` set) must contain JSON valid against
+the request's schema.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from .usable import TextCheck, usable_check
 
 __all__ = ["CachedModel", "cache_status", "is_complete", "matches_schema"]
 
-#: Finish reasons of answers that are not the whole answer.
-_INCOMPLETE = frozenset({"length", "content_filter", "cancelled", "error"})
+#: Finish reasons of answers that are never stored.
+_NEVER = frozenset({"content_filter", "cancelled", "error"})
+#: ... and without a declared check, neither is an answer cut at max_tokens.
+_INCOMPLETE = _NEVER | {"length"}
 
 
 def _normalise(text: str) -> str:
@@ -54,12 +58,17 @@ def matches_schema(text: str, schema: dict[str, Any]) -> bool:
 
 def _usable(request: ModelRequest, check: TextCheck | None) -> Callable[[ModelResponse], bool]:
     """The test an answer to ``request`` must pass to be stored or served from the cache."""
+    if check is not None:
+        # The caller says what it can use. That may include a reply cut at max_tokens (a lead
+        # line bounded on purpose); cut JSON never passes a structured check anyway.
+        return lambda response: (
+            bool(response.text.strip()) and response.finish_reason not in _NEVER
+            and check(response.text)
+        )
     schema = request.json_schema
     if schema is None:
         return is_complete
-    if check is None:
-        return lambda response: is_complete(response) and matches_schema(response.text, schema)
-    return lambda response: is_complete(response) and check(response.text)
+    return lambda response: is_complete(response) and matches_schema(response.text, schema)
 
 
 def cache_status(model: Model) -> str:
