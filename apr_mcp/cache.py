@@ -1,4 +1,4 @@
-"""Disk cache of model answers, shared by threads, runs and processes, with in-flight de-duplication.
+"""Disk cache of model answers, shared by threads, runs and processes; in-flight de-duplication.
 
 Storage is :class:`diskcache.Cache` (SQLite in WAL mode plus files), which is safe across threads
 and processes, so two ``apr-mcp`` processes pointed at the same ``APR_CACHE_DIR`` share answers.
@@ -128,14 +128,18 @@ def _diagnose(exc: BaseException, directory: Path, lock_timeout: float) -> tuple
                 "finish, raise APR_CACHE_LOCK_TIMEOUT, or give each process its own APR_CACHE_DIR"
             ),
         )
-    if "readonly" in text or "read-only" in text or code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "read-only", f"make {where} writable, point APR_CACHE_DIR elsewhere, or set APR_CACHE=off"
+    if "readonly" in text or code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "read-only", (
+            f"make {where} writable, point APR_CACHE_DIR elsewhere, or set APR_CACHE=off"
+        )
     if "full" in text or code in (errno.ENOSPC, errno.EDQUOT):
         return "disk full", f"free disk space or run `apr-mcp cache clear` ({where})"
     if isinstance(exc, sqlite3.DatabaseError) and any(
         word in text for word in ("not a database", "malformed", "corrupt", "disk i/o")
     ):
-        return "corrupt", f"delete the directory {directory} (it holds only cached answers; it is rebuilt)"
+        return "corrupt", (
+            f"delete the directory {directory} (it holds only cached answers; it is rebuilt)"
+        )
     if isinstance(exc, OSError):
         return (
             f"unusable directory: {exc.strerror or exc}",
@@ -465,7 +469,9 @@ class ResultCache:
             with anyio.CancelScope(shield=True), contextlib.suppress(_Off):
                 await self._io(_finish, key, lease_key, token, stored)
 
-    def _usable(self, key: str, raw: Any, valid: Callable[[V], bool], decode: Callable[[Any], V]) -> Any:
+    def _usable(
+        self, key: str, raw: Any, valid: Callable[[V], bool], decode: Callable[[Any], V]
+    ) -> Any:
         try:
             value = decode(raw)
         except Exception as exc:  # noqa: BLE001 - stale format: recompute and overwrite
@@ -549,7 +555,9 @@ class ResultCache:
             return int(self._open().clear())
         except Exception as exc:
             reason, fix = _diagnose(exc, self.directory, self.lock_timeout)
-            raise CacheError(f"cannot clear the cache in {self.directory} ({reason}): {fix}") from exc
+            raise CacheError(
+                f"cannot clear the cache in {self.directory} ({reason}): {fix}"
+            ) from exc
 
     def close(self) -> None:
         """Close the SQLite connections. Safe to call more than once."""
@@ -626,7 +634,8 @@ def run_cache(args: argparse.Namespace) -> int:
                 f"directory: {data['directory']}\n"
                 f"status:    {state}\n"
                 f"entries:   {data['entries']}\n"
-                f"size:      {data['size_bytes'] / 1e6:.1f} MB of {data['size_limit_bytes'] / 1e6:.0f} MB"
+                f"size:      {data['size_bytes'] / 1e6:.1f} MB"
+                f" of {data['size_limit_bytes'] / 1e6:.0f} MB"
                 + (f"\nfix:       {health.fix}" if not health.ok else "")
             )
     # This is CLI output, the one place that writes to stdout.

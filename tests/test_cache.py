@@ -157,7 +157,9 @@ async def test_cancelled_call_stores_nothing(tmp_path: Path) -> None:
 
 
 async def test_errors_truncated_and_empty_outputs_are_not_stored(tmp_path: Path) -> None:
-    script = SimScript([SimRule("fail once", fault="500", times=1), SimRule("say nothing", reply="")])
+    script = SimScript(
+        [SimRule("fail once", fault="500", times=1), SimRule("say nothing", reply="")]
+    )
     model, inner, cache = stack(tmp_path, script=script)
     with pytest.raises(ServerError):
         await model.complete(request("fail once"))
@@ -292,7 +294,9 @@ def test_sqlite_page_cache_and_memory_map_are_bounded(tmp_path: Path) -> None:
     every distinct answer (+31.7 MB over 3,000 solve calls; see benchmarks/memory.py)."""
     with ResultCache(tmp_path / "c") as cache:
         pragmas = cache._run(
-            lambda store: [store._sql(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "mmap_size")]
+            lambda store: [
+                store._sql(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "mmap_size")
+            ]
         )
     assert pragmas == [256, 0]
 

@@ -69,7 +69,9 @@ CHILD = textwrap.dedent(
 
     async def main() -> None:
         inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6)
-        request = ModelRequest(messages=[Message(role="user", content=sys.argv[2])], purpose="merger")
+        request = ModelRequest(
+            messages=[Message(role="user", content=sys.argv[2])], purpose="merger"
+        )
         with ResultCache(sys.argv[1]) as cache:
             value, response = await complete_structured(CachedModel(inner, cache), request, Verdict)
         print(inner.calls, response.cached, value.answer.startswith("[sim]"))
@@ -131,9 +133,11 @@ async def test_an_entry_that_no_longer_validates_is_dropped_and_asked_again(tmp_
 async def test_structured_reply_is_checked_against_its_schema_without_a_declared_check(
     tmp_path: Path,
 ) -> None:
-    """A caller that calls the model directly (no complete_structured) still gets the schema check."""
+    """A caller that calls the model directly (no complete_structured) still gets a schema check."""
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    script = SimScript([SimRule("count", reply='{"n": "three"}'), SimRule("tally", reply='```json\n{"n": 3}\n```')])
+    script = SimScript(
+        [SimRule("count", reply='{"n": "three"}'), SimRule("tally", reply='```json\n{"n": 3}\n```')]
+    )
     inner = SimulatedModel(ttft_s=0.0, tokens_per_s=1e6, script=script)
     with ResultCache(tmp_path / "c") as cache:
         model = CachedModel(inner, cache)
@@ -146,7 +150,10 @@ async def test_structured_reply_is_checked_against_its_schema_without_a_declared
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "cache off" in r.getMessage()]
+    return [
+        r.getMessage() for r in caplog.records
+        if r.levelno >= logging.WARNING and "cache off" in r.getMessage()
+    ]
 
 
 async def test_corrupt_cache_file_degrades_and_the_run_goes_on(
@@ -155,7 +162,9 @@ async def test_corrupt_cache_file_degrades_and_the_run_goes_on(
     directory = tmp_path / "cache"
     directory.mkdir()
     (directory / "cache.db").write_bytes(b"this is not an SQLite database" * 100)
-    settings = Settings(backend="simulated", cache_dir=directory, sim_ttft_s=0.0, sim_tokens_per_s=1e6)
+    settings = Settings(
+        backend="simulated", cache_dir=directory, sim_ttft_s=0.0, sim_tokens_per_s=1e6
+    )
     runtime = build_runtime(settings, run_store=RunStore(tmp_path / "runs"))
     try:
         with caplog.at_level(logging.WARNING):
@@ -280,6 +289,7 @@ async def test_doctor_says_how_to_fix_a_corrupt_cache(
     code = await run_doctor(Settings(backend="simulated", cache_dir=directory))
     out = capsys.readouterr().out
     assert code == 1
-    assert f"[FAIL] cache: off (corrupt): runs go on without it; fix: delete the directory {directory}" in out
+    fix = f"fix: delete the directory {directory}"
+    assert f"[FAIL] cache: off (corrupt): runs go on without it; {fix}" in out
     code = await run_doctor(Settings(backend="simulated", cache_dir=tmp_path / "fresh"))
     assert code == 0 and "[ok  ] cache:" in capsys.readouterr().out

@@ -3,9 +3,9 @@
 The cache cannot tell on its own whether a reply is usable: a structured reply may be perfectly
 formed text that fails its pydantic type, and a reply cut at ``max_tokens`` may be exactly what a
 caller asked for. The caller declares its check around the model call with :func:`usable_when`;
-:class:`~apr_mcp.llm.cached.CachedModel` then stores — and serves from disk — only replies that pass it. A context variable carries the
-check, so every wrapper between the two stays unchanged, and it reaches only calls made inside the
-``with`` block.
+:class:`~apr_mcp.llm.cached.CachedModel` then stores — and serves from disk — only replies that
+pass it. A context variable carries the check, so every wrapper between the two stays unchanged,
+and it reaches only calls made inside the ``with`` block.
 """
 
 from __future__ import annotations
