@@ -229,10 +229,13 @@ def _claim(store: Any, key: str, lease_key: str, token: str, lease_s: float) -> 
 
 
 def _finish(store: Any, key: str, lease_key: str, token: str, stored: tuple[Any, ...]) -> None:
-    """Store the value (if any: ``stored`` is ``()`` or ``(value,)``), then free the lease."""
-    if stored:
-        store.set(key, stored[0])
-    _release(store, lease_key, token)
+    """Store the value (if any: ``stored`` is ``()`` or ``(value,)``) and free the lease, in one
+    transaction: a waiter sees the answer as the lease goes."""
+    with store.transact():
+        if stored:
+            store.set(key, stored[0])
+        if store.get(lease_key) == token:
+            store.delete(lease_key)
 
 
 def _release(store: Any, lease_key: str, token: str) -> None:
