@@ -91,6 +91,11 @@ class Settings(BaseSettings):
 
     cache: bool = Field(default=True, description="APR_CACHE=on/off.")
     cache_dir: Path | None = None
+    cache_lock_timeout: float = Field(
+        default=1.0, gt=0, le=60,
+        description="Seconds to wait for another process's cache lock before running without "
+        "the cache.",
+    )
 
     timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one model call.")
     connect_timeout_s: float = Field(default=10.0, gt=0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 
 import httpx
 
@@ -91,15 +90,15 @@ async def run_doctor(settings: Settings) -> int:
         _line(False, "prompts", str(exc))
         failures += 1
 
+    from .cache import cache_health
+
     cache_dir = settings.effective_cache_dir()
     if settings.cache:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cache_dir):
-                pass
-            _line(True, "cache", f"{cache_dir} is writable")
-        except OSError as exc:
-            _line(False, "cache", f"{cache_dir}: {exc}")
+        health = cache_health(cache_dir, lock_timeout=settings.cache_lock_timeout)
+        if health.ok:
+            _line(True, "cache", f"{cache_dir} is readable and writable")
+        else:
+            _line(False, "cache", f"{health.status}: runs go on without it; fix: {health.fix}")
             failures += 1
     else:
         _line(None, "cache", "disabled (APR_CACHE=off)")

@@ -72,7 +72,10 @@ def build_runtime(
     encoding_for()
     owns_cache = cache is None
     if cache is None:
-        cache = ResultCache(settings.effective_cache_dir(), enabled=settings.cache)
+        cache = ResultCache(
+            settings.effective_cache_dir(), enabled=settings.cache,
+            lock_timeout=settings.cache_lock_timeout,
+        )
     limiter = AdaptiveLimiter(settings.max_concurrency, max_limit=settings.max_concurrency)
 
     backends: dict[str, Model] = {}

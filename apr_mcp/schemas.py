@@ -194,6 +194,11 @@ class RunMetrics(BaseModel):
     )
     model_calls: int = 0
     cache_hits: int = 0
+    cache: str = Field(
+        default="on",
+        description="The disk cache during the run: on, or off (reason), e.g. off (disabled), "
+        "off (corrupt), off (locked for more than 1 s); `apr-mcp doctor` says how to fix it.",
+    )
     threads: int = 0
     threads_done: int = 0
     threads_failed: int = 0

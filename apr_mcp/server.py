@@ -335,8 +335,8 @@ def create_server(
         description="Result cache statistics.",
         mime_type="application/json",
     )
-    def cache_stats() -> str:
-        return _json(backing.cache.stats())
+    async def cache_stats() -> str:
+        return _json(await backing.cache.astats())  # SQLite never runs on the event loop
 
     # ----- prompts (slash commands) -----
 

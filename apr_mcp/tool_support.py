@@ -71,7 +71,8 @@ class Backing:
                 self._cache = self._runtime.cache
             else:
                 self._cache = ResultCache(
-                    self.settings.effective_cache_dir(), enabled=self.settings.cache
+                    self.settings.effective_cache_dir(), enabled=self.settings.cache,
+                    lock_timeout=self.settings.cache_lock_timeout,
                 )
                 self._owns_cache = True
         assert self._cache is not None

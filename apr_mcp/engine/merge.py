@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from ..config import Settings
 from ..errors import ModelError
 from ..llm.base import Model, ModelRequest
+from ..llm.usable import any_text, usable_when
 from ..prompts import load_prompt
 from ..schemas import MergeResult, MergeStrategy, StageUsage, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
@@ -194,7 +195,8 @@ async def compose(
     else:
         with anyio.move_on_after(lead_seconds) as scope:
             try:
-                response = await merger.complete(request, on_token=collect)
+                with usable_when(any_text):  # bounded on purpose: a cut lead is a lead
+                    response = await merger.complete(request, on_token=collect)
                 lead = response.text.strip()
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
                 context, cached = response.max_context_tokens, response.cached

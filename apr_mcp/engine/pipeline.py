@@ -27,6 +27,7 @@ from ..config import Settings
 from ..errors import AprError, ConfigError, ModelError, PlanError
 from ..limits import MAX_CONCURRENCY, MAX_PROMPT_CHARS
 from ..llm.base import Model, ModelRequest
+from ..llm.cached import cache_status
 from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
 from ..schemas import (
@@ -598,6 +599,7 @@ class Engine:
         )
 
     async def _save(self, run: SolveResult | SolveRun) -> None:
+        run.metrics.cache = cache_status(self.solver)  # "off (reason)" when it degraded
         if self.run_store is None:
             return
         try:

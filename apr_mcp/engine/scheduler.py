@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
@@ -25,8 +26,9 @@ import anyio
 import anyio.lowlevel
 
 from ..config import Settings
-from ..errors import AprError
+from ..errors import AprError, ModelOutputError
 from ..llm.base import Model, ModelRequest
+from ..llm.usable import usable_when
 from ..prompts import load_prompt
 from ..schemas import Decision, StageUsage, Subtask, ThreadAnswer, ThreadResult, ThreadStatus
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
@@ -401,7 +403,9 @@ class Scheduler:
                         self.solver, request, ThreadAnswer, on_token=on_token
                     )
                 else:
-                    response = await self.solver.complete(request, on_token=on_token)
+                    # Only a reply the protocol accepts may be cached (never an echo or junk).
+                    with usable_when(partial(_parses, prompt=sub.prompt)):
+                        response = await self.solver.complete(request, on_token=on_token)
                     answer = parse_thread_reply(response.text, prompt=sub.prompt)
                 cached = response.cached
                 tokens_in, tokens_out = response.usage.input_tokens, response.usage.output_tokens
@@ -561,6 +565,14 @@ class Scheduler:
                 self.decide(action.kind, action.reason, action.thread_id)
         self._settle()
         self._notify()
+
+
+def _parses(text: str, *, prompt: str) -> bool:
+    try:
+        parse_thread_reply(text, prompt=prompt)
+    except ModelOutputError:
+        return False
+    return True
 
 
 def _short(text: str, limit: int = 80) -> str:

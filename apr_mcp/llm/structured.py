@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..errors import ModelHTTPError, ModelOutputError
 from ..prompts import load_prompt
 from .base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
+from .usable import usable_when
 
 __all__ = [
     "complete_structured",
@@ -270,7 +271,9 @@ async def complete_structured(
             }
         )
         try:
-            resp = await model.complete(req, on_token=on_token)
+            # The cache keeps (and serves) only replies that validate as ``output_type``.
+            with usable_when(lambda text: _parse(text, adapter)[0] is not None):
+                resp = await model.complete(req, on_token=on_token)
         except ModelHTTPError as err:
             if not (native and _rejects_schema(model, err)):
                 raise
