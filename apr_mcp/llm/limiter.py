@@ -277,6 +277,9 @@ class AdaptiveLimiter:
             ref = weakref.WeakMethod(callback)
         else:
             ref = weakref.ref(callback)
+        # Drop subscribers that are gone (one per finished run), so the list stays bounded
+        # even when the limit never changes.
+        self._listeners = [r for r in self._listeners if r() is not None]
         self._listeners.append(ref)
 
         def unsubscribe() -> None:
