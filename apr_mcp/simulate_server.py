@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
@@ -440,8 +439,8 @@ def run(args: argparse.Namespace) -> int:
 async def simulate_subprocess(*args: str, start_timeout: float = 30.0) -> AsyncIterator[str]:
     """Run ``python -m apr_mcp.simulate_server --port 0 ARGS`` in a child process; yields its base
     URL (read from the first line of its stderr) and terminates it afterwards."""
-    command = [sys.executable, "-m", "apr_mcp.simulate_server", "--port", "0", *args]
-    process = await anyio.open_process(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [sys.executable, "-u", "-m", "apr_mcp.simulate_server", "--port", "0", *args]
+    process = await anyio.open_process(command)  # -u: unbuffered, so the URL line comes at once
     output: list[str] = []
     try:
         url = await _read_url(process, output, start_timeout)

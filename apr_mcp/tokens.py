@@ -20,6 +20,8 @@ from pathlib import Path
 
 import tiktoken
 
+from .config import tiktoken_cache_dir
+
 __all__ = ["count_messages", "count_tokens", "encoding_for", "truncate_to_tokens"]
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,9 @@ _MESSAGE_OVERHEAD = 4
 
 
 def _tiktoken_cache_dir() -> Path | None:
-    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if var in os.environ:
-            value = os.environ[var]
-            return Path(value) if value else None
+    value = tiktoken_cache_dir()
+    if value is not None:
+        return Path(value) if value else None  # set but empty: tiktoken caches nothing
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 

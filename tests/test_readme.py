@@ -4,7 +4,7 @@ set-up commands are the ones CI runs."""
 from pathlib import Path
 
 from apr_mcp.cli import _build_parser
-from apr_mcp.config import Settings
+from apr_mcp.config import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -13,7 +13,7 @@ TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .v
 
 
 def test_every_setting_is_documented() -> None:
-    missing = [f"APR_{name.upper()}" for name in Settings.model_fields if f"`APR_{name.upper()}`" not in README]
+    missing = [env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in README]
     assert not missing, f"README lacks {missing}"
 
 
