@@ -20,6 +20,7 @@ from pydantic import (
     AliasChoices,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -36,7 +37,15 @@ from pydantic_settings import (
 
 from .errors import ConfigError
 
-__all__ = ["Backend", "Settings", "config_file", "env_name", "load_settings", "tiktoken_cache_dir"]
+__all__ = [
+    "Backend",
+    "Settings",
+    "config_file",
+    "env_name",
+    "load_settings",
+    "parse_setting",
+    "tiktoken_cache_dir",
+]
 
 Backend = Literal["openai", "anthropic", "sampling", "simulated"]
 
@@ -320,6 +329,19 @@ def _allowed(info: FieldInfo) -> str:
     if lo is not None:
         return f"{kind} ≥ {lo}" if not lo.startswith("more") else f"{kind} {lo}"
     return kind
+
+
+def parse_setting(field: str, text: str) -> Any:
+    """``text`` validated as the setting ``field`` would validate it (for CLI flags).
+
+    Raises ValueError saying what the setting accepts, so a flag and its variable agree.
+    """
+    info = Settings.model_fields[field]
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, *info.metadata])  # type: ignore[arg-type]
+        return adapter.validate_python(text)
+    except ValidationError:
+        raise ValueError(f"expected {_allowed(info)}") from None
 
 
 def explain(exc: ValidationError) -> str:

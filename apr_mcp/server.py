@@ -10,7 +10,6 @@ The engine runs inside the request's task, so when the client cancels the reques
 cancels that task, and the cancellation reaches every in-flight model stream.
 """
 
-import argparse
 import inspect
 import logging
 import math
@@ -30,7 +29,7 @@ from . import __version__
 from ._net import listen, serve_on, shown_host, uvicorn_server
 from .config import Settings, load_settings
 from .engine import Engine
-from .errors import AprError, ConfigError, SamplingUnavailable
+from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
 from .schemas import (
@@ -52,11 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EngineFactory",
-    "add_serve_subcommand",
     "close_server",
     "create_server",
-    "main",
-    "run_serve",
     "run_server",
     "run_stdio",
 ]
@@ -636,7 +632,7 @@ async def close_server(server: MCPServer[Any]) -> None:
         await backing.aclose()
 
 
-# ----- transports and the `serve` command -----
+# ----- transports (the `serve` command is in apr_mcp.cli.serve) -----
 
 
 def _log_to_stderr(level: str = "WARNING") -> None:
@@ -697,62 +693,3 @@ def run_stdio() -> int:
         return 2
     run_server(settings, "stdio")
     return 0
-
-
-def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``apr-mcp serve [--http] [--host H] [--port N] [--backend B] [--model M]``."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve",
-        help="run the MCP server (stdio by default; --http for streamable HTTP)",
-        description="Run the apr-mcp MCP server. Without --http it speaks MCP over stdin/stdout, "
-        "which is what Claude Desktop, Claude Code, VS Code and Cursor launch.",
-    )
-    p.add_argument(
-        "--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp"
-    )
-    p.add_argument(
-        "--host", default=None, help="HTTP bind address (default APR_HTTP_HOST or 127.0.0.1)"
-    )
-    p.add_argument(
-        "--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)"
-    )
-    p.add_argument(
-        "--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None
-    )
-    p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
-    p.set_defaults(func=run_serve)
-    return p
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    """Run the ``serve`` subcommand; returns the exit code."""
-    try:
-        settings = load_settings(
-            backend=getattr(args, "backend", None), model=getattr(args, "model", None)
-        )
-    except AprError as exc:
-        print(f"apr-mcp serve: {exc}", file=sys.stderr)
-        return 2
-    transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
-    try:
-        run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
-    except ConfigError as exc:
-        print(f"apr-mcp serve: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stdio server entry point (what a bare ``apr-mcp`` runs); ``--http`` etc. as for ``serve``."""
-    parser = argparse.ArgumentParser(prog="apr-mcp-server")
-    sub = parser.add_subparsers(dest="command")
-    serve = add_serve_subcommand(sub)
-    args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
-    del serve
-    return run_serve(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

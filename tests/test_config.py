@@ -86,10 +86,10 @@ def test_masked_hides_secrets() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("APR_BACKEND", "bogus", "APR_BACKEND=bogus is not valid: expected one of openai, "
-         "anthropic, sampling, simulated"),
-        ("APR_MAX_CONCURRENCY", "abc", "APR_MAX_CONCURRENCY=abc is not valid: expected a whole "
-         "number from 1 to 64"),
+        ("APR_BACKEND", "bogus", ("APR_BACKEND=bogus is not valid: expected one of openai, "
+         "anthropic, sampling, simulated")),
+        ("APR_MAX_CONCURRENCY", "abc", ("APR_MAX_CONCURRENCY=abc is not valid: expected a whole "
+         "number from 1 to 64")),
         ("APR_CACHE", "maybe", "APR_CACHE=maybe is not valid: expected on or off"),
         ("APR_DEADLINE_S", "-1", "APR_DEADLINE_S=-1 is not valid: expected a number more than 0"),
     ],

@@ -3,7 +3,7 @@ set-up commands are the ones CI runs."""
 
 from pathlib import Path
 
-from apr_mcp.cli import _build_parser
+from apr_mcp.cli import build_parser
 from apr_mcp.config import Settings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +18,7 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_every_cli_command_is_documented() -> None:
-    parser = _build_parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in sub.choices:  # type: ignore[union-attr]
         assert f"apr-mcp {name}" in README, name
