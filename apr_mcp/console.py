@@ -30,6 +30,14 @@ _STYLE = {
 }
 
 
+class _PipeConsole(Console):
+    """A console that lets a closed pipe reach the caller (rich's default exits with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class SolveConsole:
     """Receives RunEvents while a run goes; prints the result when it is done."""
 
@@ -37,7 +45,7 @@ class SolveConsole:
         self.err = Console(file=sys.stderr, highlight=False)
         # Piped output gets a wide table instead of rich's 80-column default, so headers and
         # figures stay on one line for whoever reads or greps it.
-        self.out = Console(
+        self.out = _PipeConsole(
             file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 140
         )
         self.live_enabled = self.err.is_terminal if live is None else live
@@ -130,10 +138,11 @@ class SolveConsole:
             f"{tokens} · max context {m.max_context_tokens} · "
             f"cache hits {m.cache_hits}/{m.model_calls} calls{tail[status]}",
             markup=False,
+            soft_wrap=True,
         )
         for d in result.decisions:
             who = f" {d.thread_id}" if d.thread_id else ""
-            self.out.print(f"  · {d.kind}{who}: {d.reason}", markup=False)
+            self.out.print(f"  · {d.kind}{who}: {d.reason}", markup=False, soft_wrap=True)
 
 
 def token_totals(result: SolveResult) -> tuple[int, int, int, int]:
