@@ -59,22 +59,17 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run_status(result: SolveResult | SolveRun) -> Status:
-    """answered / partial / failed: the engine's own verdict when it gives one, else the threads'.
-
-    No thread produced a usable result → failed. Some failed, or a deadline or budget cut the
-    run short → partial. Threads cancelled on purpose (early stop) or skipped as duplicates do
-    not make an answer partial.
-    """
+    """answered / partial / failed: the engine's own verdict when it gives one, else the same rule
+    applied here: no thread produced a usable result → failed; a deadline or budget cut the run
+    short → partial."""
     status = getattr(result, "status", None)
     if status in ("answered", "partial", "failed"):
         return status  # type: ignore[no-any-return]
     results = result.results
-    usable = [r for r in results if r.status.value == "done" and (r.answer or r.summary)]
+    usable = [r for r in results if r.status.value in ("done", "cancelled") and (r.answer or r.summary)]
     if results and not usable:
         return "failed"
-    if result.partial or any(r.status.value == "failed" for r in results):
-        return "partial"
-    return "answered"
+    return "partial" if result.partial else "answered"
 
 
 def exit_code(result: SolveResult | SolveRun) -> int:
