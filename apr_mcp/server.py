@@ -10,10 +10,12 @@ The engine runs inside the request's task, so when the client cancels the reques
 cancels that task, and the cancellation reaches every in-flight model stream.
 """
 
+import importlib
 import inspect
 import logging
 import math
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -642,6 +644,22 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     )
 
 
+# Hosts send initialize, initialized and tools/list at once; answering takes ~0.05 s once serving.
+_WARM_UP_AFTER_S = 0.2
+
+
+def _warm_up() -> None:
+    """Load what the first tool call would otherwise wait for: the tokenizer (~0.1 s) and the
+    modules of the runtime (backends, HTTP client, disk cache). Runs in a thread at start-up, so
+    ``tools/list`` is not delayed by it and the first call does not pay for it."""
+    try:
+        encoding_for()
+        for module in ("apr_mcp.runtime", "apr_mcp.llm.factory", "diskcache", "sqlite3"):
+            importlib.import_module(module)
+    except Exception:  # an optimisation only: the first call loads it again, or says why not
+        logger.debug("warm-up failed", exc_info=True)
+
+
 def run_server(
     settings: Settings | None = None,
     transport: Literal["stdio", "http"] = "stdio",
@@ -654,8 +672,11 @@ def run_server(
     settings = settings if settings is not None else load_settings()
     _log_to_stderr()
     server = create_server(settings, engine_factory=engine_factory)
-    # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
-    encoding_for()
+    # Pay the first tool call's set-up at start-up, but just after the host's handshake rather than
+    # before or during it (a thread doing it at once slowed tools/list by ~0.08 s on 2 cores).
+    warm_up = threading.Timer(_WARM_UP_AFTER_S, _warm_up)
+    warm_up.daemon = True
+    warm_up.start()
 
     async def serve() -> None:
         try:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,9 +60,18 @@ def _seed_offline(name: str) -> None:
     os.replace(tmp, target)  # atomic: concurrent processes never see half a file
 
 
+_loading = threading.Lock()  # the server's warm-up thread and a tool call may ask at once
+
+
 @functools.lru_cache(maxsize=4)
 def encoding_for(name: str = "cl100k_base") -> tiktoken.Encoding | None:
     """The tiktoken encoding ``name``, or None if it cannot be loaded even offline."""
+    with _loading:  # a second caller waits for the first load instead of repeating it
+        return _load_encoding(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoding(name: str) -> tiktoken.Encoding | None:
     try:
         try:
             _seed_offline(name)
