@@ -30,7 +30,6 @@ from pydantic import BaseModel, Field
 from . import __version__
 from ._net import listen, serve_on, shown_host, uvicorn_server
 from .config import Settings, load_settings
-from .engine import Engine
 from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
@@ -49,6 +48,7 @@ from .tokens import encoding_for
 
 if TYPE_CHECKING:
     from .cache import ResultCache
+    from .engine import Engine
     from .trace import RunStore
 
 __all__ = [
@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 #: Builds the engine for one tool call. Receives the host-model backend bound to that call when
 #: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
-EngineFactory = Callable[[Model | None], Engine]
+EngineFactory = Callable[[Model | None], "Engine"]
 
 
 def _grace_s(deadline: float) -> float:
@@ -160,7 +160,7 @@ class _Backing:
         return self._cache
 
     @asynccontextmanager
-    async def engine(self, ctx: Context) -> AsyncIterator[Engine]:
+    async def engine(self, ctx: Context) -> AsyncIterator["Engine"]:
         """The engine for one call. Built lazily, so a misconfigured backend is reported by the
         tool call (with the fix) instead of stopping the server from starting."""
         sampling = self.settings.backend == "sampling"
