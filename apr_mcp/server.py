@@ -33,6 +33,7 @@ from .config import Settings, load_settings
 from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
+from .prompts import load_prompt, prompt_names
 from .schemas import (
     Decision,
     MergeResult,
@@ -141,7 +142,7 @@ class _Backing:
         if self._run_store is None:
             from .trace import RunStore
 
-            self._run_store = RunStore()
+            self._run_store = RunStore(self.settings.effective_runs_dir())
         return self._run_store
 
     @property
@@ -648,16 +649,27 @@ def _log_to_stderr(level: str = "WARNING") -> None:
 _WARM_UP_AFTER_S = 0.2
 
 
-def _warm_up() -> None:
-    """Load what the first tool call would otherwise wait for: the tokenizer (~0.1 s) and the
-    modules of the runtime (backends, HTTP client, disk cache). Runs in a thread at start-up, so
-    ``tools/list`` is not delayed by it and the first call does not pay for it."""
-    try:
-        encoding_for()
-        for module in ("apr_mcp.runtime", "apr_mcp.llm.factory", "diskcache", "sqlite3"):
+def _warm_up(settings: Settings) -> None:
+    """Load what the first tool call would otherwise wait for: the tokenizer (~0.1 s), the
+    modules of the runtime (engine, the configured backend, HTTP client, disk cache) and the
+    prompts. Runs in a thread at start-up, so ``tools/list`` is not delayed by it and the first
+    call does not pay for it."""
+    backend = {
+        "openai": "apr_mcp.llm.openai_compat",
+        "anthropic": "apr_mcp.llm.anthropic",
+        "simulated": "apr_mcp.llm.simulated",
+    }.get(settings.backend or "", "apr_mcp.llm.factory")
+    encoding_for()
+    for module in ("apr_mcp.runtime", backend, "apr_mcp.llm.structured", "diskcache", "sqlite3"):
+        try:
             importlib.import_module(module)
-    except Exception:  # an optimisation only: the first call loads it again, or says why not
-        logger.debug("warm-up failed", exc_info=True)
+        except Exception:  # an optimisation only: the first call imports it again, or says why not
+            logger.debug("warm-up: cannot import %s", module, exc_info=True)
+    try:
+        for name in prompt_names():  # read and parsed once, then cached
+            load_prompt(name)
+    except Exception:  # a broken prompt file is reported by the call that needs it
+        logger.debug("warm-up: cannot load the prompts", exc_info=True)
 
 
 def run_server(
@@ -674,7 +686,7 @@ def run_server(
     server = create_server(settings, engine_factory=engine_factory)
     # Pay the first tool call's set-up at start-up, but just after the host's handshake rather than
     # before or during it (a thread doing it at once slowed tools/list by ~0.08 s on 2 cores).
-    warm_up = threading.Timer(_WARM_UP_AFTER_S, _warm_up)
+    warm_up = threading.Timer(_WARM_UP_AFTER_S, _warm_up, args=(settings,))
     warm_up.daemon = True
     warm_up.start()
 
