@@ -153,8 +153,8 @@ def run_command(command: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="spawns per server (default 15)")
-    parser.add_argument("--idle", type=float, default=0.5,
-                        help="seconds between tools/list and the first tool call (default 0.5)")
+    parser.add_argument("--idle", type=float, default=1.0,
+                        help="seconds between tools/list and the first tool call (default 1)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         minimal = Path(tmp) / "minimal_server.py"
@@ -197,8 +197,10 @@ def main() -> None:
     for name in servers:
         print(f"  {name:<22} wall {med[name] * 1000:5.0f} ms (min {min(times[name]) * 1000:.0f})"
               f"   cpu {med_cpu[name] * 1000:5.0f} ms")
-    print(f"  ratio apr-mcp / minimal: wall {med['apr-mcp'] / med['minimal']:.2f}, "
-          f"cpu {med_cpu['apr-mcp'] / max(med_cpu['minimal'], 1e-9):.2f}  (target ≤ 1.10)")
+    fastest = min(times["apr-mcp"]) / min(times["minimal"])
+    print(f"  ratio apr-mcp / minimal: wall {med['apr-mcp'] / med['minimal']:.2f} (fastest runs "
+          f"{fastest:.2f}), cpu {med_cpu['apr-mcp'] / max(med_cpu['minimal'], 1e-9):.2f}"
+          "  (target ≤ 1.10)")
     print("commands that must not import the MCP SDK")
     for name in cli:
         print(f"  {name:<22} wall {med[name] * 1000:5.0f} ms (min {min(times[name]) * 1000:.0f})")
