@@ -13,11 +13,9 @@ with ``synchronous=NORMAL``), which is cheaper than the thread hand-off itself.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ import anyio
 
 from .errors import CacheError
 
-__all__ = ["ResultCache", "add_cache_subcommand", "make_key", "run_cache"]
+__all__ = ["ResultCache", "make_key"]
 
 log = logging.getLogger(__name__)
 
@@ -212,46 +210,3 @@ class ResultCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# ----- CLI: apr-mcp cache stats|clear -----
-
-
-def add_cache_subcommand(subparsers: Any) -> None:
-    """Register ``cache stats`` and ``cache clear`` on the CLI's subparsers."""
-    parser = subparsers.add_parser("cache", help="show or clear the disk cache of model answers")
-    actions = parser.add_subparsers(dest="cache_action", metavar="ACTION", required=True)
-    for name, text in (
-        ("stats", "entries, size and location of the cache"),
-        ("clear", "delete every cached answer"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=run_cache)
-
-
-def run_cache(args: argparse.Namespace) -> int:
-    """Run ``apr-mcp cache stats|clear`` (directory from APR_CACHE_DIR / the config file)."""
-    from .config import load_settings
-
-    settings = load_settings()
-    # Maintenance works even with APR_CACHE=off: the user may want to inspect or wipe it.
-    with ResultCache(settings.effective_cache_dir(), enabled=True) as cache:
-        if args.cache_action == "clear":
-            removed = cache.clear()
-            data: dict[str, Any] = {"directory": str(cache.directory), "removed": removed}
-            text = f"removed {removed} entries from {cache.directory}"
-        else:
-            data = cache.stats()
-            data.pop("hits")
-            data.pop("misses")
-            data["enabled"] = settings.cache
-            text = (
-                f"directory: {data['directory']}\n"
-                f"enabled:   {'on' if settings.cache else 'off (APR_CACHE=off)'}\n"
-                f"entries:   {data['entries']}\n"
-                f"size:      {data['size_bytes'] / 1e6:.1f} MB of {data['size_limit_bytes'] / 1e6:.0f} MB"
-            )
-    # This is CLI output, the one place that writes to stdout.
-    sys.stdout.write((json.dumps(data, indent=2) if args.json else text) + "\n")
-    return 0
