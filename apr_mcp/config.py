@@ -325,7 +325,8 @@ def _field_of(loc: tuple[int | str, ...]) -> str | None:
     if name in Settings.model_fields:
         return name
     for field, info in Settings.model_fields.items():  # matched through an alias choice
-        if isinstance(info.validation_alias, AliasChoices) and name in info.validation_alias.choices:
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
             return field
     return None
 
@@ -380,7 +381,8 @@ def explain(exc: ValidationError) -> str:
             lines.append(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}")
             continue
         info = Settings.model_fields[field]
-        shown = "…" if info.annotation in (SecretStr, SecretStr | None) else str(err.get("input"))[:60]
+        secret = info.annotation in (SecretStr, SecretStr | None)
+        shown = "…" if secret else str(err.get("input"))[:60]
         lines.append(
             f"invalid configuration: {env_name(field)}={shown} is not valid: expected "
             f"{_allowed(info)}"

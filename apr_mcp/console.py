@@ -115,7 +115,10 @@ class SolveConsole:
             start = self._started.get(tid)
             elapsed = "" if start is None else f"{self._ended.get(tid, now) - start:.1f}s"
             table.add_row(
-                escape(tid), f"[{_STYLE.get(kind, 'white')}]{kind}[/]", elapsed, escape(message[:80])
+                escape(tid),
+                f"[{_STYLE.get(kind, 'white')}]{kind}[/]",
+                elapsed,
+                escape(message[:80]),
             )
         return table
 
@@ -131,7 +134,9 @@ class SolveConsole:
         tokens = f"tokens spent {spent_in}→{spent_out}"
         if saved_in or saved_out:
             tokens += f" · cached {saved_in}→{saved_out} (saved, not spent)"
-        tail = {"answered": "", "partial": " · PARTIAL answer", "failed": " · FAILED: no usable result"}
+        tail = {
+            "answered": "", "partial": " · PARTIAL answer", "failed": " · FAILED: no usable result"
+        }
         self.out.print(
             f"run {result.run_id} · {result.strategy} · {m.threads} threads · "
             f"wall {m.wall_s:.2f}s · critical path {m.critical_path_s:.2f}s · "
@@ -157,7 +162,8 @@ def token_totals(result: SolveResult) -> tuple[int, int, int, int]:
         if r.cached:
             cached_in, cached_out = cached_in + r.tokens_in, cached_out + r.tokens_out
     if result.merge is not None and result.merge.cached:
-        cached_in, cached_out = cached_in + result.merge.tokens_in, cached_out + result.merge.tokens_out
+        cached_in += result.merge.tokens_in
+        cached_out += result.merge.tokens_out
     plan = m.stages.get("plan")
     if plan is not None and plan.calls and plan.cached_calls == plan.calls:
         cached_in, cached_out = cached_in + plan.tokens_in, cached_out + plan.tokens_out

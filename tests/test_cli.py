@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -88,7 +89,8 @@ def test_no_cache_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_context_file_errors_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_main(
-        ["solve", "--backend", "simulated", "--context-file", str(tmp_path / "nope.py"), "why?"], capsys
+        ["solve", "--backend", "simulated", "--context-file", str(tmp_path / "nope.py"), "why?"],
+        capsys,
     )
     assert code == 2 and "--context-file" in err
 
@@ -114,7 +116,8 @@ def test_doctor_reports_unreachable_endpoint(capsys: pytest.CaptureFixture[str])
 
 
 async def test_cli_against_loopback_openai_endpoint(tmp_path: Path) -> None:
-    """The real HTTP path: `apr-mcp simulate` serves, `apr-mcp doctor` and `apr-mcp solve` use it."""
+    """The real HTTP path: `apr-mcp simulate` serves, `apr-mcp doctor` and `apr-mcp solve`
+    use it."""
     async with simulate_subprocess("--ttft", "0.01", "--tps", "2000") as base_url:
         env = {
             **os.environ,
@@ -142,7 +145,8 @@ def test_sim_script_from_the_environment(
     script.write_text(json.dumps({"rules": [{"pattern": "capital of France", "reply": "Paris."}]}))
     monkeypatch.setenv("APR_SIM_SCRIPT", str(script))
     code, out, _ = run_main(
-        ["solve", "--backend", "simulated", "--strategy", "sequential", "What is the capital of France?"],
+        ["solve", "--backend", "simulated", "--strategy", "sequential",
+         "What is the capital of France?"],
         capsys,
     )
     assert code == 0 and out.startswith("Paris.")
@@ -170,7 +174,8 @@ async def test_help_and_cache_stats_do_not_import_mcp(argv: list[str]) -> None:
     modules = done.stderr.decode().split("MODULES", 1)[1]
     assert "'mcp'" not in modules and "'mcp_types'" not in modules
     if argv[0] == "--help":  # the parser alone: no pydantic, no engine, no rich
-        assert "'pydantic'" not in modules and "'rich'" not in modules and "'tiktoken'" not in modules
+        for heavy in ("pydantic", "rich", "tiktoken"):
+            assert f"'{heavy}'" not in modules
 
 
 def test_cli_constants_match_their_sources() -> None:
@@ -209,7 +214,7 @@ def test_nothing_in_apr_mcp_imports_the_cli() -> None:
 # ----- exit codes, through the real CLI (a subprocess, the simulated backend, a fault script) -----
 
 
-async def _solve(tmp_path: Path, *args: str, script: list[dict[str, object]] | None = None,
+async def _solve(tmp_path: Path, *args: str, script: list[dict[str, Any]] | None = None,
                  env: dict[str, str] | None = None) -> tuple[int, str, str]:
     child_env = {**os.environ, "APR_MAX_RETRIES": "0", "APR_CACHE": "off", **(env or {})}
     if script is not None:
@@ -234,7 +239,9 @@ async def test_exit_1_when_every_thread_fails(tmp_path: Path) -> None:
     code, out, _ = await _solve(tmp_path, "--backend", "simulated", QUESTION, script=faults)
     assert code == 1
     assert "FAILED: no usable result" in out
-    code, out, _ = await _solve(tmp_path, "--backend", "simulated", "--json", QUESTION, script=faults)
+    code, out, _ = await _solve(
+        tmp_path, "--backend", "simulated", "--json", QUESTION, script=faults
+    )
     result = SolveResult.model_validate_json(out)
     assert code == 1 and all(r.status.value == "failed" for r in result.results)
 
@@ -310,7 +317,9 @@ def test_exit_codes_are_documented() -> None:
         ["simulate", "--reasoning-scale", "nan"],
     ],
 )
-def test_every_numeric_flag_is_validated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_numeric_flag_is_validated(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run_main(argv, capsys)
     assert code == 2 and out == ""
     flag = next(a for a in argv if a.startswith("--"))
@@ -322,10 +331,8 @@ async def test_quiet_exit_on_a_closed_pipe(tmp_path: Path) -> None:
     env = {**os.environ, "APR_CACHE": "off"}
     for extra in ([], ["--json"]):
         with anyio.fail_after(60):
-            process = await anyio.open_process(
-                [sys.executable, "-m", "apr_mcp", "solve", "--backend", "simulated", *extra, QUESTION],
-                env=env,
-            )
+            command = ["-m", "apr_mcp", "solve", "--backend", "simulated", *extra, QUESTION]
+            process = await anyio.open_process([sys.executable, *command], env=env)
             async with process:
                 assert process.stdout is not None and process.stderr is not None
                 await process.stdout.receive(1)  # `head -c 1`
@@ -333,7 +340,8 @@ async def test_quiet_exit_on_a_closed_pipe(tmp_path: Path) -> None:
                 err = b"".join([chunk async for chunk in process.stderr])
                 code = await process.wait()
         assert code == 0, err.decode()
-        assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Exception ignored" not in err
+        for noise in (b"Traceback", b"BrokenPipe", b"Exception ignored"):
+            assert noise not in err
 
 
 def test_bare_apr_mcp_on_a_terminal_says_what_it_is(
@@ -342,7 +350,9 @@ def test_bare_apr_mcp_on_a_terminal_says_what_it_is(
     import apr_mcp.server
 
     served: list[str] = []
-    monkeypatch.setattr(apr_mcp.server, "run_server", lambda settings, transport, *a: served.append(transport))
+    monkeypatch.setattr(
+        apr_mcp.server, "run_server", lambda settings, transport, *a: served.append(transport)
+    )
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     code, out, err = run_main([], capsys)
     assert code == 0 and served == ["stdio"] and out == ""  # stdout stays the protocol's

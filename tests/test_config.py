@@ -119,7 +119,9 @@ def test_secrets_are_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> 
     assert "sk-very-secret" not in str(info.value) and "APR_MAX_RETRIES=many" in str(info.value)
 
 
-def test_toml_values_are_validated_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toml_values_are_validated_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('max_concurrency = 0\n')
     monkeypatch.setenv("APR_CONFIG", str(cfg))
@@ -141,7 +143,9 @@ def test_apr_variables_beat_provider_variables(monkeypatch: pytest.MonkeyPatch) 
     assert "sk-provider" not in masked and "ak-provider" not in masked
 
 
-def test_runs_dir_and_config_file_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_dir_and_config_file_are_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("APR_RUNS_DIR", str(tmp_path / "r"))
     s = load_settings()
     assert s.effective_runs_dir() == tmp_path / "r"
@@ -154,6 +158,6 @@ def test_no_environment_reads_outside_config() -> None:
     offenders = [
         str(p.relative_to(root))
         for p in root.rglob("*.py")
-        if "os.environ" in p.read_text(encoding="utf-8") or "getenv(" in p.read_text(encoding="utf-8")
+        if any(read in p.read_text(encoding="utf-8") for read in ("os.environ", "getenv("))
     ]
     assert offenders == []

@@ -56,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one command and exit with its code."""
     args = build_parser().parse_args(argv)  # bad flags: argparse prints usage and exits 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     raise SystemExit(_run(args))
 
 

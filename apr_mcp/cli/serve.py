@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..server import run_server
 
-    settings = load_settings(backend=getattr(args, "backend", None), model=getattr(args, "model", None))
+    settings = load_settings(
+        backend=getattr(args, "backend", None), model=getattr(args, "model", None)
+    )
     transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
     if transport == "stdio" and sys.stdin.isatty():
         print(TTY_HINT, file=sys.stderr, flush=True)

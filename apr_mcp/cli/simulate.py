@@ -21,7 +21,8 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--port", type=setting("http_port"), default=DEFAULT_PORT, metavar="N",
                         help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1, loopback only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface (default 127.0.0.1, loopback only)")
     parser.add_argument("--ttft", type=setting("sim_ttft_s"), metavar="SECONDS",
                         help="time to first token, seconds (default APR_SIM_TTFT_S or 0.05)")
     parser.add_argument("--tps", type=positive_float, metavar="N",
@@ -31,7 +32,8 @@ def register(subparsers: Subparsers) -> None:
         "--model", default="sim-1",
         help="model id reported by the server, always prefixed sim- (default sim-1)",
     )
-    parser.add_argument("--seed", type=count(0), default=0, help="seed of the deterministic replies")
+    parser.add_argument("--seed", type=count(0), default=0,
+                        help="seed of the deterministic replies")
     parser.add_argument(
         "--reasoning-scale", type=positive_float, metavar="X",
         help="multiply every reply body's length (a 'thinking' model; default 1)",

@@ -66,14 +66,17 @@ def run_status(result: SolveResult | SolveRun) -> Status:
     if status in ("answered", "partial", "failed"):
         return status  # type: ignore[no-any-return]
     results = result.results
-    usable = [r for r in results if r.status.value in ("done", "cancelled") and (r.answer or r.summary)]
+    usable = [
+        r for r in results if r.status.value in ("done", "cancelled") and (r.answer or r.summary)
+    ]
     if results and not usable:
         return "failed"
     return "partial" if result.partial else "answered"
 
 
 def exit_code(result: SolveResult | SolveRun) -> int:
-    return {"answered": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_NO_RESULT}[run_status(result)]
+    codes = {"answered": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_NO_RESULT}
+    return codes[run_status(result)]
 
 
 def _question(args: argparse.Namespace) -> tuple[str, str]:
