@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ..limits import arg_deadline
 from ._common import (
     EXIT_NO_RESULT,
     EXIT_OK,
@@ -50,7 +51,7 @@ def register(subparsers: Subparsers) -> None:
     solve.add_argument("--max-subtasks", type=setting("max_threads"), metavar="N",
                        help="cap on the fan-out (same bounds as APR_MAX_THREADS)")
     solve.add_argument(
-        "--deadline", type=setting("deadline_s"), metavar="SECONDS",
+        "--deadline", type=arg_deadline, metavar="SECONDS",
         help="seconds before returning partial results (default APR_DEADLINE_S=55; inf for none)",
     )
     solve.add_argument("--json", action="store_true", help="print the full result as JSON")
