@@ -24,6 +24,10 @@ from .schemas import RunEvent, SolveResult, ThreadStatus
 __all__ = ["SolveConsole", "thread_table", "token_totals"]
 
 _FINAL = frozenset({"done", "cached", "failed", "cancelled", "skipped"})
+# Answer text as it streams: not progress. On a terminal its tail shows under the live table; off
+# a terminal nothing is printed for it (the answer is printed whole, on stdout, at the end).
+_STREAMED = frozenset({"answer"})
+_STREAM_TAIL = 160
 _STYLE = {
     "done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow",
     "skipped": "dim", "started": "blue", "spawned": "magenta",
@@ -56,6 +60,7 @@ class SolveConsole:
         self._t0 = time.monotonic()
         self._last = "planning…"
         self._total = 0  # threads known: seen, or announced by the engine's own total
+        self._streamed = ""  # the tail of the answer streamed so far
         self._live: Live | None = None
 
     def __enter__(self) -> Self:
@@ -81,6 +86,11 @@ class SolveConsole:
         return f"[{len(self._ended)}/{self._total}]"
 
     async def on_event(self, event: RunEvent) -> None:
+        if event.kind in _STREAMED:
+            self._streamed = (self._streamed + event.message)[-_STREAM_TAIL:]
+            if self._live is not None:
+                self._live.refresh()
+            return
         if event.thread_id:
             now = time.monotonic()
             self._threads[event.thread_id] = (event.kind, event.message)
@@ -104,7 +114,7 @@ class SolveConsole:
         count = "planning" if self._total == 0 else f"threads {len(self._ended)}/{self._total}"
         table = Table(
             title=f"{count} · {now - self._t0:.1f}s",
-            caption=escape(self._last),
+            caption=escape(" ".join(self._streamed.split()) or self._last),
             expand=False,
         )
         table.add_column("thread")

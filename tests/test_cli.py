@@ -388,3 +388,21 @@ def test_cached_run_shows_tokens_saved_not_spent(capsys: pytest.CaptureFixture[s
     assert code == 0
     footer = next(line for line in second.splitlines() if line.startswith("run "))
     assert "tokens spent 0→0" in footer and "cached " in footer and "(saved, not spent)" in footer
+
+
+async def test_streamed_answer_text_is_not_a_progress_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Answer text streams as events of its own; off a terminal they print nothing (the answer is
+    printed whole at the end), and they never count as a thread."""
+    from apr_mcp.console import SolveConsole
+    from apr_mcp.schemas import RunEvent
+
+    ui = SolveConsole(live=False)
+    await ui.on_event(RunEvent(kind="started", thread_id="t1", message="t1 started"))
+    # model_construct: the engine's "answer" kind may be newer than this schema.
+    await ui.on_event(RunEvent.model_construct(kind="answer", thread_id="t1", message="Par"))
+    await ui.on_event(RunEvent.model_construct(kind="answer", thread_id="t1", message="is."))
+    await ui.on_event(RunEvent(kind="done", thread_id="t1", message="t1 done"))
+    assert capsys.readouterr().err.splitlines() == ["[0/1] t1 started", "[1/1] t1 done"]
+    assert ui.counter() == "[1/1]"
