@@ -35,7 +35,7 @@ __all__ = [
 EXIT_OK = 0  # answered (or the command did what it was asked)
 EXIT_NO_RESULT = 1  # no usable result: every thread failed, the endpoint is down, a check failed
 EXIT_USAGE = 2  # usage or configuration error: nothing was attempted
-EXIT_PARTIAL = 3  # an answer, but from part of the work (a thread failed, deadline or budget hit)
+EXIT_PARTIAL = 3  # an answer from part of the work: a deadline or token budget cut the run
 
 # The values of config.Backend (a test keeps the two equal; importing config here costs ~0.1 s).
 BACKENDS = ("openai", "anthropic", "sampling", "simulated")
