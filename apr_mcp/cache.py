@@ -28,7 +28,6 @@ answer. Both are bounded here (:data:`SQLITE_CACHE_PAGES`, :data:`SQLITE_MMAP_BY
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import functools
@@ -39,7 +38,6 @@ import math
 import os
 import secrets
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -53,14 +51,7 @@ import diskcache  # type: ignore[import-untyped]
 
 from .errors import CacheError
 
-__all__ = [
-    "CacheHealth",
-    "ResultCache",
-    "add_cache_subcommand",
-    "cache_health",
-    "make_key",
-    "run_cache",
-]
+__all__ = ["CacheHealth", "ResultCache", "cache_health", "make_key"]
 
 log = logging.getLogger(__name__)
 
@@ -593,54 +584,3 @@ def cache_health(
         return cache.health()
     cache.close()
     return result[0]
-
-
-# ----- CLI: apr-mcp cache stats|clear -----
-
-
-def add_cache_subcommand(subparsers: Any) -> None:
-    """Register ``cache stats`` and ``cache clear`` on the CLI's subparsers."""
-    parser = subparsers.add_parser("cache", help="show or clear the disk cache of model answers")
-    actions = parser.add_subparsers(dest="cache_action", metavar="ACTION", required=True)
-    for name, text in (
-        ("stats", "entries, size and location of the cache"),
-        ("clear", "delete every cached answer"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=run_cache)
-
-
-def run_cache(args: argparse.Namespace) -> int:
-    """Run ``apr-mcp cache stats|clear`` (directory from APR_CACHE_DIR / the config file)."""
-    from .config import load_settings
-
-    settings = load_settings()
-    # Maintenance works even with APR_CACHE=off: the user may want to inspect or wipe it.
-    with ResultCache(
-        settings.effective_cache_dir(), enabled=True, lock_timeout=settings.cache_lock_timeout
-    ) as cache:
-        if args.cache_action == "clear":
-            removed = cache.clear()
-            data: dict[str, Any] = {"directory": str(cache.directory), "removed": removed}
-            text = f"removed {removed} entries from {cache.directory}"
-        else:
-            health = cache.check()
-            data = cache.stats()
-            data.pop("hits")
-            data.pop("misses")
-            data["enabled"] = settings.cache
-            if not health.ok:
-                data["fix"] = health.fix
-            state = health.status if settings.cache else "off (APR_CACHE=off)"
-            text = (
-                f"directory: {data['directory']}\n"
-                f"status:    {state}\n"
-                f"entries:   {data['entries']}\n"
-                f"size:      {data['size_bytes'] / 1e6:.1f} MB"
-                f" of {data['size_limit_bytes'] / 1e6:.0f} MB"
-                + (f"\nfix:       {health.fix}" if not health.ok else "")
-            )
-    # This is CLI output, the one place that writes to stdout.
-    sys.stdout.write((json.dumps(data, indent=2) if args.json else text) + "\n")
-    return 0

@@ -1,21 +1,39 @@
 """Typed settings, read from the environment (``APR_*``) and optionally a TOML file.
 
-The environment names are a public interface; keep them stable. Precedence, highest first:
-explicit overrides (CLI flags, tool arguments) > ``APR_*`` variables > provider variables
-(``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL``) > the config file
-(``APR_CONFIG``, default ``<user config dir>/apr-mcp/config.toml``) > defaults.
+This module is the only place apr-mcp reads its environment; everything goes through
+pydantic-settings sources. The environment names are a public interface; keep them stable.
+Precedence, highest first: explicit overrides (CLI flags, tool arguments) > ``APR_*`` variables >
+the config file (``APR_CONFIG``, default ``<user config dir>/apr-mcp/config.toml``) > defaults.
+The provider variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL``) are fields
+of their own (alias choices), used when the ``APR_*`` one is unset.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from .errors import ConfigError
 from .limits import (
@@ -29,7 +47,15 @@ from .limits import (
 )
 from .redact import redact, register_secret
 
-__all__ = ["Backend", "Settings", "load_settings"]
+__all__ = [
+    "Backend",
+    "Settings",
+    "config_file",
+    "env_name",
+    "load_settings",
+    "parse_setting",
+    "tiktoken_cache_dir",
+]
 
 Backend = Literal["openai", "anthropic", "sampling", "simulated"]
 
@@ -42,13 +68,25 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 class Settings(BaseSettings):
     """Every setting of apr-mcp. See the README's *Configuration* table."""
 
-    model_config = SettingsConfigDict(env_prefix="APR_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="APR_", extra="ignore", validate_default=True, populate_by_name=True
+    )
 
     backend: Backend | None = Field(
         default=None, description="openai | anthropic | sampling | simulated. Unset = not configured."
     )
     base_url: str | None = Field(default=None, description="Endpoint root, e.g. http://localhost:11434/v1")
     api_key: SecretStr | None = None
+    # Provider variables: fallbacks for api_key / base_url (the backend picks which one applies).
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
     model: str | None = Field(default=None, description="Solver model id (and the default for all roles).")
     planner_model: str | None = None
     merger_model: str | None = None
@@ -96,6 +134,8 @@ class Settings(BaseSettings):
         description="Seconds to wait for another process's cache lock before running without "
         "the cache.",
     )
+    runs_dir: Path | None = Field(default=None, description="Where run traces are saved.")
+    config: Path | None = Field(default=None, description="The TOML config file (APR_CONFIG).")
 
     timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one model call.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -165,7 +205,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _bounds(self) -> Settings:
         if self.min_threads > self.max_threads:
-            raise ValueError(f"min_threads ({self.min_threads}) > max_threads ({self.max_threads})")
+            raise ValueError(
+                f"APR_MIN_THREADS ({self.min_threads}) must not exceed APR_MAX_THREADS "
+                f"({self.max_threads}) (min_threads > max_threads)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -176,22 +219,32 @@ class Settings(BaseSettings):
             register_secret(self.http_token.get_secret_value())
         return self
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Overrides > environment > the TOML file > defaults.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file())
+
     # ----- derived values -----
 
     def effective_api_key(self) -> str | None:
         if self.api_key is not None:
             return self.api_key.get_secret_value()
-        if self.backend == "anthropic":
-            return os.environ.get("ANTHROPIC_API_KEY")
-        if self.backend == "openai":
-            return os.environ.get("OPENAI_API_KEY")
-        return None
+        fallback = {"anthropic": self.anthropic_api_key, "openai": self.openai_api_key}
+        key = fallback.get(self.backend or "")
+        return key.get_secret_value() if key is not None else None
 
     def effective_base_url(self) -> str | None:
         if self.base_url:
             return self.base_url.rstrip("/")
         if self.backend == "openai":
-            return os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URLS["openai"]).rstrip("/")
+            return (self.openai_base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/")
         if self.backend == "anthropic":
             return DEFAULT_BASE_URLS["anthropic"]
         return None
@@ -205,6 +258,9 @@ class Settings(BaseSettings):
 
     def effective_cache_dir(self) -> Path:
         return self.cache_dir or Path(platformdirs.user_cache_dir("apr-mcp")) / "cache"
+
+    def effective_runs_dir(self) -> Path:
+        return self.runs_dir or Path(platformdirs.user_data_dir("apr-mcp")) / "runs"
 
     def require_backend(self) -> Backend:
         """The configured backend, or a ConfigError that tells the user how to configure one."""
@@ -222,13 +278,15 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """Effective configuration with secrets masked (for ``apr-mcp doctor``)."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude={*_PROVIDER_FIELDS})
         key = self.effective_api_key()
         data["api_key"] = _mask(key)
         data["http_token"] = _mask(self.http_token.get_secret_value() if self.http_token else None)
         base_url = self.effective_base_url()
         data["base_url"] = redact(base_url) if base_url else base_url
         data["cache_dir"] = str(self.effective_cache_dir())
+        data["runs_dir"] = str(self.effective_runs_dir())
+        data["config"] = str(config_file())
         data["planner_model"] = self.role_model("planner")
         data["merger_model"] = self.role_model("merger")
         return data
@@ -256,41 +314,134 @@ No model backend is configured. Pick one:
 Run `apr-mcp doctor` to check the result."""
 
 
-def _config_file() -> Path:
-    explicit = os.environ.get("APR_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return Path(platformdirs.user_config_dir("apr-mcp")) / "config.toml"
+_PROVIDER_FIELDS = ("openai_api_key", "anthropic_api_key", "openai_base_url")
+
+
+class _ConfigLocation(BaseSettings):
+    """Where the TOML file is: needed before the file can be a source of :class:`Settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="APR_", extra="ignore")
+
+    config: Path | None = None
+
+
+class _TiktokenEnv(BaseSettings):
+    """tiktoken's own variables: apr-mcp seeds the directory tiktoken reads, so it must agree."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    cache_dir: str | None = Field(
+        default=None, validation_alias=AliasChoices("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
+    )
+
+
+def config_file() -> Path:
+    """The TOML config file: ``APR_CONFIG``, else ``<user config dir>/apr-mcp/config.toml``."""
+    explicit = _ConfigLocation().config
+    return explicit or Path(platformdirs.user_config_dir("apr-mcp")) / "config.toml"
+
+
+def tiktoken_cache_dir() -> str | None:
+    """``TIKTOKEN_CACHE_DIR`` (or ``DATA_GYM_CACHE_DIR``) as tiktoken reads it; None if unset."""
+    return _TiktokenEnv().cache_dir
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (e.g. ``APR_MAX_CONCURRENCY``)."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        return first if isinstance(first, str) else field.upper()
+    return f"APR_{field.upper()}"
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str | None:
+    if not loc:
+        return None
+    name = str(loc[0])
+    if name in Settings.model_fields:
+        return name
+    for field, info in Settings.model_fields.items():  # matched through an alias choice
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return None
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What a field accepts, in words (for one-line error messages)."""
+    annotation = info.annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal or any(get_origin(a) is Literal for a in args):
+        values = get_args(annotation) if get_origin(annotation) is Literal else get_args(args[0])
+        return "one of " + ", ".join(str(v) for v in values)
+    base = args[0] if args else annotation
+    if base is bool:
+        return "on or off"
+    lo = hi = None
+    for m in info.metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo = f"{m.ge}"
+        elif isinstance(m, annotated_types.Gt):
+            lo = f"more than {m.gt}"
+        elif isinstance(m, annotated_types.Le):
+            hi = f"{m.le}"
+    kind = "a whole number" if base is int else "a number" if base is float else None
+    if kind is None:
+        return "a " + getattr(base, "__name__", "value").lower()
+    if lo is not None and hi is not None:
+        return f"{kind} from {lo} to {hi}"
+    if lo is not None:
+        return f"{kind} ≥ {lo}" if not lo.startswith("more") else f"{kind} {lo}"
+    return kind
+
+
+def parse_setting(field: str, text: str) -> Any:
+    """``text`` validated as the setting ``field`` would validate it (for CLI flags).
+
+    Raises ValueError saying what the setting accepts, so a flag and its variable agree.
+    """
+    info = Settings.model_fields[field]
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, *info.metadata])  # type: ignore[arg-type]
+        return adapter.validate_python(text)
+    except ValidationError:
+        raise ValueError(f"expected {_allowed(info)}") from None
+
+
+def explain(exc: ValidationError) -> str:
+    """One line per invalid setting, naming its variable and what it accepts."""
+    lines: list[str] = []
+    for err in exc.errors():
+        field = _field_of(err["loc"])
+        if field is None:  # a rule across fields: its message names the variables
+            lines.append(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}")
+            continue
+        info = Settings.model_fields[field]
+        secret = info.annotation in (SecretStr, SecretStr | None)
+        shown = "…" if secret else str(err.get("input"))[:60]
+        if err["type"] == "value_error":  # our own validator: its message says what to do
+            why = err["msg"].removeprefix("Value error, ")
+            lines.append(f"invalid configuration: {field} ({env_name(field)}): {why}")
+            continue
+        lines.append(
+            f"invalid configuration: {env_name(field)}={shown} is not valid: expected "
+            f"{_allowed(info)}"
+        )
+    path = config_file()
+    if path.is_file():  # the value may come from the file rather than the environment
+        lines.append(f"(settings come from the environment and from {path})")
+    return "\n".join(lines)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from file + environment, with ``overrides`` (non-None values) on top."""
-    file_values: dict[str, Any] = {}
-    path = _config_file()
-    if path.is_file():
-        try:
-            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    """Settings from overrides (non-None values) > environment > config file > defaults."""
     explicit = {k: v for k, v in overrides.items() if v is not None}
     try:
-        # Environment beats the file: build from env first, then let file fill only unset fields.
-        env_settings = Settings(**explicit)
-        merged = {**file_values, **{k: getattr(env_settings, k) for k in env_settings.model_fields_set}}
-        return Settings(**merged) if file_values else env_settings
+        return Settings(**explicit)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {_settings_errors(exc)}") from exc
-    except (ValueError, SettingsError) as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
-
-
-def _settings_errors(exc: ValidationError) -> str:
-    """``name (APR_NAME): what is wrong`` per error, instead of pydantic's multi-line report."""
-    parts = []
-    for error in exc.errors(include_url=False):
-        message = error["msg"].removeprefix("Value error, ")
-        if error["loc"]:
-            field = str(error["loc"][0])
-            message = f"{field} (APR_{field.upper()}): {message}"
-        parts.append(message)
-    return "; ".join(parts)
+        raise ConfigError(explain(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read config file {config_file()}: {exc}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,7 +1,10 @@
 """Terminal rendering for ``apr-mcp solve``: live per-thread progress and the result tables.
 
-Progress goes to stderr (a live table on a terminal, one line per event otherwise); the answer
-and the tables go to stdout so they can be piped.
+Progress goes to stderr (a live table on a terminal, one plain line per event otherwise); the
+answer and the tables go to stdout so they can be piped. Counters count threads, as this console
+saw them start and end, never a stage's own bookkeeping: ``[2/3]`` means two of the three
+threads known so far are over, and the count never goes down. Tokens served from the cache are
+shown as saved, not spent.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from rich.console import Console
 from rich.live import Live
@@ -18,13 +21,25 @@ from rich.table import Table
 
 from .schemas import RunEvent, SolveResult, ThreadStatus
 
-__all__ = ["SolveConsole", "thread_table"]
+__all__ = ["SolveConsole", "thread_table", "token_totals"]
 
 _FINAL = frozenset({"done", "cached", "failed", "cancelled", "skipped"})
+# Answer text as it streams: not progress. On a terminal its tail shows under the live table; off
+# a terminal nothing is printed for it (the answer is printed whole, on stdout, at the end).
+_STREAMED = frozenset({"answer"})
+_STREAM_TAIL = 160
 _STYLE = {
     "done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow",
     "skipped": "dim", "started": "blue", "spawned": "magenta",
 }
+
+
+class _PipeConsole(Console):
+    """A console that lets a closed pipe reach the caller (rich's default exits with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
 
 
 class SolveConsole:
@@ -34,7 +49,7 @@ class SolveConsole:
         self.err = Console(file=sys.stderr, highlight=False)
         # Piped output gets a wide table instead of rich's 80-column default, so headers and
         # figures stay on one line for whoever reads or greps it.
-        self.out = Console(
+        self.out = _PipeConsole(
             file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 140
         )
         self.live_enabled = self.err.is_terminal if live is None else live
@@ -44,7 +59,8 @@ class SolveConsole:
         self._ended: dict[str, float] = {}
         self._t0 = time.monotonic()
         self._last = "planning…"
-        self._progress = (0, 0)
+        self._total = 0  # threads known: seen, or announced by the engine's own total
+        self._streamed = ""  # the tail of the answer streamed so far
         self._live: Live | None = None
 
     def __enter__(self) -> Self:
@@ -63,8 +79,18 @@ class SolveConsole:
             self._live.__exit__(et, ev, tb)
             self._live = None
 
+    def counter(self) -> str:
+        """``[done/total]`` over threads, or ``[plan]`` before any thread is known."""
+        if self._total == 0:
+            return "[plan]"
+        return f"[{len(self._ended)}/{self._total}]"
+
     async def on_event(self, event: RunEvent) -> None:
-        self._progress = (event.completed, event.total)
+        if event.kind in _STREAMED:
+            self._streamed = (self._streamed + event.message)[-_STREAM_TAIL:]
+            if self._live is not None:
+                self._live.refresh()
+            return
         if event.thread_id:
             now = time.monotonic()
             self._threads[event.thread_id] = (event.kind, event.message)
@@ -72,18 +98,23 @@ class SolveConsole:
                 self._started.setdefault(event.thread_id, now)
             elif event.kind in _FINAL:
                 self._ended.setdefault(event.thread_id, now)
+        # Monotonic: a later event with a smaller (or zero) total never shrinks the count.
+        self._total = max(self._total, len(self._threads), event.total)
         self._last = event.message
         if self._live is not None:
             self._live.refresh()
         else:
-            self.err.print(f"[{event.completed}/{event.total}] {event.message}", markup=False)
+            # Plain text, one line per event: no wrapping, so each line is one greppable record.
+            line = " ".join(event.message.split())
+            sys.stderr.write(f"{self.counter()} {line}\n")
+            sys.stderr.flush()
 
     def _render(self) -> Table:
-        done, total = self._progress
         now = time.monotonic()
+        count = "planning" if self._total == 0 else f"threads {len(self._ended)}/{self._total}"
         table = Table(
-            title=f"threads {done}/{total} · {now - self._t0:.1f}s",
-            caption=escape(self._last),
+            title=f"{count} · {now - self._t0:.1f}s",
+            caption=escape(" ".join(self._streamed.split()) or self._last),
             expand=False,
         )
         table.add_column("thread")
@@ -94,27 +125,64 @@ class SolveConsole:
             start = self._started.get(tid)
             elapsed = "" if start is None else f"{self._ended.get(tid, now) - start:.1f}s"
             table.add_row(
-                escape(tid), f"[{_STYLE.get(kind, 'white')}]{kind}[/]", elapsed, escape(message[:80])
+                escape(tid),
+                f"[{_STYLE.get(kind, 'white')}]{kind}[/]",
+                elapsed,
+                escape(message[:80]),
             )
         return table
 
-    def print_result(self, result: SolveResult) -> None:
+    def print_result(
+        self, result: SolveResult, *, status: Literal["answered", "partial", "failed"] = "answered"
+    ) -> None:
         self.out.print(result.answer, markup=False, soft_wrap=True)
         self.out.print()
         if result.results:
             self.out.print(thread_table(result))
         m = result.metrics
-        tail = " (partial)" if result.partial else ""
+        spent_in, spent_out, saved_in, saved_out = token_totals(result)
+        tokens = f"tokens spent {spent_in}→{spent_out}"
+        if saved_in or saved_out:
+            tokens += f" · cached {saved_in}→{saved_out} (saved, not spent)"
+        tail = {
+            "answered": "", "partial": " · PARTIAL answer", "failed": " · FAILED: no usable result"
+        }
         self.out.print(
             f"run {result.run_id} · {result.strategy} · {m.threads} threads · "
             f"wall {m.wall_s:.2f}s · critical path {m.critical_path_s:.2f}s · "
-            f"tokens {m.tokens_in}→{m.tokens_out} · max context {m.max_context_tokens} · "
-            f"cache hits {m.cache_hits}{tail}",
+            f"{tokens} · max context {m.max_context_tokens} · "
+            f"cache hits {m.cache_hits}/{m.model_calls} calls{tail[status]}",
             markup=False,
+            soft_wrap=True,
         )
         for d in result.decisions:
             who = f" {d.thread_id}" if d.thread_id else ""
-            self.out.print(f"  · {d.kind}{who}: {d.reason}", markup=False)
+            self.out.print(f"  · {d.kind}{who}: {d.reason}", markup=False, soft_wrap=True)
+
+
+def token_totals(result: SolveResult) -> tuple[int, int, int, int]:
+    """(spent in, spent out, cached in, cached out) of a run.
+
+    The metrics count every call's tokens, cache hits included; a cache hit costs nothing, so its
+    tokens are moved to the "cached" side: cached threads, a cached merge, a cached plan stage.
+    """
+    m = result.metrics
+    cached_in = cached_out = 0
+    for r in result.results:
+        if r.cached:
+            cached_in, cached_out = cached_in + r.tokens_in, cached_out + r.tokens_out
+    if result.merge is not None and result.merge.cached:
+        cached_in += result.merge.tokens_in
+        cached_out += result.merge.tokens_out
+    plan = m.stages.get("plan")
+    if plan is not None and plan.calls and plan.cached_calls == plan.calls:
+        cached_in, cached_out = cached_in + plan.tokens_in, cached_out + plan.tokens_out
+    if m.model_calls and m.cache_hits >= m.model_calls:  # every call was a hit, whatever the split
+        cached_in, cached_out = max(cached_in, m.tokens_in), max(cached_out, m.tokens_out)
+    return (
+        max(0, m.tokens_in - cached_in), max(0, m.tokens_out - cached_out),
+        min(cached_in, m.tokens_in), min(cached_out, m.tokens_out),
+    )
 
 
 def thread_table(result: SolveResult) -> Table:

@@ -108,7 +108,7 @@ def build_runtime(
         controller=roles["planner"] if settings.meta_controller else None,
         # Every run's controller also turns limiter changes into backoff/recover decisions.
         controller_factory=functools.partial(MetaController, limiter=limiter),
-        run_store=run_store if run_store is not None else RunStore(),
+        run_store=run_store if run_store is not None else RunStore(settings.effective_runs_dir()),
     )
     return Runtime(
         engine=engine, cache=cache, limiter=limiter, backends=list(backends.values()),

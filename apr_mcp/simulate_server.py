@@ -1,6 +1,6 @@
 """An OpenAI-compatible Chat Completions server around the simulated model, on loopback.
 
-``apr-mcp simulate`` (or ``python -m apr_mcp.simulate_server``) serves
+``apr-mcp simulate`` (flags in :mod:`apr_mcp.cli.simulate`) serves
 ``POST /v1/chat/completions`` (streamed SSE or not), ``GET /v1/models`` and ``GET /stats``, so the
 real HTTP path of the ``openai`` backend — streaming, usage, errors, timeouts, cancellation — is
 exercised without a paid API. Script faults become real HTTP behaviour: ``429`` with
@@ -22,17 +22,15 @@ process.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pydantic
@@ -45,15 +43,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._net import listen, serve_on, shown_host, uvicorn_server
-from .errors import ConfigError
 from .llm.base import Message, ModelRequest
-from .llm.simulated import SimReply, SimScript, SimulatedModel
+from .llm.simulated import SimReply, SimulatedModel
 
 __all__ = [
     "ServerStats",
-    "add_subcommand",
     "create_app",
-    "run",
     "run_simulate_server",
     "serve_simulated",
     "simulate_subprocess",
@@ -61,7 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8799
 #: Marks every reply (besides the ``sim-`` model id prefix).
 _MARK: dict[str, Any] = {"system_fingerprint": "apr-mcp-simulated", "simulated": True}
 
@@ -404,60 +398,12 @@ def run_simulate_server(host: str, port: int, model: SimulatedModel, *, log_leve
         pass
 
 
-# ----- CLI -----
-
-
-def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``simulate`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "simulate",
-        help="serve the simulated model as an OpenAI-compatible endpoint on loopback",
-        description="Serve the deterministic simulated model at http://HOST:PORT/v1 "
-        "(POST /v1/chat/completions, GET /v1/models, GET /stats).",
-    )
-    _add_arguments(parser)
-    parser.set_defaults(func=run)
-    return cast(argparse.ArgumentParser, parser)
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1, loopback only)")
-    parser.add_argument("--ttft", type=float, help="time to first token, seconds (default APR_SIM_TTFT_S or 0.05)")
-    parser.add_argument("--tps", type=float, help="output tokens per second (default APR_SIM_TOKENS_PER_S or 400)")
-    parser.add_argument("--script", help="JSON file of rules: replies, latency overrides, faults")
-    parser.add_argument("--model", default="sim-1",
-                        help="model id reported by the server, always prefixed sim- (default sim-1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the deterministic replies")
-    parser.add_argument(
-        "--reasoning-scale", type=float,
-        help="multiply every reply body's length (a 'thinking' model; default 1)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``apr-mcp simulate``."""
-    from .config import load_settings
-
-    overrides: dict[str, Any] = {"seed": args.seed, "model_name": args.model}
-    for key, value in (("ttft_s", args.ttft), ("tokens_per_s", args.tps),
-                       ("reasoning_scale", args.reasoning_scale)):
-        if value is not None:
-            overrides[key] = value
-    if args.script:
-        overrides["script"] = SimScript.from_file(args.script)
-    # APR_SIM_* settings (latency, script) apply unless a flag overrides them.
-    model = SimulatedModel.from_settings(load_settings(), **overrides)
-    run_simulate_server(args.host, args.port, model)
-    return 0
-
-
 @asynccontextmanager
 async def simulate_subprocess(*args: str, start_timeout: float = 30.0) -> AsyncIterator[str]:
-    """Run ``python -m apr_mcp.simulate_server --port 0 ARGS`` in a child process; yields its base
-    URL (read from the first line of its stderr) and terminates it afterwards."""
-    command = [sys.executable, "-m", "apr_mcp.simulate_server", "--port", "0", *args]
-    process = await anyio.open_process(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    """Run ``apr-mcp simulate --port 0 ARGS`` in a child process; yields its base URL (read from
+    the first line of its stderr) and terminates it afterwards."""
+    command = [sys.executable, "-u", "-m", "apr_mcp", "simulate", "--port", "0", *args]
+    process = await anyio.open_process(command)  # -u: unbuffered, so the URL line comes at once
     output: list[str] = []
     try:
         url = await _read_url(process, output, start_timeout)
@@ -500,23 +446,3 @@ async def _read_url(process: Process, output: list[str], timeout: float) -> str:
     if "listening on " not in text:
         raise RuntimeError(f"simulate server did not start: {text}")
     return text.split("listening on ", 1)[1].strip()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m apr_mcp.simulate_server``: the same as ``apr-mcp simulate``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m apr_mcp.simulate_server",
-        description="Serve the simulated model as an OpenAI-compatible endpoint on loopback.",
-    )
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        return run(args)
-    except ConfigError as exc:
-        print(f"apr-mcp simulate: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

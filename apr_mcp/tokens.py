@@ -15,10 +15,13 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import tiktoken
+
+from .config import tiktoken_cache_dir
 
 __all__ = ["count_messages", "count_tokens", "encoding_for", "truncate_to_tokens"]
 
@@ -33,10 +36,9 @@ _MESSAGE_OVERHEAD = 4
 
 
 def _tiktoken_cache_dir() -> Path | None:
-    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if var in os.environ:
-            value = os.environ[var]
-            return Path(value) if value else None
+    value = tiktoken_cache_dir()
+    if value is not None:
+        return Path(value) if value else None  # set but empty: tiktoken caches nothing
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
@@ -58,9 +60,18 @@ def _seed_offline(name: str) -> None:
     os.replace(tmp, target)  # atomic: concurrent processes never see half a file
 
 
+_loading = threading.Lock()  # the server's warm-up thread and a tool call may ask at once
+
+
 @functools.lru_cache(maxsize=4)
 def encoding_for(name: str = "cl100k_base") -> tiktoken.Encoding | None:
     """The tiktoken encoding ``name``, or None if it cannot be loaded even offline."""
+    with _loading:  # a second caller waits for the first load instead of repeating it
+        return _load_encoding(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoding(name: str) -> tiktoken.Encoding | None:
     try:
         try:
             _seed_offline(name)

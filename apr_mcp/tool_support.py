@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -16,13 +16,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from .cache import ResultCache
 from .config import Settings
-from .engine import Engine
 from .errors import AprError, SamplingUnavailable
 from .llm.base import Model
 from .llm.sampling import SamplingModel, sampling_problem
-from .runtime import Runtime, build_runtime
 from .schemas import RunEvent
 from .trace import RunStore
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .runtime import Runtime
 
 __all__ = ["Backing", "EngineFactory", "Progress", "grace_s", "guarded"]
 
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: Builds the engine for one tool call. Receives the host-model backend bound to that call when
 #: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
-EngineFactory = Callable[[Model | None], Engine]
+EngineFactory = Callable[[Model | None], "Engine"]
 
 
 def grace_s(deadline: float) -> float:
@@ -61,7 +63,7 @@ class Backing:
     @property
     def run_store(self) -> RunStore:
         if self._run_store is None:
-            self._run_store = RunStore()
+            self._run_store = RunStore(self.settings.effective_runs_dir())
         return self._run_store
 
     @property
@@ -79,7 +81,7 @@ class Backing:
         return self._cache
 
     @asynccontextmanager
-    async def engine(self, ctx: Context) -> AsyncIterator[Engine]:
+    async def engine(self, ctx: Context) -> AsyncIterator["Engine"]:
         """The engine for one call. Built lazily, so a misconfigured backend is reported by the
         tool call (with the fix) instead of stopping the server from starting."""
         sampling = self.settings.backend == "sampling"
@@ -90,6 +92,10 @@ class Backing:
         if self._factory is not None:
             yield self._factory(host_model)
             return
+        # Imported here, not at the top, for start-up: the server answers tools/list before the
+        # engine is loaded, and its warm-up thread (server._warm_up) imports this just after.
+        from .runtime import build_runtime
+
         if sampling:
             # The host model belongs to this call's session, so the engine does too; the cache
             # is the server's (opening it per call costs a few ms, and splits its hit counters).

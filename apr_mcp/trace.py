@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from pydantic import ValidationError
 
+from .config import load_settings
 from .errors import AprError
 from .redact import redact_data
 from .schemas import SolveResult, SolveRun
@@ -50,10 +50,7 @@ def new_run_id() -> str:
 
 
 def _default_dir() -> Path:
-    explicit = os.environ.get("APR_RUNS_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(platformdirs.user_data_dir("apr-mcp")) / "runs"
+    return load_settings().effective_runs_dir()  # APR_RUNS_DIR, the config file, or the default
 
 
 class RunStore:

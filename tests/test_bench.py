@@ -13,9 +13,9 @@ import anyio
 import pytest
 
 from apr_mcp.bench import BenchConfig, execute_bench, load_dataset, write_reports
-from apr_mcp.bench.cli import add_bench_subcommand, add_trace_subcommand
 from apr_mcp.bench.report import SIMULATED_LABEL, render_html, render_markdown
 from apr_mcp.bench.runner import STRATEGIES, read_records, record_key, solve_vote
+from apr_mcp.cli import build_parser
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
 from apr_mcp.errors import ConfigError
@@ -310,11 +310,7 @@ async def test_a_bench_against_apr_mcp_simulate_through_the_openai_backend_is_la
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="apr-mcp")
-    sub = parser.add_subparsers(dest="command")
-    add_bench_subcommand(sub)
-    add_trace_subcommand(sub)
-    return parser
+    return build_parser()
 
 
 def test_cli_bench_then_trace_view(tmp_path: Path, dataset_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -3,7 +3,6 @@ stored, and two processes sharing one directory."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from apr_mcp.cache import ResultCache, add_cache_subcommand, make_key
+from apr_mcp.cache import ResultCache, make_key
+from apr_mcp.cli import build_parser
 from apr_mcp.errors import CacheError, ServerError
 from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.cached import CachedModel
@@ -213,8 +213,7 @@ async def test_unusable_directory_degrades_to_no_cache(
 
 
 async def test_cli_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_cache_subcommand(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     async def compute() -> str:
         return "x"

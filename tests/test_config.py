@@ -53,10 +53,10 @@ def test_config_file_fills_what_env_leaves(tmp_path: Path, monkeypatch: pytest.M
 
 def test_bad_values_give_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("APR_MAX_CONCURRENCY", "lots")
-    with pytest.raises(ConfigError, match="max_concurrency"):
+    with pytest.raises(ConfigError, match="APR_MAX_CONCURRENCY"):
         load_settings()
     monkeypatch.delenv("APR_MAX_CONCURRENCY")
-    with pytest.raises(ConfigError, match="min_threads"):
+    with pytest.raises(ConfigError, match="APR_MIN_THREADS"):
         load_settings(min_threads=9, max_threads=4)
     bad = tmp_path / "bad.toml"
     bad.write_text("backend = ")
@@ -87,3 +87,77 @@ def test_masked_hides_secrets() -> None:
     assert "sk-abcdefghijklmnop" not in text and "tok'" not in text
     assert masked["api_key"] == "sk-…mnop"
     assert masked["http_token"] == "****"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("APR_BACKEND", "bogus", ("APR_BACKEND=bogus is not valid: expected one of openai, "
+         "anthropic, sampling, simulated")),
+        ("APR_MAX_CONCURRENCY", "abc", ("APR_MAX_CONCURRENCY=abc is not valid: expected a whole "
+         "number from 1 to 64")),
+        ("APR_CACHE", "maybe", "APR_CACHE=maybe is not valid: expected on or off"),
+        ("APR_DEADLINE_S", "-1", "APR_DEADLINE_S=-1 is not valid: expected a number more than 0"),
+    ],
+)
+def test_config_errors_name_the_variable_and_allowed_values_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message == f"invalid configuration: {expected}"
+    assert "\n" not in message and "pydantic" not in message and "validation error" not in message
+
+
+def test_secrets_are_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APR_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("APR_MAX_RETRIES", "many")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "sk-very-secret" not in str(info.value) and "APR_MAX_RETRIES=many" in str(info.value)
+
+
+def test_toml_values_are_validated_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('max_concurrency = 0\n')
+    monkeypatch.setenv("APR_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "APR_MAX_CONCURRENCY=0" in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_apr_variables_beat_provider_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-provider")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "ak-provider")
+    monkeypatch.setenv("APR_API_KEY", "sk-apr")
+    assert load_settings(backend="openai", model="m").effective_api_key() == "sk-apr"
+    monkeypatch.delenv("APR_API_KEY")
+    # Each backend reads its own provider's key, never the other's.
+    assert load_settings(backend="anthropic", model="m").effective_api_key() == "ak-provider"
+    assert load_settings(backend="simulated").effective_api_key() is None
+    masked = repr(load_settings(backend="openai", model="m").masked())
+    assert "sk-provider" not in masked and "ak-provider" not in masked
+
+
+def test_runs_dir_and_config_file_are_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APR_RUNS_DIR", str(tmp_path / "r"))
+    s = load_settings()
+    assert s.effective_runs_dir() == tmp_path / "r"
+    assert s.masked()["config"] == str(tmp_path / "no-config.toml")  # conftest's APR_CONFIG
+
+
+def test_no_environment_reads_outside_config() -> None:
+    """Settings come only from pydantic-settings sources, declared in apr_mcp/config.py."""
+    root = Path(__file__).resolve().parents[1] / "apr_mcp"
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if any(read in p.read_text(encoding="utf-8") for read in ("os.environ", "getenv("))
+    ]
+    assert offenders == []

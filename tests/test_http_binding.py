@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from apr_mcp.cli import main as cli_main
 from apr_mcp.config import Settings, load_settings
 from apr_mcp.errors import ConfigError
 from apr_mcp.http_app import (
@@ -25,7 +26,7 @@ from apr_mcp.http_app import (
     is_loopback,
     transport_security,
 )
-from apr_mcp.server import create_server, main
+from apr_mcp.server import create_server
 from apr_mcp.trace import RunStore
 
 INITIALIZE = {
@@ -76,6 +77,15 @@ def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
     with_token = _settings(tmp_path, http_token=SecretStr("t0ken-for-tests"))
     assert not any("bearer" in n for n in check_binding(with_token, "0.0.0.0"))
     assert check_binding(with_token, "192.168.1.20") == []
+
+
+def main(argv: list[str]) -> int:
+    """``apr-mcp serve ARGS``'s exit code."""
+    try:
+        cli_main(["serve", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def test_serve_refuses_a_public_bind_without_token_exit_2(

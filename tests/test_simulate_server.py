@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,12 +11,12 @@ import anyio
 import httpx
 import pytest
 
+from apr_mcp.cli import build_parser
 from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 from apr_mcp.schemas import Plan
 from apr_mcp.simulate_server import (
     ServerStats,
-    add_subcommand,
     serve_simulated,
     simulate_subprocess,
 )
@@ -215,9 +214,7 @@ async def test_models_and_bad_requests(server: Any) -> None:
 
 
 def test_cli_parser_defaults_to_loopback_8799() -> None:
-    parser = argparse.ArgumentParser()
-    add_subcommand(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["simulate", "--script", "s.json", "--ttft", "0.01"])
+    args = build_parser().parse_args(["simulate", "--script", "s.json", "--ttft", "0.01"])
     assert (args.port, args.host, args.ttft, args.tps, args.script) == (8799, "127.0.0.1", 0.01, None, "s.json")
     assert callable(args.func)
 

@@ -6,7 +6,7 @@ the strategies, grades the answers, streams records to ``results.jsonl`` (resuma
 thread timeline with the same renderer.
 """
 
-from .cli import add_bench_subcommand, add_trace_subcommand, run_bench, run_trace
+from .cli import run_bench, run_trace
 from .datasets import Dataset, DatasetInfo, Item, bundled_datasets, load_dataset
 from .graders import Grade, grade
 from .report import aggregate, write_reports
@@ -21,8 +21,6 @@ __all__ = [
     "Grade",
     "Item",
     "Timeline",
-    "add_bench_subcommand",
-    "add_trace_subcommand",
     "aggregate",
     "bundled_datasets",
     "execute_bench",

@@ -1,4 +1,4 @@
-"""``apr-mcp bench`` and ``apr-mcp trace`` subcommands (wired into :mod:`apr_mcp.cli`).
+"""What ``apr-mcp bench`` and ``apr-mcp trace`` do, once :mod:`apr_mcp.cli` has parsed the flags.
 
 Human-readable progress goes to stderr; stdout carries only a command's result (the summary
 table of ``bench``, the text timeline of ``trace view``).
@@ -10,54 +10,17 @@ import argparse
 import sys
 import webbrowser
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
+from ..config import Settings
 from ..errors import AprError, ConfigError
 from ..redact import redact
 from .datasets import bundled_datasets, load_dataset
-from .runner import STRATEGIES, BenchConfig, execute_bench
+from .runner import BenchConfig, execute_bench
 
-__all__ = ["add_bench_subcommand", "add_trace_subcommand", "run_bench", "run_trace"]
-
-# Subparsers action type is private in argparse; accept anything with add_parser.
-_Subparsers = Any
-
-
-def add_bench_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
-    """Register ``apr-mcp bench``."""
-    from ..cli import add_model_flags
-
-    p = subparsers.add_parser(
-        "bench",
-        help="evaluate strategies (sequential, adaptive, fixed, vote) on a dataset",
-        description="Run dataset items through several strategies on the configured backend and "
-        "write results.jsonl, report.md and report.html. Bundled datasets: "
-        + ", ".join(bundled_datasets()) + ". Use 'all' for every bundled set, or a path to your own JSONL.",
-    )
-    p.add_argument("--dataset", action="append", required=False, default=None,
-                   help="bundled name, 'all', or a .jsonl path (repeat or comma-separate for several)")
-    p.add_argument("--strategies", default=",".join(STRATEGIES),
-                   help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)")
-    p.add_argument("--limit", type=int, help="first N items of each dataset")
-    p.add_argument("--concurrency", type=int, default=4,
-                   help="items in flight at once (default 4; use 1 for uncontended latency figures)")
-    p.add_argument("--out", type=Path, default=Path("apr-bench"), help="output directory (default ./apr-bench)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--retry-errors", action="store_true", help="with --resume: run failed items again")
-    p.add_argument("--vote-k", type=int, default=5, help="attempts per item for the vote strategy")
-    p.add_argument("--vote-temperature", type=float, default=0.7,
-                   help="sampling temperature of the vote attempts (default 0.7; the merge keeps APR_TEMPERATURE)")
-    p.add_argument("--item-timeout", type=float, help="seconds before an item counts as an error")
-    p.add_argument("--report-only", action="store_true", help="only rebuild the reports from --out")
-    p.add_argument("--list-datasets", action="store_true", help="list bundled datasets and exit")
-    p.add_argument("--routing-only", action="store_true",
-                   help="no model: score the routing heuristics alone on the datasets' should_split labels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
-    add_model_flags(p)
-    p.set_defaults(func=run_bench)
-    return cast(argparse.ArgumentParser, p)
+__all__ = ["run_bench", "run_trace"]
 
 
 def _dataset_names(values: list[str] | None) -> list[str]:
@@ -72,8 +35,8 @@ def _dataset_names(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Entry point of ``apr-mcp bench``; returns the exit code."""
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``apr-mcp bench`` with its parsed flags and settings; returns the exit code."""
     from .report import write_reports
 
     if args.list_datasets:
@@ -102,7 +65,7 @@ def run_bench(args: argparse.Namespace) -> int:
             vote_temperature=args.vote_temperature,
             retry_errors=args.retry_errors, item_timeout_s=args.item_timeout,
         )
-        _run_with_engine(args, config)
+        _run_with_engine(settings, config)
     elif not (out_dir / "results.jsonl").is_file():
         raise ConfigError(f"--report-only: no results.jsonl in {out_dir}")
     md, page = write_reports(out_dir, seed=args.seed)
@@ -111,12 +74,10 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
-    from ..cli import settings_from_args
+def _run_with_engine(settings: Settings, config: BenchConfig) -> None:
     from ..runtime import build_runtime
     from ..trace import RunStore
 
-    settings = settings_from_args(args)
     settings.require_backend()
     total = sum(len(ds.items) for ds in config.datasets) * len(config.strategies)
     done = 0
@@ -151,22 +112,6 @@ def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
 # ----- trace -----
 
 
-def add_trace_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
-    """Register ``apr-mcp trace view RUN`` and ``apr-mcp trace list``."""
-    p = subparsers.add_parser("trace", help="show saved runs and their thread timelines")
-    sub = p.add_subparsers(dest="trace_command", metavar="ACTION")
-    view = sub.add_parser("view", help="timeline of one run (text; --html for a page)")
-    view.add_argument("run", help="run id (see `apr-mcp trace list`) or a path to a run JSON file")
-    view.add_argument("--html", type=Path, help="write a self-contained HTML timeline to this file")
-    view.add_argument("--open", action="store_true", help="open the HTML file in a browser")
-    view.add_argument("--runs-dir", type=Path, help="run store directory (default: APR_RUNS_DIR or the user data dir)")
-    lst = sub.add_parser("list", help="the newest saved runs")
-    lst.add_argument("--limit", type=int, default=20)
-    lst.add_argument("--runs-dir", type=Path)
-    p.set_defaults(func=run_trace)
-    return cast(argparse.ArgumentParser, p)
-
-
 def _load_run(ref: str, runs_dir: Path | None) -> Any:
     from ..schemas import SolveResult, SolveRun
     from ..trace import RunStore
@@ -184,7 +129,7 @@ def _load_run(ref: str, runs_dir: Path | None) -> Any:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    """Entry point of ``apr-mcp trace``; returns the exit code."""
+    """Run ``apr-mcp trace`` with its parsed flags; returns the exit code."""
     from ..trace import RunStore
     from .page import html_page
     from .timeline import legend_html, render_svg, render_text, timeline_from_result
