@@ -31,22 +31,29 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     # Maintenance works even with APR_CACHE=off: the user may want to inspect or wipe it.
-    with ResultCache(settings.effective_cache_dir(), enabled=True) as cache:
+    with ResultCache(
+        settings.effective_cache_dir(), enabled=True, lock_timeout=settings.cache_lock_timeout
+    ) as cache:
         if args.cache_action == "clear":
             removed = cache.clear()
             data: dict[str, Any] = {"directory": str(cache.directory), "removed": removed}
             text = f"removed {removed} entries from {cache.directory}"
         else:
+            health = cache.check()
             data = cache.stats()
             data.pop("hits")
             data.pop("misses")
             data["enabled"] = settings.cache
+            if not health.ok:
+                data["fix"] = health.fix
+            state = health.status if settings.cache else "off (APR_CACHE=off)"
             text = (
                 f"directory: {data['directory']}\n"
-                f"enabled:   {'on' if settings.cache else 'off (APR_CACHE=off)'}\n"
+                f"status:    {state}\n"
                 f"entries:   {data['entries']}\n"
-                f"size:      {data['size_bytes'] / 1e6:.1f} MB of "
-                f"{data['size_limit_bytes'] / 1e6:.0f} MB"
+                f"size:      {data['size_bytes'] / 1e6:.1f} MB"
+                f" of {data['size_limit_bytes'] / 1e6:.0f} MB"
+                + (f"\nfix:       {health.fix}" if not health.ok else "")
             )
     sys.stdout.write((json.dumps(data, indent=2) if args.json else text) + "\n")
     return 0
