@@ -24,8 +24,8 @@ from .schemas import RunEvent, SolveResult, ThreadStatus
 __all__ = ["SolveConsole", "thread_table", "token_totals"]
 
 _FINAL = frozenset({"done", "cached", "failed", "cancelled", "skipped"})
-# Answer text as it streams: not progress. On a terminal its tail shows under the live table; off
-# a terminal nothing is printed for it (the answer is printed whole, on stdout, at the end).
+# Answer text as it streams: not progress. It goes to stdout as it is produced (above the live
+# table on a terminal); the result then prints only what the stream did not already show.
 _STREAMED = frozenset({"answer"})
 _STREAM_TAIL = 160
 _STYLE = {
@@ -45,7 +45,7 @@ class _PipeConsole(Console):
 class SolveConsole:
     """Receives RunEvents while a run goes; prints the result when it is done."""
 
-    def __init__(self, *, live: bool | None = None) -> None:
+    def __init__(self, *, live: bool | None = None, stream_answer: bool = True) -> None:
         self.err = Console(file=sys.stderr, highlight=False)
         # Piped output gets a wide table instead of rich's 80-column default, so headers and
         # figures stay on one line for whoever reads or greps it.
@@ -61,6 +61,8 @@ class SolveConsole:
         self._last = "planning…"
         self._total = 0  # threads known: seen, or announced by the engine's own total
         self._streamed = ""  # the tail of the answer streamed so far
+        self.stream_answer = stream_answer
+        self._answer: list[str] = []  # everything streamed to stdout
         self._live: Live | None = None
 
     def __enter__(self) -> Self:
@@ -88,6 +90,11 @@ class SolveConsole:
     async def on_event(self, event: RunEvent) -> None:
         if event.kind in _STREAMED:
             self._streamed = (self._streamed + event.message)[-_STREAM_TAIL:]
+            if self.stream_answer:
+                self._answer.append(event.message)
+                # Through the live display's proxy on a terminal, so the text scrolls above it.
+                sys.stdout.write(event.message)
+                sys.stdout.flush()
             if self._live is not None:
                 self._live.refresh()
             return
@@ -135,7 +142,14 @@ class SolveConsole:
     def print_result(
         self, result: SolveResult, *, status: Literal["answered", "partial", "failed"] = "answered"
     ) -> None:
-        self.out.print(result.answer, markup=False, soft_wrap=True)
+        streamed = "".join(self._answer).strip()
+        if not streamed:
+            self.out.print(result.answer, markup=False, soft_wrap=True)
+        elif streamed != result.answer.strip():
+            # The stream was the whole chain of thought, or cut short: say what the answer is.
+            self.out.print()
+            self.out.print()
+            self.out.print(f"Answer: {result.answer}", markup=False, soft_wrap=True)
         self.out.print()
         if result.results:
             self.out.print(thread_table(result))

@@ -393,16 +393,21 @@ def test_cached_run_shows_tokens_saved_not_spent(capsys: pytest.CaptureFixture[s
 async def test_streamed_answer_text_is_not_a_progress_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Answer text streams as events of its own; off a terminal they print nothing (the answer is
-    printed whole at the end), and they never count as a thread."""
+    """Answer text streams to stdout as it is produced, never as a progress line on stderr and
+    never counted as a thread; the result then does not print it a second time."""
     from apr_mcp.console import SolveConsole
-    from apr_mcp.schemas import RunEvent
+    from apr_mcp.schemas import RunEvent, RunMetrics, SolveResult
 
     ui = SolveConsole(live=False)
     await ui.on_event(RunEvent(kind="started", thread_id="t1", message="t1 started"))
-    # model_construct: the engine's "answer" kind may be newer than this schema.
-    await ui.on_event(RunEvent.model_construct(kind="answer", thread_id="t1", message="Par"))
-    await ui.on_event(RunEvent.model_construct(kind="answer", thread_id="t1", message="is."))
+    await ui.on_event(RunEvent(kind="answer", thread_id="t1", message="Paris "))
+    await ui.on_event(RunEvent(kind="answer", thread_id="t1", message="is."))
     await ui.on_event(RunEvent(kind="done", thread_id="t1", message="t1 done"))
-    assert capsys.readouterr().err.splitlines() == ["[0/1] t1 started", "[1/1] t1 done"]
+    out = capsys.readouterr()
+    assert out.err.splitlines() == ["[0/1] t1 started", "[1/1] t1 done"]
+    assert out.out == "Paris is."
     assert ui.counter() == "[1/1]"
+    result = SolveResult(run_id="r", question="q", strategy="adaptive", answer="Paris is.",
+                         metrics=RunMetrics())
+    ui.print_result(result)
+    assert "Paris is." not in capsys.readouterr().out  # streamed once, not twice

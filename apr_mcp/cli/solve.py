@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         runtime = build_runtime(settings)
-        ui = SolveConsole(live=False if args.json else None)
+        ui = SolveConsole(live=False if args.json else None, stream_answer=not args.json)
         try:
             with ui:
                 result = await runtime.engine.solve(
