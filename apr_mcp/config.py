@@ -167,6 +167,15 @@ class Settings(BaseSettings):
             )
         if self.backend == "anthropic" and not self.effective_api_key():
             raise ConfigError("APR_BACKEND=anthropic needs APR_API_KEY or ANTHROPIC_API_KEY.")
+        if (
+            self.backend == "openai"
+            and not self.effective_api_key()
+            and "//api.openai.com" in (self.effective_base_url() or "")
+        ):
+            raise ConfigError(
+                "APR_BACKEND=openai with api.openai.com needs APR_API_KEY or OPENAI_API_KEY; "
+                "for a local server set APR_BASE_URL (e.g. http://localhost:11434/v1 for Ollama)."
+            )
         return self.backend
 
     def masked(self) -> dict[str, Any]:
