@@ -16,10 +16,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import httpx
@@ -91,34 +92,37 @@ def _start_server(*, interrupt_requests: bool) -> Iterator[str]:
     if not interrupt_requests:
         args += ["--interrupt_requests", "False"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APR_", "OPENAI_"))}
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read()[-2000:] if proc.stderr else ""
-                pytest.fail(f"llama-cpp-python server exited with {proc.returncode}:\n{err}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-cpp-python server not ready after {START_TIMEOUT_S:g} s")
-            time.sleep(0.25)  # polling a subprocess: it has no readiness event to wait on
-        yield base_url
-    finally:
-        proc.terminate()
+    # The server logs a lot on stderr: a file, not a pipe nobody drains (a full pipe blocks it).
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            yield _wait_ready(proc, f"http://127.0.0.1:{port}/v1", log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[str], base_url: str, log: IO[str]) -> str:
+    def tail() -> str:
+        log.seek(0)
+        return log.read()[-2000:]
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"llama-cpp-python server exited with {proc.returncode}:\n{tail()}")
+        try:
+            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                return base_url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"llama-cpp-python server not ready after {START_TIMEOUT_S:g} s:\n{tail()}")
+        time.sleep(0.25)  # polling a subprocess: it has no readiness event to wait on
 
 
 @pytest.fixture(scope="module")
