@@ -206,10 +206,6 @@ class OpenAICompatModel(HTTPBackend):
     async def _read_stream(
         self, response: httpx.Response, model: str, started: float, on_token: TokenCallback | None
     ) -> Reply:
-        ctype = response.headers.get("content-type", "")
-        if "event-stream" not in ctype and "json" in ctype:
-            raw = (await response.aread()).decode("utf-8", errors="replace")
-            return await self._parse_json(raw, model, on_token)
         finish_reason: str | None = None
         usage: dict[str, Any] = {}
         served_model = model
