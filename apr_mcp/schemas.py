@@ -94,7 +94,7 @@ class ThreadAnswer(BaseModel):
 
     # maxLength/maxItems: bounds for the schema a model sees (issue 13), not validation.
     answer: str = Field(
-        description="The full answer to the subtask.", json_schema_extra={"maxLength": 20_000}
+        description="The full answer to the subtask.", json_schema_extra={"maxLength": 1_000}
     )
     summary: str = Field(default="", description="One to three sentences distilling the answer.")
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -18,7 +18,7 @@ from apr_mcp.errors import ModelOutputError, SchemaUnsupported
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.retry import RetryingModel
-from apr_mcp.llm.structured import complete_structured, json_schema_for
+from apr_mcp.llm.structured import MAX_SCHEMA_LENGTH, complete_structured, json_schema_for
 from apr_mcp.schemas import Plan, ThreadAnswer
 
 BASE = "http://llm.test/v1"
@@ -152,10 +152,33 @@ def test_every_schema_a_model_sees_bounds_its_lists_and_strings(output_type: typ
     assert _unbounded(schema) == []
 
 
-def test_answer_fields_get_room_and_thread_lists_stay_short() -> None:
+def _lengths(node: Any) -> list[int]:
+    if isinstance(node, dict):
+        own = [node["maxLength"]] if "maxLength" in node else []
+        return own + [n for value in node.values() for n in _lengths(value)]
+    if isinstance(node, list):
+        return [n for item in node for n in _lengths(item)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "output_type",
+    [Plan, ThreadAnswer, MergeOutput, DebugHypotheses, DebugVerdict, MetaDecision, JudgeVerdict],
+)
+def test_no_string_bound_breaks_a_grammar(output_type: type) -> None:
+    # llama.cpp grammars refuse long x{0,n} repetitions and llama-cpp-python's server dies on
+    # them (a 2000-character answer killed it here): Subtask.prompt allows 20,000 but is
+    # shown 1,000.
+    assert max(_lengths(json_schema_for(output_type))) <= MAX_SCHEMA_LENGTH == 1000
+
+
+def test_answer_fields_get_the_most_room_and_thread_lists_stay_short() -> None:
     thread = json_schema_for(ThreadAnswer)["properties"]
-    assert thread["answer"]["maxLength"] >= 10_000 and thread["follow_ups"]["maxItems"] <= 8
-    assert json_schema_for(MergeOutput)["properties"]["answer"]["maxLength"] >= 10_000
+    assert thread["answer"]["maxLength"] == MAX_SCHEMA_LENGTH > thread["summary"]["maxLength"]
+    assert thread["follow_ups"]["maxItems"] <= 8
+    assert json_schema_for(MergeOutput)["properties"]["answer"]["maxLength"] == MAX_SCHEMA_LENGTH
+    # Validation keeps the type's own bounds: a longer (prompt-mode) answer is still valid.
+    assert ThreadAnswer(answer="x" * 5000).answer
 
 
 class Scripted(Model):

@@ -104,7 +104,7 @@ class DebugVerdict(BaseModel):
 
     answer: str = Field(
         description="The verdict: most likely root cause, the fix, how to confirm.",
-        json_schema_extra={"maxLength": 20_000},  # what the model is shown (issue 13)
+        json_schema_extra={"maxLength": 1_000},  # what the model is shown (issue 13)
     )
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     ranking: list[RankedHypothesis] = Field(

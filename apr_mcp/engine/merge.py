@@ -39,7 +39,7 @@ class MergeOutput(BaseModel):
 
     answer: str = Field(
         description="The merged answer to the original question.",
-        json_schema_extra={"maxLength": 20_000},  # what the model is shown (issue 13)
+        json_schema_extra={"maxLength": 1_000},  # what the model is shown (issue 13)
     )
     confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Confidence, 0 to 1.")
 

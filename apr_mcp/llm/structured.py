@@ -42,6 +42,7 @@ from .base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Us
 __all__ = [
     "DEFAULT_MAX_ITEMS",
     "DEFAULT_MAX_LENGTH",
+    "MAX_SCHEMA_LENGTH",
     "bound_schema",
     "complete_structured",
     "extract_json",
@@ -62,7 +63,13 @@ _MAX_PREVIOUS_CHARS = 8000
 #: ``maxItems`` given to a list whose type sets none: enough for any list apr-mcp asks for.
 DEFAULT_MAX_ITEMS = 16
 #: ``maxLength`` given to a string whose type sets none (long texts declare their own).
-DEFAULT_MAX_LENGTH = 4000
+DEFAULT_MAX_LENGTH = 500
+#: The largest ``maxLength`` a model is shown. Servers that enforce a schema with a llama.cpp
+#: grammar expand ``x{0,n}`` into nested rules and refuse a grammar whose repetitions add up
+#: ("exceeds sane defaults"); llama-cpp-python's server then dies. Measured with its
+#: ``json_object`` + schema mode: ThreadAnswer with a 2000-character answer killed it; with
+#: 1000 (and 500 for the other strings) every schema apr-mcp sends compiled and answered.
+MAX_SCHEMA_LENGTH = 1000
 
 
 # ----- schema -----
@@ -100,9 +107,11 @@ def _schema_and_adapter(output_type: Any) -> tuple[dict[str, Any], TypeAdapter[A
 def bound_schema(schema: Any) -> Any:
     """``schema`` with ``maxItems`` on every array and ``maxLength`` on every free string.
 
-    Bounds the type already declares are kept; the defaults (:data:`DEFAULT_MAX_ITEMS`,
-    :data:`DEFAULT_MAX_LENGTH`) fill the gaps. Strings constrained otherwise (``enum``,
-    ``const``, ``format``) are left alone. Changes ``schema`` in place and returns it.
+    Bounds the type already declares are kept, up to :data:`MAX_SCHEMA_LENGTH` for strings; the
+    defaults (:data:`DEFAULT_MAX_ITEMS`, :data:`DEFAULT_MAX_LENGTH`) fill the gaps. Strings
+    constrained otherwise (``enum``, ``const``, ``format``) are left alone. Only what the model
+    is shown changes: validation keeps the type's own bounds. Changes ``schema`` in place and
+    returns it.
     """
     if isinstance(schema, list):
         for item in schema:
@@ -114,12 +123,8 @@ def bound_schema(schema: Any) -> Any:
     kinds = kind if isinstance(kind, list) else [kind]
     if "array" in kinds and "maxItems" not in schema:
         schema["maxItems"] = DEFAULT_MAX_ITEMS
-    if (
-        "string" in kinds
-        and "maxLength" not in schema
-        and not {"enum", "const", "format"} & schema.keys()
-    ):
-        schema["maxLength"] = DEFAULT_MAX_LENGTH
+    if "string" in kinds and not {"enum", "const", "format"} & schema.keys():
+        schema["maxLength"] = min(schema.get("maxLength", DEFAULT_MAX_LENGTH), MAX_SCHEMA_LENGTH)
     for key, value in schema.items():
         if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(
             value, dict
