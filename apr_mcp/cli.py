@@ -20,6 +20,8 @@ import anyio
 from . import __version__
 from .config import Settings, load_settings
 from .errors import AprError, ConfigError
+from .limits import MAX_CONCURRENCY, MAX_SUBTASKS, arg_deadline, arg_int
+from .redact import install_log_redaction
 
 __all__ = ["main"]
 
@@ -34,7 +36,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--planner-model", help="model id of the planner (APR_PLANNER_MODEL)")
     g.add_argument("--merger-model", help="model id of the merger (APR_MERGER_MODEL)")
     g.add_argument("--base-url", help="endpoint root (APR_BASE_URL)")
-    g.add_argument("--max-concurrency", type=int, help="parallel model calls (APR_MAX_CONCURRENCY)")
+    g.add_argument(
+        "--max-concurrency", type=arg_int(1, MAX_CONCURRENCY),
+        help=f"parallel model calls, 1..{MAX_CONCURRENCY} (APR_MAX_CONCURRENCY)",
+    )
     g.add_argument("--no-cache", action="store_true", help="do not read or write the disk cache")
 
 
@@ -77,9 +82,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--mode", choices=["general", "debug"], default="general",
                        help="debug: the question is an error; investigate competing hypotheses")
-    solve.add_argument("--max-subtasks", type=int, help="cap on the fan-out")
+    solve.add_argument("--max-subtasks", type=arg_int(1, MAX_SUBTASKS),
+                       help=f"cap on the fan-out, 1..{MAX_SUBTASKS}")
     solve.add_argument(
-        "--deadline", type=float,
+        "--deadline", type=arg_deadline,
         help="seconds before returning partial results (default APR_DEADLINE_S=55; inf for none)",
     )
     solve.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -102,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # -vv logs request URLs and provider replies: no credentials in them
     if args.command is None:
         from .server import run_stdio
 

@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_DEPTH,
+    MAX_FOLLOWUPS,
+    MAX_MERGE_BUDGET_TOKENS,
+    MAX_RETRIES,
+    MAX_THREADS,
+    MIN_MERGE_BUDGET_TOKENS,
+)
+from .redact import redact, register_secret
 
 __all__ = ["Backend", "Settings", "load_settings"]
 
@@ -43,11 +53,11 @@ class Settings(BaseSettings):
     planner_model: str | None = None
     merger_model: str | None = None
 
-    max_concurrency: int = Field(default=8, ge=1, le=64)
-    min_threads: int = Field(default=2, ge=1, le=64, description="Lower bound of the fan-out when splitting.")
-    max_threads: int = Field(default=8, ge=1, le=64, description="Upper bound of the fan-out (cap on subtasks).")
-    max_followups: int = Field(default=4, ge=0, le=64, description="Follow-up threads a run may spawn.")
-    max_depth: int = Field(default=2, ge=0, le=8, description="How deep follow-ups may nest.")
+    max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
+    min_threads: int = Field(default=2, ge=1, le=MAX_THREADS, description="Lower bound of the fan-out when splitting.")
+    max_threads: int = Field(default=8, ge=1, le=MAX_THREADS, description="Upper bound of the fan-out (cap on subtasks).")
+    max_followups: int = Field(default=4, ge=0, le=MAX_FOLLOWUPS, description="Follow-up threads a run may spawn.")
+    max_depth: int = Field(default=2, ge=0, le=MAX_DEPTH, description="How deep follow-ups may nest.")
     early_stop_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     deadline_s: float = Field(default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s).")
     token_budget: int | None = Field(
@@ -56,7 +66,12 @@ class Settings(BaseSettings):
         description="Tokens planning and threads may spend; when crossed, running threads are "
         "cancelled and what finished is merged.",
     )
-    merge_budget_tokens: int = Field(default=6000, ge=256, description="Token budget of the merge context.")
+    merge_budget_tokens: int = Field(
+        default=6000,
+        ge=MIN_MERGE_BUDGET_TOKENS,
+        le=MAX_MERGE_BUDGET_TOKENS,
+        description="Token budget of the merge context.",
+    )
     max_tokens: int = Field(default=1024, ge=16, description="Max output tokens per solver call.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     planner: Literal["auto", "model", "heuristic"] = Field(
@@ -91,13 +106,13 @@ class Settings(BaseSettings):
         "it; schema = always native; prompt = never (JSON instructions in the prompt).",
     )
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
+    max_retries: int = Field(default=4, ge=0, le=MAX_RETRIES)
 
     # Simulated backend: latency model.
     sim_ttft_s: float = Field(default=0.05, ge=0)
     sim_tokens_per_s: float = Field(default=400.0, gt=0)
     sim_reasoning_scale: float = Field(
-        default=1.0, gt=0, description="Simulated backend: multiplier on reasoning length per part."
+        default=1.0, gt=0, description="Simulated backend: multiplier on solver and sequential reply length."
     )
     sim_script: Path | None = Field(
         default=None, description="JSON script of scripted replies/faults for the simulated backend."
@@ -108,6 +123,16 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8765, ge=0, le=65535)
     http_token: SecretStr | None = Field(default=None, description="Bearer token required over HTTP.")
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra Host header values accepted over HTTP (host or host:port; host:* for "
+        "any port), e.g. the name a reverse proxy forwards. Loopback names are always accepted.",
+    )
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON-RPC message accepted over stdio (larger: an error reply).",
+    )
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -125,7 +150,19 @@ class Settings(BaseSettings):
             return False
         return v
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("http_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, v: Any) -> Any:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if isinstance(raw, str) and not raw.strip():
+            # An empty token must not quietly mean "no authentication".
+            raise ValueError(
+                "an empty token is not allowed: set a real one (e.g. `openssl rand -hex 32`) "
+                "or unset APR_HTTP_TOKEN to serve without one"
+            )
+        return v
+
+    @field_validator("allowed_origins", "http_allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, v: Any) -> Any:
         if isinstance(v, str) and not v.strip().startswith("["):
@@ -136,6 +173,14 @@ class Settings(BaseSettings):
     def _bounds(self) -> Settings:
         if self.min_threads > self.max_threads:
             raise ValueError(f"min_threads ({self.min_threads}) > max_threads ({self.max_threads})")
+        return self
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        # Every output surface redacts these (apr_mcp.redact), wherever they turn up.
+        register_secret(self.effective_api_key())
+        if self.http_token is not None:
+            register_secret(self.http_token.get_secret_value())
         return self
 
     # ----- derived values -----
@@ -197,7 +242,8 @@ class Settings(BaseSettings):
         key = self.effective_api_key()
         data["api_key"] = _mask(key)
         data["http_token"] = _mask(self.http_token.get_secret_value() if self.http_token else None)
-        data["base_url"] = self.effective_base_url()
+        base_url = self.effective_base_url()
+        data["base_url"] = redact(base_url) if base_url else base_url
         data["cache_dir"] = str(self.effective_cache_dir())
         data["planner_model"] = self.role_model("planner")
         data["merger_model"] = self.role_model("merger")
@@ -248,5 +294,19 @@ def load_settings(**overrides: Any) -> Settings:
         env_settings = Settings(**explicit)
         merged = {**file_values, **{k: getattr(env_settings, k) for k in env_settings.model_fields_set}}
         return Settings(**merged) if file_values else env_settings
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_settings_errors(exc)}") from exc
     except (ValueError, SettingsError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    """``name (APR_NAME): what is wrong`` per error, instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            message = f"{field} (APR_{field.upper()}): {message}"
+        parts.append(message)
+    return "; ".join(parts)

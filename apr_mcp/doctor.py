@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from .config import Settings
 from .errors import ConfigError, ModelError, ModelOutputError, StreamInterrupted
 from .llm.base import Message, Model, ModelRequest
+from .redact import redact
 
 __all__ = ["run_doctor"]
 
@@ -35,10 +36,15 @@ _MARKS: dict[Mark, str] = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip":
 _CHECK_TIMEOUT_S = 120.0
 
 
+def _print(text: str) -> None:
+    # Everything doctor prints passes here: URLs with userinfo, provider replies, settings.
+    print(redact(text), flush=True)
+
+
 def _line(ok: bool | None | Mark, what: str, detail: str = "") -> None:
     """One check's line; ``ok`` is True/False/None (ok/FAIL/skip) or a :data:`Mark`."""
     mark: Mark = ok if isinstance(ok, str) else "skip" if ok is None else "ok" if ok else "fail"
-    print(f"[{_MARKS[mark]}] {what}" + (f": {detail}" if detail else ""), flush=True)
+    _print(f"[{_MARKS[mark]}] {what}" + (f": {detail}" if detail else ""))
 
 
 async def check_endpoint(
@@ -213,8 +219,8 @@ async def run_doctor(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> int:
     """Print the configuration and the checks; 1 if something would stop a run, else 0."""
-    print("Effective configuration (secrets masked):")
-    print(json.dumps(settings.masked(), indent=2, default=str))
+    _print("Effective configuration (secrets masked):")
+    _print(json.dumps(settings.masked(), indent=2, default=str))
     failures = 0
 
     configured = True

@@ -25,6 +25,8 @@ had streamed before a call failed (empty if none), so a caller at its deadline c
 
 from __future__ import annotations
 
+from .redact import redact
+
 __all__ = [
     "AprError",
     "BudgetExceeded",
@@ -85,11 +87,14 @@ class ModelError(AprError):
         status_code: int | None = None,
         body: str | None = None,
     ) -> None:
-        self.message = message
+        # Providers echo request headers (the API key) in error bodies, and URLs carry userinfo:
+        # redacted here, where every model error is born, so no surface ever sees them. Capped
+        # too: a message can quote a whole reply, and it is copied into every thread result.
+        self.message = _capped(redact(message), 2000)
         self.backend = backend
         self.model = model
         self.status_code = status_code
-        self.body = body[:2000] if body else body
+        self.body = redact(body[:8000])[:2000] if body else body
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -100,6 +105,10 @@ class ModelError(AprError):
         if self.body:
             text += f": {self.body[:300]}"
         return text
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ModelHTTPError(ModelError):

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .limits import MAX_CONCURRENCY, MAX_PROMPT_CHARS
+
 __all__ = [
     "Decision",
     "MergeResult",
@@ -43,7 +45,7 @@ class Subtask(BaseModel):
     id: str = Field(pattern=_ID, description="Unique id within the plan, e.g. 't1'.")
     prompt: str = Field(
         min_length=1,
-        max_length=20_000,
+        max_length=MAX_PROMPT_CHARS,
         description="A self-contained instruction; it must make sense without the other subtasks.",
     )
     depends_on: list[str] = Field(
@@ -70,7 +72,7 @@ class Plan(BaseModel):
     )
     subtasks: list[Subtask] = Field(default_factory=list)
     max_concurrency: int | None = Field(
-        default=None, ge=1, le=64, description="Suggested concurrency for these subtasks."
+        default=None, ge=1, le=MAX_CONCURRENCY, description="Suggested concurrency for these subtasks."
     )
     source: Literal["model", "heuristic", "fallback", "host"] = Field(
         default="model", description="Who made the plan: the planner model, heuristics, a fallback or the host."

@@ -1,10 +1,11 @@
 """The MCP server: four tools, run-trace resources and slash-command prompts over the engine.
 
 This module is a thin shell. Each tool validates its arguments (pydantic, through the SDK), asks
-the engine, and renders the answer twice: structured content that follows the tool's output
-schema (the chaining contract lives in :mod:`apr_mcp.schemas`) and a short text a person or a
-host model can read. Engine failures (:class:`~apr_mcp.errors.AprError`) become ``is_error``
-results carrying the message; the server never crashes on them.
+the engine, and answers twice: structured content, the full record of :mod:`apr_mcp.schemas`
+(its published schema is the lean one of :mod:`apr_mcp.tool_schemas`, so ``tools/list`` stays
+small), and a short text digest from :mod:`apr_mcp.render`. Engine failures
+(:class:`~apr_mcp.errors.AprError`) and runs where no thread produced a usable result come back
+as ``isError`` results; the server never crashes on them.
 
 The engine runs inside the request's task, so when the client cancels the request the SDK
 cancels that task, and the cancellation reaches every in-flight model stream.
@@ -13,42 +14,50 @@ cancels that task, and the cancellation reaches every in-flight model stream.
 import argparse
 import inspect
 import logging
-import math
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import anyio
 import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from . import __version__
 from ._net import listen, serve_on, shown_host, uvicorn_server
+from .cache import ResultCache
 from .config import Settings, load_settings
-from .engine import Engine
-from .errors import AprError, ConfigError, SamplingUnavailable
-from .llm.base import Model
-from .llm.sampling import SamplingModel, sampling_problem
-from .schemas import (
-    Decision,
-    MergeResult,
-    MergeStrategy,
-    Plan,
-    RunEvent,
-    SolveResult,
-    SolveRun,
-    Subtask,
-    ThreadResult,
+from .errors import AprError, ConfigError
+from .http_app import build_http_app, check_binding
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_CONTEXT_CHARS,
+    MAX_DEADLINE_S,
+    MAX_MERGE_BUDGET_TOKENS,
+    MAX_MERGE_RESULTS,
+    MAX_QUESTION_CHARS,
+    MAX_SUBTASKS,
+    MIN_MERGE_BUDGET_TOKENS,
 )
+from .mcp_guard import OutputGuard
+from .redact import install_log_redaction
+from .render import merge_text, plan_text, run_status, run_text, solve_text
+from .schemas import MergeStrategy, SolveResult, SolveRun, Subtask, ThreadResult
+from .stdio import serve_stdio
 from .tokens import encoding_for
-
-if TYPE_CHECKING:
-    from .cache import ResultCache
-    from .trace import RunStore
+from .tool_schemas import (
+    MergeOutput,
+    PlanOutput,
+    RunOutput,
+    SolveOutput,
+    merge_strategy_schema,
+    subtasks_schema,
+    thread_results_schema,
+)
+from .tool_support import Backing, EngineFactory, Progress, guarded
+from .trace import RunStore
 
 __all__ = [
     "EngineFactory",
@@ -61,26 +70,47 @@ __all__ = [
     "run_stdio",
 ]
 
-logger = logging.getLogger(__name__)
-
-#: Builds the engine for one tool call. Receives the host-model backend bound to that call when
-#: ``APR_BACKEND=sampling`` (else ``None``). Tests pass one that wires a simulated model.
-EngineFactory = Callable[[Model | None], Engine]
-
-
-def _grace_s(deadline: float) -> float:
-    """Extra time the server waits past a run's deadline for the engine to hand back its partial
-    results before it gives up on the call (a safety net; the engine itself honours the deadline):
-    a tenth of the deadline, between 1 and 5 seconds (55 s + 5 s stays within host limits)."""
-    return min(5.0, max(1.0, deadline / 10))
-
-
 INSTRUCTIONS = """\
-apr-mcp adds adaptive parallel reasoning: it splits a broad question into independent subtasks,
-solves them concurrently with a language model and merges the results. Use `solve` for the whole
-pipeline in one call. To steer it yourself: `decompose` → (edit the subtasks) → `parallel_solve` →
-`merge`, passing `subtasks` and `results` along unchanged. Do not use it for simple or strictly
-sequential questions — answer those directly."""
+apr-mcp adds adaptive parallel reasoning: independent subtasks solved concurrently by a language
+model. Fastest: split the question yourself, pass the parts to `parallel_solve` and answer from
+its results (no plan or merge call). `solve` does it all in one call (plan, threads, merge);
+`decompose` and `merge` let the server plan or merge; pass `subtasks` and `results` on unchanged.
+Answer simple or strictly sequential questions directly."""
+
+# ----- arguments shared by the tools -----
+
+_MAX_SUBTASKS = MAX_SUBTASKS  # subtasks a host may pass to parallel_solve
+_MAX_RESULTS = MAX_MERGE_RESULTS  # results a host may pass to merge (follow-ups add to them)
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the question is empty (only whitespace)")
+    return text
+
+
+# Numbers are strict (no `true` or "5" taken for 5): a host that sends those has a bug to see.
+Question = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full."),
+    AfterValidator(_not_blank),
+]
+ContextArg = Annotated[
+    str,
+    Field(max_length=MAX_CONTEXT_CHARS, description="Background every thread sees: code, errors, documents."),
+]
+Deadline = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=MAX_DEADLINE_S,
+        strict=True,
+        description="Seconds until it returns what is finished, marked partial (default "
+        "APR_DEADLINE_S).",
+    ),
+]
+MaxSubtasks = Annotated[
+    int | None, Field(ge=1, le=MAX_SUBTASKS, strict=True, description="Most subtasks to plan.")
+]
 
 
 def _annotations(title: str) -> ToolAnnotations:
@@ -93,160 +123,6 @@ def _annotations(title: str) -> ToolAnnotations:
     )
 
 
-Question = Annotated[
-    str, Field(min_length=1, max_length=50_000, description="The question or task, in full.")
-]
-ContextArg = Annotated[
-    str,
-    Field(
-        max_length=200_000,
-        description="Background every thread should see: code, error output, documents, constraints.",
-    ),
-]
-Deadline = Annotated[
-    float | None,
-    Field(
-        gt=0,
-        le=3600,
-        description="Seconds before the run stops and returns what is finished (marked partial). "
-        "Default: the server's APR_DEADLINE_S (55 s, under common host time limits).",
-    ),
-]
-MaxSubtasks = Annotated[
-    int | None,
-    Field(
-        ge=1, le=64, description="Upper bound on the number of subtasks (default: APR_MAX_THREADS)."
-    ),
-]
-
-
-class _Backing:
-    """Where engines, the run store and the cache come from (shared by all tool calls)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        engine_factory: EngineFactory | None,
-        run_store: "RunStore | None",
-        cache: "ResultCache | None",
-    ) -> None:
-        self.settings = settings
-        self._factory = engine_factory
-        self._run_store = run_store
-        self._cache = cache
-        self._runtime: Any = None  # apr_mcp.runtime.Runtime, built at the first call
-        self._owns_cache = False
-        self._cache_given = cache is not None
-
-    @property
-    def run_store(self) -> "RunStore":
-        if self._run_store is None:
-            from .trace import RunStore
-
-            self._run_store = RunStore()
-        return self._run_store
-
-    @property
-    def cache(self) -> "ResultCache":
-        if self._cache is None:
-            if self._runtime is not None:
-                self._cache = self._runtime.cache
-            else:
-                from .cache import ResultCache
-
-                self._cache = ResultCache(
-                    self.settings.effective_cache_dir(), enabled=self.settings.cache
-                )
-                self._owns_cache = True
-        assert self._cache is not None
-        return self._cache
-
-    @asynccontextmanager
-    async def engine(self, ctx: Context) -> AsyncIterator[Engine]:
-        """The engine for one call. Built lazily, so a misconfigured backend is reported by the
-        tool call (with the fix) instead of stopping the server from starting."""
-        sampling = self.settings.backend == "sampling"
-        if sampling and (problem := sampling_problem(ctx)) is not None:
-            # Fail fast: the engine would otherwise degrade to fallback plans and failed threads.
-            raise SamplingUnavailable(problem, backend="sampling")
-        host_model = SamplingModel(ctx, timeout_s=self.settings.timeout_s) if sampling else None
-        if self._factory is not None:
-            yield self._factory(host_model)
-            return
-        from .runtime import build_runtime
-
-        if sampling:
-            # The host model belongs to this call's session, so the engine does too; the cache
-            # is the server's (opening it per call costs a few ms, and splits its hit counters).
-            runtime = build_runtime(
-                self.settings, sampling_model=host_model, run_store=self.run_store,
-                cache=self.cache,
-            )
-            try:
-                yield runtime.engine
-            finally:
-                with anyio.CancelScope(shield=True):  # also after a cancelled call
-                    await runtime.aclose()
-            return
-        if self._runtime is None:
-            self._runtime = build_runtime(self.settings, run_store=self.run_store)
-        yield self._runtime.engine
-
-    async def aclose(self) -> None:
-        if self._cache is not None and self._owns_cache:
-            self._cache.close()
-        if self._runtime is not None:
-            await self._runtime.aclose()  # closes its cache too
-            self._runtime = None
-        if self._owns_cache or not self._cache_given:
-            self._cache, self._owns_cache = None, False
-
-
-class _Progress:
-    """Turns RunEvents into MCP progress notifications.
-
-    MCP requires progress to grow with every notification, but several events (a thread started,
-    a follow-up spawned, merging) do not complete anything; they still carry a message worth showing
-    (VS Code shows the message, not a percentage). Those advance progress by a fraction that never
-    reaches the next whole thread. ``total`` is the number of threads known so far and never shrinks.
-    """
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.progress = 0.0
-        self.total = 0
-
-    async def __call__(self, event: RunEvent) -> None:
-        if event.completed > self.progress:
-            progress = float(event.completed)
-        else:
-            ceiling = math.floor(self.progress) + 1
-            progress = self.progress + min(0.01, (ceiling - self.progress) / 2)
-            if not progress > self.progress:
-                return
-        self.progress = progress
-        self.total = max(self.total, event.total, math.ceil(progress))
-        try:
-            await self._ctx.report_progress(progress, self.total or None, event.message)
-        except Exception:  # a closed stream must not fail the run; cancellation is not an Exception
-            logger.debug("could not send a progress notification", exc_info=True)
-
-
-def _first_apr_error(group: BaseExceptionGroup[Any]) -> AprError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, AprError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_apr_error(exc)
-            if found is not None:
-                return found
-    return None
-
-
-def _fail(exc: AprError) -> ToolError:
-    return ToolError(f"{type(exc).__name__}: {exc}")
-
-
 def _result(model: BaseModel, text: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
@@ -254,106 +130,21 @@ def _result(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
+def _run_result(run: SolveRun | SolveResult, text: str) -> CallToolResult:
+    """A run's result: ``isError`` when no thread produced a usable result (the structured
+    content still carries every thread's error); a partial answer is not an error."""
+    status = run_status(run)
+    structured = run.model_dump(mode="json", by_alias=True)
+    structured.setdefault("status", status)  # until every engine path sets it
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured,
+        is_error=status == "failed",
+    )
+
+
 def _json(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
-
-
-# ----- text mirrors: what a person (or a host that ignores structured content) reads -----
-
-
-def plan_text(plan: Plan) -> str:
-    """A readable plan; ends with the subtasks as JSON for hosts that only read text."""
-    if plan.should_split and plan.subtasks:
-        head = (
-            f"Split into {len(plan.subtasks)} self-contained subtasks (complexity "
-            f"{plan.complexity}/10, by {plan.source}): {plan.reason}"
-        )
-    else:
-        head = (
-            f"Not worth splitting ({plan.reason or 'simple or sequential question'}): answer it "
-            f"directly or call solve. Complexity {plan.complexity}/10, planned by {plan.source}."
-        )
-    lines = [head]
-    for s in plan.subtasks:
-        after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
-        lines.append(f"- {s.id}{after}: {s.prompt}")
-    if plan.subtasks:
-        lines.append("Pass `subtasks` unchanged (or edited) to parallel_solve:")
-        lines.append(
-            _json([s.model_dump(mode="json", exclude_defaults=True) for s in plan.subtasks])
-        )
-    return "\n".join(lines)
-
-
-#: Decisions listed in a text mirror (the structured content and the trace have them all).
-_MAX_DECISIONS = 12
-
-
-def _why_partial(decisions: list[Decision]) -> str:
-    kinds = [d.kind for d in decisions]
-    if "budget" in kinds:
-        return "the token budget was spent"
-    if "deadline" in kinds:
-        return "the deadline was reached"
-    return "the deadline or budget was hit"
-
-
-def decisions_text(decisions: list[Decision]) -> list[str]:
-    """Why the run split (or not), stopped, cancelled, spawned or backed off: one line each."""
-    if not decisions:
-        return []
-    lines = ["Decisions:"]
-    for d in decisions[:_MAX_DECISIONS]:
-        reason = d.reason if len(d.reason) <= 300 else d.reason[:299] + "…"
-        lines.append(f"- [{d.at_s:.1f}s] {d.kind}: {reason}")
-    if len(decisions) > _MAX_DECISIONS:
-        lines.append(f"- … {len(decisions) - _MAX_DECISIONS} more in the trace")
-    return lines
-
-
-def run_text(run: SolveRun) -> str:
-    m = run.metrics
-    head = (
-        f"Run {run.run_id}: {m.threads_done}/{m.threads or len(run.results)} threads done"
-        + (f", {m.threads_failed} failed" if m.threads_failed else "")
-        + (f", {m.threads_cancelled} cancelled" if m.threads_cancelled else "")
-        + (f", {m.threads_skipped} skipped" if m.threads_skipped else "")
-        + f" in {m.wall_s:.1f} s (critical path {m.critical_path_s:.1f} s), "
-        f"{m.tokens_in + m.tokens_out} tokens, {m.cache_hits} cache hits"
-        + (f" — PARTIAL: {_why_partial(run.decisions)}" if run.partial else "")
-    )
-    lines = [head, *decisions_text(run.decisions)]
-    for r in run.results:
-        note = r.summary or (r.answer or "")[:200] or r.error or r.reason or ""
-        flag = " (cached)" if r.cached else ""
-        lines.append(f"- {r.id} {r.status.value}{flag}: {note}")
-    lines.append("Pass `results` unchanged to merge:")
-    lines.append(_json([r.model_dump(mode="json", exclude_defaults=True) for r in run.results]))
-    return "\n".join(lines)
-
-
-def merge_text(merged: MergeResult) -> str:
-    conf = f", confidence {merged.confidence:.2f}" if merged.confidence is not None else ""
-    dropped = f"; dropped {', '.join(merged.dropped)}" if merged.dropped else ""
-    note = merged.note
-    return (
-        f"{merged.answer}\n\n— {merged.strategy.value} of {', '.join(merged.used) or 'no threads'}"
-        f"{dropped}{conf}" + (f" ({note})" if note else "")
-    )
-
-
-def solve_text(result: SolveResult) -> str:
-    m = result.metrics
-    conf = f", confidence {result.confidence:.2f}" if result.confidence is not None else ""
-    partial = f" PARTIAL ({_why_partial(result.decisions)});" if result.partial else ""
-    tail = "\n".join(decisions_text(result.decisions))
-    return (
-        f"{result.answer}\n\n—{partial} run {result.run_id}: {result.strategy}, {m.threads} threads, "
-        f"{m.wall_s:.1f} s, {m.tokens_in + m.tokens_out} tokens{conf}"
-        + (f", {result.backend}/{result.model}" if result.backend else "")
-        + f". Trace: apr://runs/{result.run_id}"
-        + (f"\n{tail}" if tail else "")
-    )
 
 
 # ----- the server -----
@@ -363,8 +154,8 @@ def create_server(
     settings: Settings | None = None,
     *,
     engine_factory: EngineFactory | None = None,
-    run_store: "RunStore | None" = None,
-    cache: "ResultCache | None" = None,
+    run_store: RunStore | None = None,
+    cache: ResultCache | None = None,
 ) -> MCPServer[Any]:
     """The apr-mcp MCP server.
 
@@ -373,13 +164,14 @@ def create_server(
     back the ``apr://`` resources. Call :func:`close_server` when done.
     """
     settings = settings if settings is not None else load_settings()
-    backing = _Backing(settings, engine_factory, run_store, cache)
+    backing = Backing(settings, engine_factory, run_store, cache)
     server: MCPServer[Any] = MCPServer(
         "apr-mcp",
         title="Adaptive parallel reasoning",
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        middleware=[OutputGuard()],  # redacts what leaves, caps error texts (mcp_guard)
     )
     server.apr_backing = backing  # type: ignore[attr-defined]
 
@@ -399,68 +191,41 @@ def create_server(
 
         return register
 
-    @asynccontextmanager
-    async def guarded(deadline: float) -> AsyncIterator[None]:
-        """Engine failures → tool errors; a hard stop a little after the deadline (a safety net:
-        the engine itself returns partial results at the deadline)."""
-        try:
-            with anyio.fail_after(deadline + _grace_s(deadline)):
-                yield
-        except AprError as exc:
-            raise _fail(exc) from exc
-        except ExceptionGroup as group:
-            # A task group inside the engine may wrap the AprError that stopped it.
-            apr = _first_apr_error(group)
-            if apr is None:
-                raise
-            raise _fail(apr) from group
-        except TimeoutError as exc:
-            raise ToolError(
-                f"no result within the deadline ({deadline:g} s) plus {_grace_s(deadline):g} s; "
-                "try a larger deadline_s or fewer subtasks"
-            ) from exc
+    # ----- tools -----
 
-    @tool(
-        "Decompose a question into parallel subtasks",
-        _annotations("Decompose"),
-    )
+    @tool("Decompose a question into parallel subtasks", _annotations("Decompose"))
     async def decompose(
         question: Question, ctx: Context, context: ContextArg = "", max_subtasks: MaxSubtasks = None
-    ) -> Annotated[CallToolResult, Plan]:
-        """Plan how to split a broad question into independent, self-contained subtasks — or decide
-        that it should not be split (simple or strictly sequential questions come back with
-        should_split=false). Use it before parallel_solve when you want to review or edit the plan;
-        use solve instead to do everything in one call. Output `subtasks` is parallel_solve's input."""
+    ) -> Annotated[CallToolResult, PlanOutput]:
+        """Plan a split of a broad question into independent, self-contained subtasks, or decide
+        not to split (should_split=false: simple or sequential questions). Review or edit the
+        `subtasks`, then pass them to parallel_solve. Skip this call if you can split it yourself."""
         async with guarded(settings.deadline_s), backing.engine(ctx) as engine:
             plan = await engine.decompose(question, context=context, max_subtasks=max_subtasks)
         return _result(plan, plan_text(plan))
 
-    @tool(
-        "Solve subtasks in parallel",
-        _annotations("Parallel solve"),
-    )
+    @tool("Solve subtasks in parallel", _annotations("Parallel solve"))
     async def parallel_solve(
         question: Question,
         ctx: Context,
         subtasks: Annotated[
             list[Subtask] | None,
-            Field(
-                max_length=64,
-                description="Subtasks to run (decompose's `subtasks`, or your own: id, prompt, "
-                "depends_on). Omit to let the planner split the question first.",
+            Field(max_length=_MAX_SUBTASKS),
+            subtasks_schema(
+                "Your own subtasks or decompose's; omit to let the server plan first.",
+                max_items=_MAX_SUBTASKS,
             ),
         ] = None,
         context: ContextArg = "",
         max_concurrency: Annotated[
-            int | None, Field(ge=1, le=64, description="Threads at once.")
+            int | None, Field(ge=1, le=MAX_CONCURRENCY, strict=True, description="Threads at once.")
         ] = None,
         deadline_s: Deadline = None,
-    ) -> Annotated[CallToolResult, SolveRun]:
-        """Run several independent subtasks concurrently with a language model, each in its own
-        thread that never sees its siblings; dependencies (depends_on) start when their inputs are
-        ready. Use it for broad questions with separable parts (compare options, survey aspects,
-        test several hypotheses). Reports progress per thread; at the deadline it returns the
-        finished threads marked partial. Output `results` is merge's input."""
+    ) -> Annotated[CallToolResult, RunOutput]:
+        """Solve subtasks concurrently, one isolated thread each (a thread never sees its
+        siblings; depends_on waits for inputs). Fastest path: pass your own `subtasks` and answer
+        from the results yourself, with no plan or merge call. Finished threads come back at the
+        deadline, marked partial. `results` is merge's input."""
         deadline = deadline_of(deadline_s)
         async with guarded(deadline), backing.engine(ctx) as engine:
             run = await engine.parallel_solve(
@@ -469,77 +234,63 @@ def create_server(
                 context=context,
                 max_concurrency=max_concurrency,
                 deadline_s=deadline,
-                on_event=_Progress(ctx),
+                on_event=Progress(ctx),
             )
-        return _result(run, run_text(run))
+        return _run_result(run, run_text(run))
 
-    @tool(
-        "Merge parallel results into one answer",
-        _annotations("Merge"),
-    )
+    @tool("Merge parallel results into one answer", _annotations("Merge"))
     async def merge(
         question: Question,
         results: Annotated[
             list[ThreadResult],
-            Field(
-                min_length=1, max_length=256, description="parallel_solve's `results`, unchanged."
-            ),
+            Field(min_length=1, max_length=_MAX_RESULTS),
+            thread_results_schema("parallel_solve's `results`, unchanged.", max_items=_MAX_RESULTS),
         ],
         ctx: Context,
         strategy: Annotated[
-            MergeStrategy,
-            Field(
-                description="synthesize (combine), vote (pick the majority answer) or rank (order the candidates)."
-            ),
-        ] = MergeStrategy.synthesize,
+            MergeStrategy | None, merge_strategy_schema("How to combine (default: the server's).")
+        ] = None,
         context_budget_tokens: Annotated[
             int | None,
-            Field(
-                ge=256,
-                le=200_000,
-                description="Token budget of the merge prompt (default APR_MERGE_BUDGET_TOKENS).",
-            ),
+            Field(ge=MIN_MERGE_BUDGET_TOKENS, le=MAX_MERGE_BUDGET_TOKENS, strict=True, description="Token budget of the merge prompt."),
         ] = None,
-    ) -> Annotated[CallToolResult, MergeResult]:
-        """Merge per-thread results into one answer with provenance (which threads were used or
-        dropped), keeping the merge prompt within a token budget. Use it after parallel_solve."""
+    ) -> Annotated[CallToolResult, MergeOutput]:
+        """Merge parallel_solve's results into one answer with provenance (threads used and
+        dropped) within a token budget. Optional: you may answer from the results yourself."""
         async with guarded(settings.deadline_s), backing.engine(ctx) as engine:
-            merged = await engine.merge(
-                question, results, strategy=strategy, context_budget_tokens=context_budget_tokens
-            )
+            if strategy is None:  # the engine's default, whatever it is
+                merged = await engine.merge(
+                    question, results, context_budget_tokens=context_budget_tokens
+                )
+            else:
+                merged = await engine.merge(
+                    question, results, strategy=strategy,
+                    context_budget_tokens=context_budget_tokens,
+                )
         return _result(merged, merge_text(merged))
 
-    @tool(
-        "Solve with adaptive parallel reasoning",
-        _annotations("Solve (plan, parallel solve, merge)"),
-    )
+    @tool("Solve with adaptive parallel reasoning", _annotations("Solve (plan, threads, merge)"))
     async def solve(
         question: Question,
         ctx: Context,
         context: ContextArg = "",
         mode: Annotated[
             Literal["general", "debug"],
-            Field(
-                description="debug: the question is an error (message, traceback), the context the code; tests hypotheses about its cause in parallel."
-            ),
+            Field(description="debug: the question is an error, the context the code."),
         ] = "general",
         strategy: Annotated[
             Literal["adaptive", "sequential", "fixed"],
-            Field(
-                description="adaptive (decide whether and how wide to split), sequential (one call), fixed (always split)."
-            ),
+            Field(description="adaptive: split only when it helps; sequential: one call; fixed: split."),
         ] = "adaptive",
         merge_strategy: Annotated[
-            MergeStrategy | None, Field(description="How to merge (default: the engine decides).")
+            MergeStrategy | None, merge_strategy_schema("Default: the engine decides.")
         ] = None,
         max_subtasks: MaxSubtasks = None,
         deadline_s: Deadline = None,
-    ) -> Annotated[CallToolResult, SolveResult]:
-        """Answer a broad or multi-part question in one call: decide whether splitting helps, solve
-        the subtasks concurrently, stop early when one settles it, and merge the results. Good for
-        comparisons, surveys, research-style questions and debugging with several hypotheses
-        (mode="debug": the error as `question`, the code as `context`). Not for simple factual
-        questions."""
+    ) -> Annotated[CallToolResult, SolveOutput]:
+        """Answer a broad or multi-part question in one call: decide whether to split, solve the
+        parts concurrently, stop early when one settles it, merge. For comparisons, surveys,
+        research and debugging with several hypotheses (mode="debug"). Not for simple questions."""
         deadline = deadline_of(deadline_s)
         async with guarded(deadline), backing.engine(ctx) as engine:
             result = await engine.solve(
@@ -550,9 +301,9 @@ def create_server(
                 max_subtasks=max_subtasks,
                 deadline_s=deadline,
                 merge_strategy=merge_strategy,
-                on_event=_Progress(ctx),
+                on_event=Progress(ctx),
             )
-        return _result(result, solve_text(result))
+        return _run_result(result, solve_text(result))
 
     # ----- resources -----
 
@@ -631,7 +382,7 @@ def create_server(
 
 async def close_server(server: MCPServer[Any]) -> None:
     """Release what :func:`create_server` opened lazily (HTTP clients of the backends, the cache)."""
-    backing: _Backing | None = getattr(server, "apr_backing", None)
+    backing: Backing | None = getattr(server, "apr_backing", None)
     if backing is not None:
         await backing.aclose()
 
@@ -644,6 +395,7 @@ def _log_to_stderr(level: str = "WARNING") -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
 
 
 def run_server(
@@ -653,9 +405,17 @@ def run_server(
     port: int | None = None,
     *,
     engine_factory: EngineFactory | None = None,
+    allow_insecure: bool = False,
 ) -> None:
-    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking."""
+    """Serve until the client disconnects (stdio) or the process is interrupted (HTTP). Blocking.
+
+    Over HTTP a non-loopback ``host`` without ``APR_HTTP_TOKEN`` raises :class:`ConfigError`
+    unless ``allow_insecure``."""
     settings = settings if settings is not None else load_settings()
+    bind = host or settings.http_host
+    if transport == "http":  # refuse an unsafe bind before anything starts
+        for note in check_binding(settings, bind, allow_insecure=allow_insecure):
+            print(f"apr-mcp: {note}", file=sys.stderr, flush=True)
     _log_to_stderr()
     server = create_server(settings, engine_factory=engine_factory)
     # Load the tokenizer before serving, so no tool call pays (or stalls the loop for) it.
@@ -664,11 +424,9 @@ def run_server(
     async def serve() -> None:
         try:
             if transport == "stdio":
-                await server.run_stdio_async()
+                # Our transport, not the SDK's: it answers malformed lines (apr_mcp.stdio).
+                await serve_stdio(server, max_bytes=settings.max_message_bytes)
             else:
-                from .http_app import build_http_app
-
-                bind = host or settings.http_host
                 app = build_http_app(server, settings, host=bind)
                 # Bind before announcing: the printed URL (real port even for --port 0) accepts
                 # connections at once; they queue until uvicorn has started.
@@ -717,6 +475,11 @@ def add_serve_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         "--port", type=int, default=None, help="HTTP port (default APR_HTTP_PORT or 8765)"
     )
     p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="serve HTTP on a non-loopback --host without APR_HTTP_TOKEN (refused otherwise)",
+    )
+    p.add_argument(
         "--backend", choices=["openai", "anthropic", "sampling", "simulated"], default=None
     )
     p.add_argument("--model", default=None, help="model id (default APR_MODEL)")
@@ -735,7 +498,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     transport: Literal["stdio", "http"] = "http" if getattr(args, "http", False) else "stdio"
     try:
-        run_server(settings, transport, getattr(args, "host", None), getattr(args, "port", None))
+        run_server(
+            settings,
+            transport,
+            getattr(args, "host", None),
+            getattr(args, "port", None),
+            allow_insecure=getattr(args, "allow_insecure", False),
+        )
     except ConfigError as exc:
         print(f"apr-mcp serve: {exc}", file=sys.stderr)
         return 2

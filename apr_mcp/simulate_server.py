@@ -8,6 +8,10 @@ exercised without a paid API. Script faults become real HTTP behaviour: ``429`` 
 mid-answer without ``finish_reason`` or ``[DONE]`` (``cut``), non-JSON content (``junk``), empty
 content (``empty``), ``finish_reason: "length"`` (``length``).
 
+Every reply says it is simulated: model ids start with ``sim-`` (the ``openai`` backend marks
+such responses ``simulated``, and ``apr-mcp bench`` then withholds accuracy) and every body or
+chunk carries ``"simulated": true`` and ``system_fingerprint: "apr-mcp-simulated"``.
+
 A client that disconnects stops the generation at once (a watcher reads ``http.disconnect``) and
 is counted in ``/stats`` as ``streams_closed_early``. Binds 127.0.0.1 unless told otherwise.
 
@@ -42,7 +46,6 @@ from starlette.types import Receive, Scope, Send
 
 from ._net import listen, serve_on, shown_host, uvicorn_server
 from .errors import ConfigError
-from .llm import simulated_content as content
 from .llm.base import Message, ModelRequest
 from .llm.simulated import SimReply, SimScript, SimulatedModel
 
@@ -59,10 +62,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8799
-_PURPOSES = {
-    "plan": "planner", "thread": "solver", "merge": "merger",
-    "debug_hypotheses": "planner", "debug_verdict": "merger", "meta": "controller",
-}
+#: Marks every reply (besides the ``sim-`` model id prefix).
+_MARK: dict[str, Any] = {"system_fingerprint": "apr-mcp-simulated", "simulated": True}
+
+
+def infer_purpose(schema: dict[str, Any] | None) -> str:
+    """The role of a request from a plain OpenAI client (no ``X-APR-Purpose`` header), read from
+    the shape of its JSON schema: a plan, a thread answer, a merged answer, other JSON, or free
+    text (a solver's)."""
+    props = (schema or {}).get("properties", {})
+    if "should_split" in props:
+        return "planner"
+    if "answer" in props and ({"settles_question", "follow_ups"} & props.keys()):
+        return "solver"
+    if "answer" in props:
+        return "merger"
+    return "structured" if schema is not None else "solver"
 
 
 @dataclass
@@ -141,10 +156,8 @@ def _to_model_request(body: Any, purpose_header: str | None) -> tuple[ModelReque
         schema_name=str(spec.get("name") or "output") if isinstance(spec, dict) else "output",
         model=body.get("model") or None,
     )
-    # Rules may filter on purpose; a plain OpenAI client does not send one, so infer it.
-    system = next((m.content for m in messages if m.role == "system"), "")
-    kind = content.reply_kind(request.schema_name, request.json_schema, system)
-    request.purpose = purpose_header or _PURPOSES.get(kind, "solver")
+    # Replies and rules switch on purpose; a plain OpenAI client does not send one, so infer it.
+    request.purpose = purpose_header or infer_purpose(request.json_schema)
     stream_options = body.get("stream_options") or {}
     return request, bool(body.get("stream")), bool(stream_options.get("include_usage"))
 
@@ -243,7 +256,7 @@ class _ChatCompletions:
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             data: dict[str, Any] = {
                 "id": ident, "object": "chat.completion.chunk", "created": created,
-                "model": reply.model,
+                "model": reply.model, **_MARK,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
             }
             if include_usage:
@@ -275,7 +288,7 @@ class _ChatCompletions:
         if include_usage:
             usage = {
                 "id": ident, "object": "chat.completion.chunk", "created": created,
-                "model": reply.model, "choices": [], "usage": _usage(reply),
+                "model": reply.model, **_MARK, "choices": [], "usage": _usage(reply),
             }
             await body(b"data: " + json.dumps(usage).encode() + b"\n\n")
         watch.final = True
@@ -288,6 +301,7 @@ class _ChatCompletions:
             pass  # same timing as a stream: ttft + tokens / tps
         data = json.dumps({
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": reply.model,
+            **_MARK,
             "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": reply.text},
                 "finish_reason": reply.finish_reason or "stop", "logprobs": None,
@@ -319,7 +333,8 @@ def create_app(model: SimulatedModel | None = None, stats: ServerStats | None = 
     stats = stats if stats is not None else ServerStats()
 
     async def models(_: Request) -> JSONResponse:
-        entry = {"id": model.model_name, "object": "model", "created": 0, "owned_by": "apr-mcp-simulated"}
+        entry = {"id": model.model_name, "object": "model", "created": 0, "owned_by": "apr-mcp-simulated",
+                 "simulated": True}
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def stats_endpoint(_: Request) -> JSONResponse:
@@ -411,11 +426,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft", type=float, help="time to first token, seconds (default APR_SIM_TTFT_S or 0.05)")
     parser.add_argument("--tps", type=float, help="output tokens per second (default APR_SIM_TOKENS_PER_S or 400)")
     parser.add_argument("--script", help="JSON file of rules: replies, latency overrides, faults")
-    parser.add_argument("--model", default="sim-1", help="model id reported by the server (default sim-1)")
+    parser.add_argument("--model", default="sim-1",
+                        help="model id reported by the server, always prefixed sim- (default sim-1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the deterministic replies")
     parser.add_argument(
         "--reasoning-scale", type=float,
-        help="multiply every chain of thought's length (a 'thinking' model; default 1)",
+        help="multiply every reply body's length (a 'thinking' model; default 1)",
     )
 
 

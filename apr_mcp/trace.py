@@ -21,6 +21,7 @@ import platformdirs
 from pydantic import ValidationError
 
 from .errors import AprError
+from .redact import redact_data
 from .schemas import SolveResult, SolveRun
 
 __all__ = ["KEEP", "RunStore", "new_run_id"]
@@ -73,7 +74,10 @@ class RunStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(3)}.tmp")
-            tmp.write_text(run.model_dump_json(indent=1), encoding="utf-8")
+            # A trace quotes thread errors and answers: no credential may reach the disk.
+            data = redact_data(run.model_dump(mode="json"), named=False)  # as the tool result
+            text = json.dumps(data, indent=1, ensure_ascii=False)
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)  # readers never see half a file
         except OSError as exc:
             raise AprError(f"cannot save run {run.run_id} in {self.directory}: {exc}") from exc

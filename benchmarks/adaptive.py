@@ -15,8 +15,17 @@ concurrency control gets to the ideal under a rate-limited endpoint.
     ``LimitedModel`` (AIMD) and, for comparison, with retries only. Ideal = the wall time of
     ``ceil(threads / capacity)`` back-to-back waves of one call each.
 
+(c) **Quota endpoint.** The same server behind a policy that refuses every third request with
+    HTTP 429 and ``Retry-After`` (``--quota-every``, ``--quota-retry-after``) whatever the load:
+    lowering concurrency cannot help. Two consecutive ``parallel_solve`` calls of
+    ``--quota-subtasks`` subtasks at concurrency ``--quota-concurrency`` run through the server's
+    real stack (``build_runtime``: cache off, retry, one AIMD limiter shared by both calls) and,
+    side by side, through a naive client that sleeps ``Retry-After`` and retries, with no limiter.
+    Runs alternate (``--repeat``) and the median ratio per call is reported; target <= 1.2x.
+
     python benchmarks/adaptive.py                 # or: python -m benchmarks.adaptive
     python benchmarks/adaptive.py --threads 24 64 --capacity 4 --retry-after 0.5
+    python benchmarks/adaptive.py --only quota --repeat 5
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import logging
 import math
 import socket
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -34,16 +44,19 @@ from typing import Any
 
 import anyio
 import uvicorn
+from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
+from apr_mcp.errors import RateLimitError
 from apr_mcp.llm.base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
 from apr_mcp.llm.limiter import AdaptiveLimiter, LimitedModel
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.retry import RetryingModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.runtime import build_runtime
 from apr_mcp.schemas import Subtask, ThreadStatus
 from apr_mcp.simulate_server import create_app
 from apr_mcp.tokens import count_messages, count_tokens
@@ -104,8 +117,13 @@ class Saving:
 
 
 def early_stop_script() -> SimScript:
+    languages = ("Python", "Go", "Rust", "Java", "Kotlin", "Zig")
+    plan = {"should_split": True, "reason": "six languages to assess",  # scripted: the sim plans placeholders
+            "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+                         for k, lang in enumerate(languages, 1)]}
     return SimScript(
         rules=[
+            SimRule(pattern=".", purpose="planner", reply=plan),
             SimRule(
                 pattern=r"Your subtask:\s*Assess Python",
                 purpose="solver",
@@ -159,7 +177,7 @@ async def one_run(scenario: str, adaptive: bool, tps: float) -> tuple[float, int
         results, decisions = run.results, run.decisions
     wall = time.perf_counter() - start
     cancelled = sum(r.status is ThreadStatus.cancelled for r in results)
-    kinds = [d.kind for d in decisions if d.kind in ("early_stop", "cancel")]
+    kinds: list[str] = [d.kind for d in decisions if d.kind in ("early_stop", "cancel")]
     return wall, meter.tokens_in + meter.tokens_out, cancelled, kinds
 
 
@@ -270,8 +288,10 @@ async def rate_run(
         await backend.aclose()
         failed = sum(r.status is not ThreadStatus.done for r in run.results)
         limits = [h.limit for h in limiter.history]
+        st = limiter.stats
         path = (
-            f"{limits[0]}→…→{min(limits)} (lowest)→…→{limits[-1]}, {len(limits) - 1} changes"
+            f"{limits[0]}→…→{min(limits)} (lowest)→…→{limits[-1]}, {len(limits) - 1} changes; "
+            f"429s judged load {st.load_refusals}, policy {st.policy_refusals}"
             if limited
             else "-"
         )
@@ -293,6 +313,185 @@ async def rate_limited(
         await rate_run("retry + AIMD limiter", threads, capacity, retry_after, ttft, limited=True),
     ]
     return ideal, rows
+
+
+# ----- (c) quota endpoint -----
+
+
+class QuotaGate:
+    """ASGI middleware: every ``every``-th chat completion gets 429 + Retry-After at once, however
+    many are running (a fixed-rate or quota policy, not a capacity limit)."""
+
+    def __init__(self, app: ASGIApp, every: int, retry_after: float) -> None:
+        self.app = app
+        self.every = every
+        self.retry_after = retry_after
+        self.count = 0
+        self.rejected = 0
+        self.active = 0
+        self.max_active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.app(scope, receive, send)
+            return
+        self.count += 1
+        if self.count % self.every == 0:
+            self.rejected += 1
+            body = {"error": {"message": "Rate limit reached (quota)", "type": "rate_limit_error"}}
+            headers = {"Retry-After": f"{self.retry_after:g}"}
+            await JSONResponse(body, 429, headers=headers)(scope, receive, send)
+            return
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class NaiveRetry(WrapperModel):
+    """The baseline client: on a 429, sleep ``Retry-After`` (or 1 s) and send again."""
+
+    def __init__(self, inner: Model, max_retries: int = 50) -> None:
+        super().__init__(inner)
+        self.max_retries = max_retries
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        for _ in range(self.max_retries):
+            try:
+                return await self._inner.complete(request, on_token=on_token)
+            except RateLimitError as exc:
+                await anyio.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+        return await self._inner.complete(request, on_token=on_token)
+
+
+@asynccontextmanager
+async def loopback(app: ASGIApp) -> AsyncIterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        while not server.started:
+            await anyio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+@dataclass
+class QuotaRow:
+    client: str
+    walls: list[float]
+    rejected: int
+    failed: int
+    decisions: list[str]
+    limit_path: str
+
+
+async def quota_run(limited: bool, args: argparse.Namespace) -> QuotaRow:
+    sim = SimulatedModel(
+        ttft_s=args.ttft,
+        tokens_per_s=1e9,
+        script=SimScript(
+            rules=[
+                SimRule(pattern=r"Your subtask:", purpose="solver", reply=reply("A fixed answer."))
+            ]
+        ),
+    )
+    gate = QuotaGate(create_app(sim), args.quota_every, args.quota_retry_after)
+    n, width = args.quota_subtasks, args.quota_concurrency
+    async with loopback(gate) as base_url:
+        cfg = Settings(
+            backend="openai", base_url=base_url, model="sim-1", api_key=SecretStr("sim"),
+            max_concurrency=width, cache=False,
+        )
+        runtime = None
+        if limited:
+            runtime = build_runtime(cfg)
+            engine = runtime.engine
+        else:
+            backend = OpenAICompatModel(base_url=base_url, model="sim-1")
+            naive = NaiveRetry(backend)
+            engine = Engine(settings=cfg, planner=naive, solver=naive, merger=naive)
+        walls: list[float] = []
+        failed = 0
+        decisions: list[str] = []
+        try:
+            for call in range(2):
+                subtasks = [
+                    Subtask(id=f"c{call}s{i}", prompt=f"Call {call}, subtask {i}: assess option {i}")
+                    for i in range(n)
+                ]
+                start = time.perf_counter()
+                run = await engine.parallel_solve(
+                    f"quota benchmark, call {call + 1}", subtasks, max_concurrency=width,
+                    deadline_s=120,
+                )
+                walls.append(time.perf_counter() - start)
+                failed += sum(r.status is not ThreadStatus.done for r in run.results)
+                decisions += [
+                    f"call {call + 1}: {d.kind}: {d.reason}"
+                    for d in run.decisions if d.kind in ("backoff", "recover")
+                ]
+        finally:
+            if runtime is not None:
+                await runtime.aclose()
+            else:
+                await backend.aclose()
+        path = "-"
+        if runtime is not None:
+            limits = [h.limit for h in runtime.limiter.history]
+            st = runtime.limiter.stats
+            path = (
+                "→".join(str(x) for x in limits)
+                + f"; 429s judged load {st.load_refusals}, policy {st.policy_refusals}"
+            )
+        return QuotaRow(
+            "retry + AIMD limiter" if limited else "naive: sleep Retry-After",
+            walls, gate.rejected, failed, decisions, path,
+        )
+
+
+async def quota(args: argparse.Namespace) -> None:
+    naive: list[QuotaRow] = []
+    limited: list[QuotaRow] = []
+    for _ in range(args.repeat):  # alternate, so drift in machine load hits both alike
+        naive.append(await quota_run(False, args))
+        limited.append(await quota_run(True, args))
+    print()
+    print(
+        f"(c) quota endpoint: every {args.quota_every}rd request 429, Retry-After "
+        f"{args.quota_retry_after:g}s, whatever the load; {args.ttft:g}s per call; two "
+        f"consecutive parallel_solve calls of {args.quota_subtasks} subtasks at concurrency "
+        f"{args.quota_concurrency}; {args.repeat} alternating runs"
+    )
+    print(f"{'run':>3} {'naive c1':>9} {'naive c2':>9} {'AIMD c1':>8} {'AIMD c2':>8} "
+          f"{'ratio c1':>8} {'ratio c2':>8} {'429s n/l':>9} {'failed':>6}  limit path")
+    ratios: list[tuple[float, float]] = []
+    for i, (a, b) in enumerate(zip(naive, limited, strict=True)):
+        r = (b.walls[0] / a.walls[0], b.walls[1] / a.walls[1])
+        ratios.append(r)
+        print(
+            f"{i + 1:>3} {a.walls[0]:>8.2f}s {a.walls[1]:>8.2f}s {b.walls[0]:>7.2f}s "
+            f"{b.walls[1]:>7.2f}s {r[0]:>7.2f}x {r[1]:>7.2f}x {a.rejected:>4}/{b.rejected:<4} "
+            f"{a.failed + b.failed:>6}  {b.limit_path}"
+        )
+    med = (statistics.median(r[0] for r in ratios), statistics.median(r[1] for r in ratios))
+    verdict = "ok" if max(med) <= 1.2 else "ABOVE TARGET"
+    print(f"median ratio AIMD / naive: call 1 {med[0]:.2f}x, call 2 {med[1]:.2f}x "
+          f"(target <= 1.2x: {verdict})")
+    shown = limited[-1].decisions
+    print(f"limiter decisions in the last run ({len(shown)}):")
+    for line in shown[:12] or ["(none: the limit never moved)"]:
+        print(f"  {line}")
 
 
 # ----- main -----
@@ -319,11 +518,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tps", type=float, default=400.0, help="simulated output tokens per second in (a)"
     )
+    parser.add_argument(
+        "--only", choices=["savings", "capacity", "quota"], nargs="+",
+        default=["savings", "capacity", "quota"], help="scenarios to run (default: all)",
+    )
+    parser.add_argument("--quota-every", type=int, default=3, help="(c) refuse every n-th request")
+    parser.add_argument(
+        "--quota-retry-after", type=float, default=1.0, help="(c) Retry-After of its 429s (s)"
+    )
+    parser.add_argument("--quota-subtasks", type=int, default=16, help="(c) subtasks per call")
+    parser.add_argument("--quota-concurrency", type=int, default=8, help="(c) concurrency")
+    parser.add_argument("--repeat", type=int, default=3, help="(c) alternating runs per client")
     args = parser.parse_args(argv)
     # Retries log a warning per 429; here they are the point of the exercise, not news.
     logging.getLogger("apr_mcp").setLevel(logging.ERROR)
 
     async def run() -> None:
+        if "savings" in args.only:
+            await print_savings()
+        if "capacity" in args.only:
+            await print_capacity()
+        if "quota" in args.only:
+            await quota(args)
+
+    async def print_savings() -> None:
         rows = await savings(args.tps)
         print("(a) Early stop and cancellation vs running every thread to the end")
         print(
@@ -336,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1 - s.wall_adaptive / s.wall_full:>6.0%} {s.tokens_full:>11} {s.tokens_adaptive:>12} "
                 f"{1 - s.tokens_adaptive / s.tokens_full:>6.0%} {s.cancelled:>9}  {','.join(s.decisions)}"
             )
+
+    async def print_capacity() -> None:
         for threads in args.threads:
             ideal, rate_rows = await rate_limited(
                 threads, args.capacity, args.retry_after, args.ttft

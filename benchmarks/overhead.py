@@ -246,11 +246,12 @@ def table(rows: list[dict[str, Any]], repeat: int) -> str:
     for r in rows:
         server = r["server_cpu_ms_per_call"]
         scenario = (r["subtasks"], r["concurrency"])
+        stress = "" if scenario in TARGET_SCENARIOS else "  (stress)"
         lines.append(
             f"{r['latency_s']:>6.2f}s {r['path']:<15} {r['subtasks']:>2}@{r['concurrency']:<2} "
             f"{r['ideal_s']:>8.3f} {r['wall_s']:>8.3f} {r['best_wall_s']:>8.3f} {r['ratio']:>6.3f} "
             f"{r['cpu_ms_per_thread']:>13.2f} {'-' if server is None else f'{server:.2f}':>14} "
-            f"{r['done']:>3}/{r['subtasks']:<2}{'' if scenario in TARGET_SCENARIOS else '  (stress)'}"
+            f"{r['done']:>3}/{r['subtasks']:<2}{stress}"
         )
     worst: dict[tuple[float, str], dict[str, Any]] = {}
     for r in rows:

@@ -104,3 +104,9 @@ class Recording(WrapperModel):
     def contexts(self, purpose: str) -> list[int]:
         """Prompt plus output tokens of each call made for ``purpose``, in call order."""
         return [r.usage.input_tokens + r.usage.output_tokens for p, r in self.responses if p == purpose]
+
+
+def seconds(value: float | None) -> float:
+    """A thread's ``started_s``/``finished_s``, which must be set once it ran."""
+    assert value is not None, "a thread that ran has its timing set"
+    return value

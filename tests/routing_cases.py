@@ -1,7 +1,10 @@
-"""Questions that must be answered with one call: shared by the heuristics tests and the
-simulated planner's routing tests, so both judge the same held-out phrasings."""
+"""Questions that must be answered with one call, pinned by the heuristics tests.
 
-HELD_OUT_SINGLE = [
+These phrasings were used while writing the rules (commit 6a2c7e4 tuned them here), so they are
+part of the tuning set, not a held-out check: routing accuracy out of sample is measured only on
+the bundled ``routing_heldout`` dataset, which no rule or test is fitted to."""
+
+TUNED_SINGLE = [
     "What is the capital of Australia?",
     "Convert 72 degrees Fahrenheit to Celsius.",
     "Take the year the Eiffel Tower was completed, add 50, then find what major event happened in that year.",

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import anyio
-from engine_helpers import answer
+from engine_helpers import answer, seconds
 
 from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
@@ -39,9 +39,17 @@ class Hold:
             await self.release.wait()
 
 
+#: The plan a planner gives QUESTION (the simulated planner writes placeholders, not these).
+PLAN = SimRule(purpose="planner", reply={
+    "should_split": True, "reason": "three languages to assess",
+    "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+                 for k, lang in enumerate(("Python", "Go", "Rust"), 1)],
+})
+
+
 def sim(*rules: SimRule, hold: Hold | None = None) -> SimulatedModel:
     return SimulatedModel(
-        ttft_s=0.002, tokens_per_s=50_000, script=SimScript(rules=list(rules)), on_call=hold
+        ttft_s=0.002, tokens_per_s=50_000, script=SimScript(rules=[*rules, PLAN]), on_call=hold
     )
 
 
@@ -261,11 +269,11 @@ async def test_limit_changes_between_thread_events_are_coalesced() -> None:
             s, "success", latency_s=0.01
         )  # 2 -> 3 (two clean calls at the sustained level)
     notes = controller.limiter_notes()
-    assert [(n.kind, n.reason.split(":")[0]) for n in notes] == [  # type: ignore[union-attr]
+    assert [(n.kind, n.reason.split(":")[0]) for n in notes] == [
         ("backoff", "concurrency limit 8 -> 2"),
         ("recover", "concurrency limit 2 -> 3"),
     ]
-    assert "more step(s)" in notes[0].reason  # type: ignore[union-attr]
+    assert "more step(s)" in notes[0].reason
     assert controller.limiter_notes() == []
 
 
@@ -294,6 +302,6 @@ async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> 
     assert result.merge is not None and result.merge.answer
     backoffs = [d for d in result.decisions if d.kind == "backoff"]
     assert len(backoffs) == 1 and "HTTP 429" in backoffs[0].reason
-    assert backoffs[0].at_s >= max(r.finished_s for r in result.results)
+    assert backoffs[0].at_s >= max(seconds(r.finished_s) for r in result.results)
     i = events.index(f"decision: {backoffs[0].reason}")
     assert events[i + 1].startswith("finished:")  # reported to the host before the run ends

@@ -20,7 +20,9 @@ from apr_mcp.config import Settings
 from apr_mcp.engine import Engine
 from apr_mcp.errors import ConfigError
 from apr_mcp.llm.base import ModelRequest
+from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
+from apr_mcp.simulate_server import serve_simulated
 from apr_mcp.trace import RunStore
 
 ITEMS = [
@@ -103,7 +105,8 @@ async def test_every_strategy_end_to_end(tmp_path: Path, dataset_path: Path) -> 
     assert [r["strategy"] for r in rows] == list(STRATEGIES)
     assert all(r["accuracy"] == "n/a (simulated)" and r["n"] == "3" for r in rows)
     assert rows[0]["speed-up vs sequential"] == "1.00×"
-    assert re.fullmatch(r"\d+% \(\d/\d\)", rows[1]["routing accuracy"]), rows[1]["routing accuracy"]
+    assert rows[1]["routing accuracy"] == "n/a (simulated)"
+    assert all(r["simulated"] == ["sim-1"] and r["correct"] is None for r in records)
     assert float(rows[2]["tokens med"]) > float(rows[0]["tokens med"])  # fan-out costs tokens
     assert "Not reported: " + SIMULATED_LABEL in md
 
@@ -241,14 +244,16 @@ def test_real_run_report_shows_accuracy_paired_ci_speedup_and_routing() -> None:
         records.append(_rec(f"i{i}", "sequential", i < 10, 2.0))
         records.append(_rec(f"i{i}", "adaptive", i < 16, 1.0, split=i % 2 == 0, should_split=True))
     info = {"backend": "openai", "model": "gpt-x", "simulated": False, "started": "2026-01-01",
-            "datasets": {"d": {"version": "1", "licence": "MIT", "source": "s", "items_run": 20}}}
+            "datasets": {"d": {"version": "1", "licence": "MIT", "source": "s", "items_run": 20,
+                               "routing_set": "held-out"}}}
     md = render_markdown(records, info, seed=3)
     assert "SIMULATED" not in md
     rows = {r["strategy"]: r for r in parse_md_table(md, "## Summary")}
     assert rows["sequential"]["accuracy"].startswith("50.0% (10/20")
     assert rows["adaptive"]["accuracy"].startswith("80.0% (16/20")
     assert rows["adaptive"]["speed-up vs sequential"] == "2.00×"
-    assert rows["adaptive"]["routing accuracy"] == "50% (10/20)"
+    assert rows["adaptive"]["routing accuracy"] == "50% (10/20), held-out set"
+    assert "**Routing accuracy on the held-out set `d`** (20 labelled items" in md
     paired = parse_md_table(md, "## Accuracy against the sequential baseline")
     assert len(paired) == 1 and paired[0]["Δ accuracy"] == "+30.0%"
     lo, hi = (float(x.strip("%")) for x in paired[0]["95% CI (paired bootstrap)"].split(" … "))
@@ -262,6 +267,46 @@ def test_real_run_report_shows_accuracy_paired_ci_speedup_and_routing() -> None:
     assert "+30.0% (paired bootstrap 95% CI" in page
     records[0]["cache_hits"] = 2
     assert "2 model calls were answered from the disk cache" in render_markdown(records, info)
+
+
+def test_routing_on_a_tuning_set_is_in_sample_only_and_a_report_asks_for_the_held_out_set() -> None:
+    records = [_rec(f"i{i}", "adaptive", True, 1.0, split=True, should_split=True) for i in range(4)]
+    info = {"backend": "openai", "datasets": {"d": {"routing_set": "tuning"}}}
+    md = render_markdown(records, info)
+    [row] = parse_md_table(md, "## Summary")
+    assert row["routing accuracy"] == "in-sample only: 100% (4/4) on the tuning set"
+    assert "`d` is a tuning set" in md and "--dataset routing_heldout" in md
+    assert "Routing accuracy on the held-out set" not in md
+
+
+async def test_a_bench_against_apr_mcp_simulate_through_the_openai_backend_is_labelled_simulated(
+    tmp_path: Path, dataset_path: Path
+) -> None:
+    # What served the run decides, not the backend's name: an OpenAI-compatible endpoint that
+    # is `apr-mcp simulate` (asked for a real-looking model id) gets no accuracy.
+    served = SimulatedModel(ttft_s=0.001, tokens_per_s=100_000)
+    out = tmp_path / "openai-sim"
+    async with serve_simulated(served) as base_url:
+        model = OpenAICompatModel(base_url=base_url, api_key="sim", model="gpt-4o")
+        engine = Engine(settings=Settings(backend="openai", model="gpt-4o"), planner=model,
+                        solver=model, merger=model)
+        config = BenchConfig(datasets=[load_dataset(str(dataset_path)), load_dataset("routing_heldout", limit=2)],
+                             strategies=["sequential", "adaptive"], out_dir=out, concurrency=2)
+        with anyio.fail_after(60):
+            records = await execute_bench(engine, config)
+        await model.aclose()
+    assert records and all(r["status"] == "ok" and r["simulated"] == ["sim-gpt-4o"] for r in records)
+    assert all(r["correct"] is None and "simulated" in r["grade_detail"] for r in records)
+    info = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert info["backend"] == "openai" and info["simulated"] is True
+    md_path, html_path = write_reports(out)
+    md = md_path.read_text(encoding="utf-8")
+    assert md.startswith("# apr-mcp bench report (SIMULATED)") and SIMULATED_LABEL in md
+    rows = parse_md_table(md, "## Summary")
+    assert all(r["accuracy"] == "n/a (simulated)" for r in rows)
+    assert all(r["routing accuracy"] in ("n/a (simulated)", "—") for r in rows)
+    assert "Routing accuracy on the held-out set" not in md and "%" not in md.split("## Routing accuracy")[1][:300]
+    assert SIMULATED_LABEL in html_path.read_text(encoding="utf-8")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -309,3 +354,15 @@ def test_cli_bench_then_trace_view(tmp_path: Path, dataset_path: Path, monkeypat
 
     with pytest.raises(AprError, match="no run"):
         args.func(args)
+
+
+def test_routing_only_scores_the_heuristics_without_a_model_and_names_the_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _parser().parse_args(["bench", "--routing-only", "--dataset", "routing_heldout,split_pays"])
+    assert args.func(args) == 0
+    held, tuning = capsys.readouterr().out.split("routing by the heuristics alone on ")[1:]
+    # No figure is pinned for the held-out set: no test may be fitted to it.
+    assert held.startswith("`routing_heldout` (held-out set: no rule or test is fitted to these labels)")
+    assert re.search(r"decided by the heuristics: \d+, right", held)
+    assert tuning.startswith("`split_pays` (tuning set") and "in-sample" in tuning

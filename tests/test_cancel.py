@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 from mcp.client import Client
+from pydantic import SecretStr
 
 from apr_mcp.cache import ResultCache
 from apr_mcp.config import Settings
@@ -65,7 +66,7 @@ async def test_cancelled_call_closes_streams_and_caches_nothing(tmp_path: Path, 
                 backend="openai",
                 base_url=base_url,
                 model="sim-1",
-                api_key="sim",
+                api_key=SecretStr("sim"),
                 cache_dir=cache_dir,
                 max_retries=0,
             )

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from apr_mcp.config import NOT_CONFIGURED, Settings, load_settings
 from apr_mcp.errors import ConfigError
@@ -75,7 +76,12 @@ def test_unconfigured_backend_explains_how_to_configure() -> None:
 
 
 def test_masked_hides_secrets() -> None:
-    s = Settings(backend="openai", model="m", api_key="sk-abcdefghijklmnop", http_token="tok")
+    s = Settings(
+        backend="openai",
+        model="m",
+        api_key=SecretStr("sk-abcdefghijklmnop"),
+        http_token=SecretStr("tok"),
+    )
     masked = s.masked()
     text = repr(masked)
     assert "sk-abcdefghijklmnop" not in text and "tok'" not in text

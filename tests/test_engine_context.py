@@ -46,13 +46,13 @@ async def test_sequential_context_grows_with_its_reasoning_parallel_threads_stay
 
     with anyio.fail_after(10):
         short_model, short = await run("sequential", 1.0)
-        long_model, long = await run("sequential", 4.0)
-        adaptive_model, adaptive = await run("adaptive", 4.0)
+        long_model, long = await run("sequential", 8.0)
+        adaptive_model, adaptive = await run("adaptive", 8.0)
     [short_ctx] = short_model.contexts("sequential")
     [long_ctx] = long_model.contexts("sequential")
     assert short.metrics.max_context_tokens == short_ctx
     assert long.metrics.max_context_tokens == long_ctx
-    # Same prompt, four times the reasoning: the one context grows by exactly what was generated.
+    # Same prompt, eight times the reasoning: the one context grows by exactly what was generated.
     assert short.results[0].tokens_in == long.results[0].tokens_in
     grown = long.results[0].tokens_out - short.results[0].tokens_out
     assert grown > 0 and long_ctx - short_ctx == grown

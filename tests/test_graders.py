@@ -6,7 +6,7 @@ import ast
 import json
 import operator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -161,10 +161,10 @@ def test_generators_are_seeded_and_solvable() -> None:
     assert a == generate_24(4, seed=7)
     assert a != generate_24(4, seed=8)
     for p in a:
-        assert check_expression(str(p["solution"]), list(p["numbers"]), 24, rules="24").ok  # type: ignore[arg-type]
+        assert check_expression(str(p["solution"]), cast(list[int], p["numbers"]), 24, rules="24").ok
     c = generate_countdown(2, seed=3, n_numbers=5)
     for p in c:
-        assert check_expression(str(p["solution"]), list(p["numbers"]), int(p["target"])).ok  # type: ignore[arg-type,call-overload]
+        assert check_expression(str(p["solution"]), cast(list[int], p["numbers"]), cast(int, p["target"])).ok
 
 
 # ----- the grade() dispatcher and the LLM judge -----
@@ -253,11 +253,33 @@ def test_bundled_datasets_load_with_provenance_and_sizes() -> None:
     assert not any(i.should_split for i in load_dataset("sequential_control").items)
 
 
+def test_routing_labels_are_split_into_a_tuning_set_and_a_held_out_set() -> None:
+    sets = {name: load_dataset(name).info.routing_set for name in bundled_datasets()}
+    assert sets.pop("routing_heldout") == "held-out"
+    assert set(sets.values()) == {"tuning"}  # the rules were written from these labels
+    held = load_dataset("routing_heldout")
+    assert len(held.items) >= 40 and "not used to tune rules" in held.info.source
+    labels = [i.should_split for i in held.items]
+    assert labels.count(True) >= 15 and labels.count(False) >= 15
+    kinds = {i.meta["kind"] for i in held.items}
+    assert {"debug report", "list", "chain", "arithmetic", "arithmetic parts"} <= kinds
+    assert all(i.meta["provenance"] == "written for apr-mcp held-out set, not used to tune rules"
+               for i in held.items)
+    tuned = {i.question for name in sets for i in load_dataset(name).items}
+    assert not tuned & {i.question for i in held.items}
+
+
+async def test_routing_only_items_are_never_graded() -> None:
+    item = next(i for i in load_dataset("routing_heldout").items if i.grader == "none")
+    assert item.answer is None
+    assert (await grade(item, "anything at all")).correct is None
+
+
 def test_bundled_references_are_right() -> None:
     for item in load_dataset("countdown").items:
         m = item.meta
         assert check_expression(m["solution"], m["numbers"], m["target"], rules=m["rules"]).ok, item.id
-    for name in ("arithmetic", "split_pays"):
+    for name in ("arithmetic", "split_pays", "routing_heldout"):
         for item in load_dataset(name).items:
             if "solution" in item.meta and item.grader == "numeric":
                 assert _safe_eval(item.meta["solution"]) == pytest.approx(float(item.answer)), item.id

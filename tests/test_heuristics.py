@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from routing_cases import HELD_OUT_SINGLE
+from routing_cases import TUNED_SINGLE
 
 from apr_mcp.bench.datasets import bundled_datasets, load_dataset
-from apr_mcp.config import Settings
 from apr_mcp.engine.heuristics import SplitSignals, analyze, concurrency_for, width_for
-from apr_mcp.engine.plan import make_plan
 from apr_mcp.errors import ConfigError
-from apr_mcp.llm.simulated import SimulatedModel
 
 TRACEBACK = """Traceback (most recent call last):
   File "buggy.py", line 12, in <module>
@@ -300,28 +297,32 @@ def test_adversarial_input_stays_linear() -> None:
     assert 1 <= s.complexity <= 10 and len(s.entities) <= 12
 
 
-async def test_bundled_datasets_route_as_labelled() -> None:
-    # The engine's real planning path (heuristics, then the simulated planner when they are unsure)
-    # against every bundled should_split label: a hint of "don't split" skips the planner, so a
-    # false negative here is a split the engine never tries.
-    settings = Settings(backend="simulated", cache=False)
-    planner = SimulatedModel(ttft_s=0, tokens_per_s=1e9)
+def test_heuristic_decisions_on_the_tuning_set_match_their_labels() -> None:
+    # The bundled datasets are the TUNING set (the rules were written from them); where the
+    # heuristics are sure, they must agree with the labels. Where unsure, the model planner
+    # decides, and routing accuracy is measured on the held-out set (docs/evaluation.md).
     wrong: list[str] = []
-    labelled = 0
+    decided = labelled = 0
     for name in bundled_datasets():
-        for item in load_dataset(name).items:
+        dataset = load_dataset(name)
+        if dataset.info.routing_set != "tuning":
+            continue  # the held-out set: no rule or test is fitted to it
+        for item in dataset.items:
             if item.should_split is None:
                 continue
             labelled += 1
-            plan, _ = await make_plan(planner, item.question, item.context, settings)
-            if plan.should_split != item.should_split:
-                wrong.append(f"{item.id}: {plan.reason}")
-    assert labelled >= 100
+            hint = analyze(item.question, item.context).should_split_hint
+            if hint is not None:
+                decided += 1
+                if hint != item.should_split:
+                    wrong.append(f"{item.id}: {item.question[:60]}")
+    assert labelled >= 100 and decided >= 40
     assert wrong == []
 
 
-# Held-out phrasings (not from the bundled datasets): (question, signal substring, parts).
-HELD_OUT_SPLITS = [
+# Phrasings beyond the bundled datasets that the rules were written against (tuning, not held
+# out): (question, signal substring, parts).
+TUNED_SPLITS = [
     ("What are the pros and cons of Kafka, RabbitMQ and NATS for an event bus?",
      "comparison of 3 entities: Kafka, RabbitMQ, NATS", 3),
     ("Evaluate three ways to cache API responses: in-process LRU, Redis, and a CDN.",
@@ -356,7 +357,7 @@ HELD_OUT_SPLITS = [
 ]
 
 
-@pytest.mark.parametrize(("question", "signal", "parts"), HELD_OUT_SPLITS)
+@pytest.mark.parametrize(("question", "signal", "parts"), TUNED_SPLITS)
 def test_held_out_splits_are_seen(question: str, signal: str, parts: int) -> None:
     s = analyze(question)
     assert s.should_split_hint is True, s.signals
@@ -364,7 +365,7 @@ def test_held_out_splits_are_seen(question: str, signal: str, parts: int) -> Non
     assert s.suggested_width >= min(parts, 3)
 
 
-@pytest.mark.parametrize("question", HELD_OUT_SINGLE)
+@pytest.mark.parametrize("question", TUNED_SINGLE)
 def test_held_out_single_questions_are_never_hinted_to_split(question: str) -> None:
     s = analyze(question)
     assert s.should_split_hint is not True, s.signals

@@ -78,7 +78,7 @@ async def _client(
 ) -> AsyncIterator[Client]:
     async with (
         httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30.0)) as http,
-        Client(streamable_http_client(url, http_client=http), mode=mode, **kw) as client,  # type: ignore[arg-type]
+        Client(streamable_http_client(url, http_client=http), mode=mode, **kw) as client,
     ):
         yield client
 
@@ -100,7 +100,7 @@ async def test_chain_over_streamable_http(tmp_path: Path, mode: str) -> None:
             merged = await client.call_tool(
                 "merge", {"question": QUESTION, "results": run["results"]}
             )
-            assert not merged.is_error and merged.structured_content["answer"]  # type: ignore[index]
+            assert not merged.is_error and merged.structured_content["answer"]
 
 
 async def test_origin_validation(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ async def test_serve_http_subcommand_in_a_subprocess(tmp_path: Path) -> None:
             assert url is not None, seen
             async with _client(url.group().decode()) as client:
                 result = await client.call_tool("decompose", {"question": QUESTION})
-                assert not result.is_error and len(result.structured_content["subtasks"]) >= 2  # type: ignore[index]
+                assert not result.is_error and len(result.structured_content["subtasks"]) >= 2
         finally:
             process.terminate()
             await process.wait()

@@ -21,6 +21,7 @@ import pytest
 
 from apr_mcp.llm.simulated import SimulatedModel
 from apr_mcp.simulate_server import serve_simulated
+from apr_mcp.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
@@ -63,27 +64,28 @@ async def test_inspector_cli_runs_the_chain(inspector: str, tmp_path: Path) -> N
                 f"APR_RUNS_DIR={tmp_path / 'runs'}",
             ]
 
-            async def call(tool: str, **args: Any) -> dict[str, Any]:
+            async def inspect(method: str, *extra: str) -> dict[str, Any]:
                 cmd = [inspector, "--cli"]
                 for e in env_args:
                     cmd += ["-e", e]
-                cmd += [
-                    sys.executable,
-                    "-m",
-                    "apr_mcp",
-                    "--method",
-                    "tools/call",
-                    "--tool-name",
-                    tool,
-                ]
-                for key, value in args.items():
-                    text = value if isinstance(value, str) else json.dumps(value)
-                    cmd += ["--tool-arg", f"{key}={text}"]
+                cmd += [sys.executable, "-m", "apr_mcp", "--method", method, *extra]
                 done = await anyio.run_process(cmd, cwd=tmp_path, check=False)
                 assert done.returncode == 0, done.stderr.decode()[-2000:]
                 result: dict[str, Any] = json.loads(done.stdout)
+                return result
+
+            async def call(tool: str, **args: Any) -> dict[str, Any]:
+                extra = ["--tool-name", tool]
+                for key, value in args.items():
+                    text = value if isinstance(value, str) else json.dumps(value)
+                    extra += ["--tool-arg", f"{key}={text}"]
+                result = await inspect("tools/call", *extra)
                 assert not result.get("isError"), result
                 return result
+
+            # What a host puts in its model's context on every turn, as a real client got it.
+            listed = await inspect("tools/list")
+            assert len(listed["tools"]) == 4 and count_tokens(json.dumps(listed)) <= 3000
 
             planned = await call("decompose", question=QUESTION)
             plan = planned["structuredContent"]

@@ -1,7 +1,10 @@
-"""The AIMD limiter and LimitedModel: backoff, Retry-After, gradual recovery, latency, safety.
+"""The adaptive limiter and LimitedModel under scripted regimes: load-correlated refusals (the
+limit drops to what the provider serves), quota refusals (the limit holds, each refused call waits
+its Retry-After), latency jitter (the limit holds), recovery between calls and within a call,
+plus FIFO, cancellation and listener safety.
 
-No test sleeps: cooldowns run on a fake clock whose sleepers wake when the test advances time,
-and concurrency is coordinated with anyio.Event.
+No test sleeps: the quiet period runs on a fake clock the test advances, retry waits go to a
+recording sleep, and concurrency is coordinated with anyio.Event.
 """
 
 from __future__ import annotations
@@ -17,32 +20,16 @@ REQ = ModelRequest(messages=[Message(role="user", content="hi")])
 
 
 class FakeTime:
-    """A clock whose ``sleep`` returns only when the test advances time past the deadline."""
+    """A clock that moves only when the test advances it."""
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.sleeps: list[float] = []
-        self._sleepers: list[tuple[float, anyio.Event]] = []
 
     def clock(self) -> float:
         return self.now
 
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        event = anyio.Event()
-        self._sleepers.append((self.now + seconds, event))
-        await event.wait()
-
-    @property
-    def sleeping(self) -> int:
-        return len(self._sleepers)
-
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        for entry in list(self._sleepers):
-            if entry[0] <= self.now:
-                self._sleepers.remove(entry)
-                entry[1].set()
 
 
 class GatedModel(Model):
@@ -93,7 +80,7 @@ async def test_burst_halves_once_then_settles_on_what_the_provider_sustains() ->
     assert limiter.limit == 3 and limiter.in_flight == 3
     assert [(o, n) for o, n, _ in changes] == [(8, 4), (4, 3)]  # one halving, then the cap
     assert all("429" in r for _, _, r in changes)
-    assert "3 call(s) still running" in changes[-1][2]
+    assert "3 other call(s) ran (load)" in changes[-1][2]
     for s in slots[5:]:
         limiter.release(s, "success", latency_s=0.01)
     assert limiter.limit == 3  # the level that worked; going beyond it is probed slowly
@@ -118,42 +105,6 @@ async def test_limit_never_below_min() -> None:
         s = await limiter.acquire()
         limiter.release(s, "overload")
     assert limiter.limit == 2
-
-
-async def test_retry_after_pauses_every_new_acquisition() -> None:
-    t = FakeTime()
-    limiter = AdaptiveLimiter(8, max_limit=8, clock=t.clock, sleep=t.sleep)
-    s = await limiter.acquire()
-    limiter.release(s, "overload", retry_after=2.0, detail="rate limited (HTTP 429)")
-    assert limiter.cooldown_remaining() == pytest.approx(2.0)
-    assert "Retry-After" in limiter.history[-1].reason
-    acquired: list[float] = []
-
-    async def worker() -> None:
-        slot = await limiter.acquire()
-        acquired.append(t.now)
-        limiter.release(slot, "success", latency_s=0.01)
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(worker)
-            await anyio.wait_all_tasks_blocked()
-            assert t.sleeping == 3 and acquired == []
-            t.advance(1.0)
-            await anyio.wait_all_tasks_blocked()
-            assert acquired == []  # still cooling down
-            t.advance(1.0)
-    assert acquired == [2.0, 2.0, 2.0]
-    assert t.sleeps == [2.0, 2.0, 2.0]
-
-
-async def test_retry_after_is_capped() -> None:
-    t = FakeTime()
-    limiter = AdaptiveLimiter(2, max_limit=2, clock=t.clock, sleep=t.sleep, max_cooldown_s=5)
-    s = await limiter.acquire()
-    limiter.release(s, "overload", retry_after=3600)
-    assert limiter.cooldown_remaining() == 5
 
 
 async def test_recovery_is_gradual_and_probes_slowly_past_the_overload_point() -> None:
@@ -188,27 +139,25 @@ async def test_recovery_is_gradual_and_probes_slowly_past_the_overload_point() -
     assert "successes" in limiter.history[-1].reason
 
 
-async def test_latency_climb_lowers_the_limit_gently() -> None:
+async def test_a_clear_latency_rise_lowers_the_limit_gently() -> None:
     changes: list[tuple[int, int, str]] = []
-    limiter = AdaptiveLimiter(
-        6, max_limit=6, latency_floor_s=0, on_change=lambda o, n, r: changes.append((o, n, r))
-    )
-    for _ in range(6):
+    limiter = AdaptiveLimiter(6, max_limit=6, on_change=lambda o, n, r: changes.append((o, n, r)))
+    for _ in range(10):
         s = await limiter.acquire()
-        limiter.release(s, "success", latency_s=0.1)
-    assert limiter.latency_baseline == pytest.approx(0.1)
+        limiter.release(s, "success", latency_s=0.2)
+    assert limiter.latency_baseline == pytest.approx(0.2)
     assert limiter.limit == 6
-    for _ in range(40):
+    for _ in range(40):  # a provider queueing our calls: 10x the baseline, seconds above it
         s = await limiter.acquire()
-        limiter.release(s, "success", latency_s=0.5)
+        limiter.release(s, "success", latency_s=2.0)
     assert limiter.limit < 6
     assert all(o - n == 1 for o, n, _ in changes)  # gentle: one step at a time
-    assert all("latency" in r for _, _, r in changes)
+    assert all("latency" in r and "in a row" in r for _, _, r in changes)
     # Latency back to normal: the EWMA falls and the limit grows again.
     low = limiter.limit
     for _ in range(60):
         s = await limiter.acquire()
-        limiter.release(s, "success", latency_s=0.1)
+        limiter.release(s, "success", latency_s=0.2)
     assert limiter.limit > low
 
 
@@ -247,20 +196,6 @@ async def test_cancelled_waiter_releases_its_place() -> None:
             limiter.release(held)
     assert got == ["b"]
     assert limiter.in_flight == 0 and limiter.waiting == 0
-
-
-async def test_cancelled_while_cooling_down_holds_nothing() -> None:
-    t = FakeTime()
-    limiter = AdaptiveLimiter(2, max_limit=2, clock=t.clock, sleep=t.sleep)
-    s = await limiter.acquire()
-    limiter.release(s, "overload", retry_after=10)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(limiter.acquire)
-            await anyio.wait_all_tasks_blocked()
-            assert limiter.waiting == 1 and t.sleeping == 1
-            tg.cancel_scope.cancel()
-    assert limiter.waiting == 0 and limiter.in_flight == 0
 
 
 async def test_fifo_order() -> None:
@@ -325,18 +260,19 @@ async def test_decrease_while_busy_drains_before_new_calls() -> None:
 
 
 async def test_limited_model_reports_429_with_retry_after() -> None:
-    t = FakeTime()
     inner = GatedModel(
         errors=[RateLimitError("slow down", retry_after=1.5, status_code=429, backend="fake")]
     )
     inner.gate.set()
-    limiter = AdaptiveLimiter(4, max_limit=4, clock=t.clock, sleep=t.sleep)
+    limiter = AdaptiveLimiter(4, max_limit=4)
     model = LimitedModel(inner, limiter)
     with pytest.raises(RateLimitError):
         await model.complete(REQ)
-    assert limiter.limit == 1 and limiter.in_flight == 0  # refused with nothing else running
-    assert limiter.cooldown_remaining() == 1.5
-    assert "HTTP 429" in limiter.history[-1].reason
+    # Refused with nothing else running: no capacity to read off, so only a halving.
+    assert limiter.limit == 2 and limiter.in_flight == 0
+    assert "HTTP 429, Retry-After 1.5s" in limiter.history[-1].reason
+    assert "no other call running" in limiter.history[-1].reason
+    await model.complete(REQ)  # no global pause: the next call starts at once
 
 
 @pytest.mark.parametrize(
@@ -448,3 +384,258 @@ async def test_weak_subscription_ends_with_its_subscriber() -> None:
         limiter.release(s, "overload")
     assert limiter.limit == 3
     assert limiter._listeners == []
+
+
+# ----- scripted regimes: load, quota, jitter, recovery -----
+
+
+def refusal(retry_after: float = 1.0) -> RateLimitError:
+    return RateLimitError("rate limited", retry_after=retry_after, status_code=429, backend="fake")
+
+
+async def test_load_correlated_refusals_lower_the_limit_and_keep_it_at_capacity() -> None:
+    # A provider that serves three at once: every call beyond the third is refused at once.
+    changes: list[tuple[int, int, str]] = []
+    limiter = AdaptiveLimiter(8, max_limit=8, on_change=lambda o, n, r: changes.append((o, n, r)))
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots[3:]:  # refused while three (and more, not yet refused) were running
+        limiter.release(s, "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+    assert limiter.limit == 3
+    for s in slots[:3]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.served_level == 2  # second highest: one coincidence cannot raise it
+    # Clean calls at the sustained level, until the limiter probes a fourth.
+    while limiter.limit == 3:
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 4
+    probe = [await limiter.acquire() for _ in range(4)]
+    limiter.release(probe[-1], "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+    assert limiter.limit == 3
+    for s in probe[:-1]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert not limiter.policy_mode
+    assert limiter.stats.policy_refusals == 0 and limiter.stats.load_refusals == 6
+    backoffs = [r for o, n, r in changes if n < o]
+    assert len(backoffs) == 3 and all("(load)" in r for r in backoffs)  # 8->4->3, 4->3
+
+
+async def test_quota_refusals_restore_and_then_hold_the_limit() -> None:
+    # Every third request refused, whatever the load. The first burst cannot be told from load
+    # (it lowers the limit); refusals while fewer calls ran than the provider served give it away.
+    changes: list[tuple[int, int, str]] = []
+    limiter = AdaptiveLimiter(8, max_limit=8, on_change=lambda o, n, r: changes.append((o, n, r)))
+    slots = [await limiter.acquire() for _ in range(8)]
+    limiter.release(slots[2], "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+    limiter.release(slots[5], "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+    assert limiter.limit < 8  # looks like load so far
+    for s in slots[:2] + slots[3:5] + slots[6:]:
+        limiter.release(s, "success", latency_s=0.01)  # six served at once
+    assert limiter.served_level is not None and limiter.served_level >= 5
+    count = 8
+    for _ in range(12):  # rounds at whatever the limit is: every third request refused
+        round_ = [await limiter.acquire() for _ in range(limiter.limit)]
+        for s in round_:
+            count += 1
+            if count % 3 == 0:
+                limiter.release(s, "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+        for s in round_:
+            limiter.release(s, "success", latency_s=0.01)
+    assert limiter.policy_mode
+    assert limiter.limit == 8  # restored, and held through every later refusal
+    assert changes[-1][1] == 8 and "policy" in changes[-1][2] and "Retry-After" in changes[-1][2]
+    assert limiter.stats.policy_refusals > 10
+    assert [h.limit for h in limiter.history][-1] == 8
+
+
+class QuotaModel(Model):
+    """Refuses every ``every``-th request with 429 + Retry-After, whatever the load; the others
+    are answered once ``gate`` is set (so calls really overlap)."""
+
+    backend = "fake"
+    model_name = "quota"
+
+    def __init__(self, every: int = 3, retry_after: float = 1.0) -> None:
+        self.every = every
+        self.retry_after = retry_after
+        self.count = 0
+        self.current = 0
+        self.peak = 0
+        self.gate = anyio.Event()
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        self.count += 1
+        if self.count % self.every == 0:
+            await anyio.lowlevel.checkpoint()
+            raise refusal(self.retry_after)
+        self.current += 1
+        self.peak = max(self.peak, self.current)
+        try:
+            await self.gate.wait()
+            return ModelResponse(text="ok", latency_s=0.01)
+        finally:
+            self.current -= 1
+
+
+async def test_quota_endpoint_through_the_stack_waits_retry_after_per_request() -> None:
+    from apr_mcp.llm.retry import RetryingModel
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # records the wait; the test does not wait
+        waits.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    endpoint = QuotaModel()
+    limiter = AdaptiveLimiter(8, max_limit=8)
+    model = RetryingModel(LimitedModel(endpoint, limiter), max_retries=10, sleep=sleep)
+    done: list[str] = []
+
+    async def call() -> None:
+        done.append((await model.complete(REQ)).text)
+
+    with anyio.fail_after(10):
+        for _ in range(2):  # two consecutive "calls" of 16 requests at concurrency 8
+            endpoint.gate = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                for _ in range(16):
+                    tg.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                endpoint.gate.set()
+    assert done == ["ok"] * 32
+    assert waits and all(w >= 1.0 for w in waits)  # each refused request waited Retry-After
+    assert limiter.limit == 8 and limiter.policy_mode
+    assert endpoint.peak == 8  # the full configured concurrency was used
+
+
+@pytest.mark.parametrize(("mean", "seed"), [(0.2, 1), (0.2, 2), (1.0, 3), (1.0, 4)])
+async def test_latency_jitter_below_the_threshold_changes_nothing(mean: float, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    limiter = AdaptiveLimiter(64, max_limit=64)
+    for i in range(2000):
+        # +-50% noise, and one call in ten twice as slow as usual (a busy event loop, GC, ...).
+        latency = mean * rng.uniform(0.5, 1.5) * (2.0 if i % 10 == 9 else 1.0)
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=latency)
+    assert limiter.limit == 64
+    assert [h.reason for h in limiter.history] == ["initial"]
+
+
+async def test_recovery_between_calls_returns_to_the_configured_level() -> None:
+    t = FakeTime()
+    changes: list[tuple[int, int, str]] = []
+    limiter = AdaptiveLimiter(
+        8, max_limit=8, clock=t.clock, recover_after_s=10,
+        on_change=lambda o, n, r: changes.append((o, n, r)),
+    )
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots[2:]:
+        limiter.release(s, "overload", retry_after=1.0, detail="rate limited (HTTP 429)")
+    for s in slots[:2]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 2 and limiter.in_flight == 0
+    t.advance(5)
+    s = await limiter.acquire()  # too soon: the provider may still be full
+    assert limiter.limit == 2
+    limiter.release(s, "success", latency_s=0.01)
+    t.advance(6)  # 11 s without pushback, nothing running: the next call starts at full width
+    s = await limiter.acquire()
+    assert limiter.limit == 8
+    limiter.release(s, "success", latency_s=0.01)
+    assert changes[-1][:2] == (2, 8) and "configured 8" in changes[-1][2]
+
+
+async def test_recovery_within_a_call_doubles_once_the_pushback_stops() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(16, max_limit=16, clock=t.clock, recover_after_s=10)
+    slots = [await limiter.acquire() for _ in range(16)]
+    for s in slots[1:]:
+        limiter.release(s, "overload", detail="overloaded (HTTP 529)")
+    assert limiter.limit == 1
+    held = slots[0]  # a call still running: this is within a call
+    seen = [limiter.limit]
+    for _ in range(4):
+        t.advance(10)
+        s = await limiter.acquire()
+        limiter.release(s, "success", latency_s=0.01)
+        seen.append(limiter.limit)
+    limiter.release(held, "success", latency_s=0.01)
+    assert seen == [1, 2, 4, 8, 16]
+    assert all("doubling" in h.reason for h in limiter.history[-4:])
+
+
+async def test_quiet_period_is_at_least_twice_retry_after() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(4, max_limit=4, clock=t.clock, recover_after_s=10)
+    slots = [await limiter.acquire() for _ in range(4)]
+    for s in slots[1:]:
+        limiter.release(s, "overload", retry_after=30.0, detail="rate limited (HTTP 429)")
+    limiter.release(slots[0], "success", latency_s=0.01)
+    assert limiter.limit == 1
+    t.advance(20)
+    limiter.release(await limiter.acquire(), "success", latency_s=0.01)
+    assert limiter.limit == 1  # the provider asked for 30 s
+    t.advance(41)
+    limiter.release(await limiter.acquire(), "success", latency_s=0.01)
+    assert limiter.limit == 4
+
+
+async def test_policy_mode_ends_after_a_quiet_period_and_load_is_seen_again() -> None:
+    t = FakeTime()
+    limiter = AdaptiveLimiter(4, max_limit=4, clock=t.clock, recover_after_s=10)
+    for _ in range(3):  # served four at once, then refused while fewer ran: a policy
+        round_ = [await limiter.acquire() for _ in range(4)]
+        for s in round_:
+            limiter.release(s, "success", latency_s=0.01)
+    for _ in range(2):
+        s = await limiter.acquire()
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    assert limiter.policy_mode and limiter.limit == 4
+    t.advance(11)
+    slots = [await limiter.acquire() for _ in range(4)]
+    assert not limiter.policy_mode
+    for s in slots[2:]:  # now a burst at full width, refused beyond two: load
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    assert limiter.limit == 2
+    for s in slots[:2]:
+        limiter.release(s, "success", latency_s=0.01)
+
+
+async def test_policy_recovery_is_a_visible_recover_decision() -> None:
+    from apr_mcp.config import Settings
+    from apr_mcp.engine.meta import MetaController
+
+    limiter = AdaptiveLimiter(8, max_limit=8)
+    controller = MetaController(Settings(backend="simulated"), limiter=limiter)
+    slots = [await limiter.acquire() for _ in range(8)]
+    limiter.release(slots[0], "overload", detail="rate limited (HTTP 429)")  # 8 -> 4
+    for s in slots[1:]:
+        limiter.release(s, "success", latency_s=0.01)
+    for _ in range(2):  # refused with nothing else running, though seven were served at once
+        s = await limiter.acquire()
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    notes = controller.limiter_notes()
+    kinds = [(n.kind, n.reason.split(":")[0]) for n in notes]
+    assert kinds[0] == ("backoff", "concurrency limit 8 -> 4")
+    assert kinds[-1][0] == "recover" and kinds[-1][1].endswith("-> 8")
+    assert "rate or quota policy" in notes[-1].reason
+
+
+async def test_a_run_that_starts_throttled_is_told_why_when_it_asks() -> None:
+    limiter = AdaptiveLimiter(8, max_limit=8)
+    slots = [await limiter.acquire() for _ in range(8)]
+    for s in slots[3:]:
+        limiter.release(s, "overload", detail="rate limited (HTTP 429)")
+    for s in slots[:3]:
+        limiter.release(s, "success", latency_s=0.01)
+    assert limiter.limit == 3
+    seen: list[tuple[int, int, str]] = []
+    limiter.subscribe(lambda o, n, r: seen.append((o, n, r)))  # no replay: only new changes
+    assert seen == []
+    limiter.subscribe(lambda o, n, r: seen.append((o, n, r)), replay=True)
+    assert len(seen) == 1 and seen[0][:2] == (8, 3)
+    assert "still lowered" in seen[0][2] and "(load)" in seen[0][2]

@@ -98,6 +98,6 @@ async def test_repository_vscode_server_starts_and_lists_tools(tmp_path: Path) -
     env = {**os.environ, **entry["env"], "APR_CACHE_DIR": str(tmp_path / "cache")}
     params = StdioServerParameters(command=command, args=entry["args"], env=env, cwd=str(tmp_path))
     with anyio.fail_after(30):
-        async with Client(params, mode="legacy") as client:  # type: ignore[arg-type]
+        async with Client(params, mode="legacy") as client:
             names = {t.name for t in (await client.list_tools()).tools}
     assert names == {"decompose", "parallel_solve", "merge", "solve"}

@@ -17,7 +17,7 @@ def _plan(*subs: tuple[str, str, list[str]] | tuple[str, str, list[str], int]) -
         should_split=True,
         reason="test",
         subtasks=[
-            Subtask(id=s[0], prompt=s[1], depends_on=s[2], priority=s[3] if len(s) > 3 else 0)  # type: ignore[misc]
+            Subtask(id=s[0], prompt=s[1], depends_on=s[2], priority=s[3] if len(s) > 3 else 0)
             for s in subs
         ],
     )

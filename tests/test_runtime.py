@@ -24,7 +24,7 @@ async def test_stack_order_and_shared_limiter() -> None:
             assert isinstance(role.inner, RetryingModel)
             assert isinstance(role.inner.inner, LimitedModel)
             assert isinstance(role.unwrap(), OpenAICompatModel)
-        limiters = {id(m.inner.inner.limiter) for m in (engine.planner, engine.solver)}  # type: ignore[attr-defined]
+        limiters = {id(m.inner.inner.limiter) for m in (engine.planner, engine.solver)}  # type: ignore[union-attr]
         assert limiters == {id(runtime.limiter)}
         # One backend per distinct model id, shared by the roles.
         assert engine.planner.unwrap() is engine.solver.unwrap() is engine.merger.unwrap()

@@ -6,7 +6,7 @@ import itertools
 
 import anyio
 import pytest
-from engine_helpers import Gates, Recorder, answer, engine, sim, solver_rule
+from engine_helpers import Gates, Recorder, answer, engine, seconds, sim, solver_rule
 
 from apr_mcp.engine.scheduler import critical_path
 from apr_mcp.llm.base import ModelRequest, ModelResponse, TokenCallback, WrapperModel
@@ -16,7 +16,7 @@ from apr_mcp.schemas import RunEvent, Subtask, ThreadResult, ThreadStatus
 def _subs(*specs: str | tuple[str, list[str]] | tuple[str, list[str], int]) -> list[Subtask]:
     out = []
     for spec in specs:
-        name, deps, prio = (spec, [], 0) if isinstance(spec, str) else (*spec, 0)[:3]  # type: ignore[misc]
+        name, deps, prio = (spec, [], 0) if isinstance(spec, str) else (*spec, 0)[:3]
         out.append(Subtask(id=name.lower(), prompt=f"{name} task", depends_on=[d.lower() for d in deps],
                            priority=prio))
     return out
@@ -38,8 +38,8 @@ async def test_dependent_starts_as_soon_as_its_dependency_is_done() -> None:
         )
     r = _by_id(run.results)
     assert all(x.status is ThreadStatus.done for x in run.results)
-    assert r["gamma"].started_s >= r["beta"].finished_s
-    assert r["gamma"].started_s < r["alpha"].finished_s
+    assert seconds(r["gamma"].started_s) >= seconds(r["beta"].finished_s)
+    assert seconds(r["gamma"].started_s) < seconds(r["alpha"].finished_s)
     gamma_prompt = next(q for q in model.requests if "Your subtask:\nGAMMA" in q.messages[-1].content)
     assert "BETA SAYS 42" in gamma_prompt.messages[-1].content  # the distilled dependency result
 
@@ -162,7 +162,7 @@ async def test_follow_ups_are_spawned_within_bounds() -> None:
     r = _by_id(run.results)
     assert set(r) == {"root", "root.f1", "root.f2"}  # two spawned, the third over the limit
     assert r["root.f1"].spawned_from == "root" and r["root.f1"].depends_on == ["root"]
-    assert r["root.f1"].started_s >= r["root"].finished_s
+    assert seconds(r["root.f1"].started_s) >= seconds(r["root"].finished_s)
     assert all(x.status is ThreadStatus.done for x in run.results)
     spawn = [d for d in run.decisions if d.kind == "spawn"]
     assert sum("found a new subproblem" in d.reason for d in spawn) == 2

@@ -66,9 +66,12 @@ async def test_non_streamed_completion_has_openai_shape(server: Any) -> None:
     assert response.status_code == 200
     data = response.json()
     assert data["object"] == "chat.completion" and data["model"] == "sim-test"
+    assert data["simulated"] is True and data["system_fingerprint"] == "apr-mcp-simulated"
     choice = data["choices"][0]
     assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "stop"
-    assert choice["message"]["content"].endswith("Final answer: 42")
+    # A plain client's free-text request is answered as a thread: a placeholder and its trailer.
+    content = choice["message"]["content"]
+    assert content.startswith("[sim]") and content.endswith("Settles: no") and "42" not in content
     usage = data["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert stats.completed == 1 and model.calls == 1
@@ -97,11 +100,12 @@ async def test_streamed_completion_chunks_and_usage(server: Any) -> None:
             assert usage_chunks == []
 
 
-async def test_json_schema_name_selects_the_reply_and_purpose(server: Any) -> None:
+async def test_json_schema_shape_selects_the_reply_and_purpose(server: Any) -> None:
     client, model, _ = server
     request = body(
         {"role": "system", "content": "You are the planner."},
-        {"role": "user", "content": "Question:\nCompare Python, Go and Rust"},
+        {"role": "user", "content": "Question:\nCompare Python, Go and Rust\n\n"
+         "Heuristic signals noticed: comparison; suggested width 3"},
         response_format={
             "type": "json_schema",
             "json_schema": {"name": "Plan", "schema": Plan.model_json_schema(), "strict": False},
@@ -111,6 +115,18 @@ async def test_json_schema_name_selects_the_reply_and_purpose(server: Any) -> No
     plan = Plan.model_validate_json(response.json()["choices"][0]["message"]["content"])
     assert plan.should_split and len(plan.subtasks) == 3
     assert model.calls_by_purpose["planner"] == 1
+
+
+async def test_every_reply_says_it_is_simulated_whatever_model_was_asked_for(server: Any) -> None:
+    client, _, _ = server
+    whole = (await client.post("/chat/completions", json={**body(), "model": "gpt-4o"})).json()
+    assert whole["model"] == "sim-gpt-4o" and whole["simulated"] is True
+    request = {**body(stream=True, stream_options={"include_usage": True}), "model": "gpt-4o"}
+    async with client.stream("POST", "/chat/completions", json=request) as response:
+        chunks = sse_events([line async for line in response.aiter_lines()])[:-1]
+    assert all(c["model"] == "sim-gpt-4o" and c["simulated"] is True for c in chunks)
+    models = (await client.get("/models")).json()
+    assert models["data"][0]["id"].startswith("sim-") and models["data"][0]["simulated"] is True
 
 
 async def test_rate_limit_and_server_error_are_real_http_errors(server: Any) -> None:

@@ -1,8 +1,11 @@
-"""The simulated model: deterministic replies per role, scripting, faults, latency model."""
+"""The simulated model fakes behaviour, not answers: placeholder replies shaped by purpose and
+schema, the length model, plan width from the engine's signals, scripting, faults, latency."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,11 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
+from apr_mcp.bench.datasets import load_dataset
+from apr_mcp.bench.graders import grade
+from apr_mcp.config import Settings
+from apr_mcp.engine import Engine
+from apr_mcp.engine.heuristics import analyze
 from apr_mcp.errors import (
     ConfigError,
     ModelOutputError,
@@ -20,143 +28,163 @@ from apr_mcp.errors import (
 )
 from apr_mcp.llm.base import Message, ModelRequest
 from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
-from apr_mcp.llm.simulated_content import evaluate_arithmetic, find_arithmetic
+from apr_mcp.llm.simulated.replies import BASE, PER_WORD, body_tokens
 from apr_mcp.prompts import load_prompt
 from apr_mcp.schemas import Plan, ThreadAnswer
+from apr_mcp.tokens import count_tokens
 
 FAST: dict[str, Any] = {"ttft_s": 0.0, "tokens_per_s": 1e6}
+COMPARE = "Compare Python, Go and Rust for writing a CLI tool: speed, ecosystem and learning curve."
 
 
-def planner_request(question: str, *, max_threads: int = 8) -> ModelRequest:
+def planner_request(question: str, signals: str = "none") -> ModelRequest:
     messages = load_prompt("planner").render(
-        question=question, context="", signals="", schema="{}", min_threads=2, max_threads=max_threads
+        question=question, context="", signals=signals, schema="{}", min_threads=2, max_threads=8
     )
     return ModelRequest(
         messages=messages, schema_name="Plan", json_schema=Plan.model_json_schema(), purpose="planner"
     )
 
 
-def solver_request(subtask: str) -> ModelRequest:
+def solver_request(subtask: str, *, json_answer: bool = True, **kw: Any) -> ModelRequest:
     messages = load_prompt("solver").render(
         question="q", context="", dependencies="", subtask=subtask, schema="{}"
     )
-    return ModelRequest(
-        messages=messages, schema_name="ThreadAnswer", json_schema=ThreadAnswer.model_json_schema()
-    )
+    schema = ThreadAnswer.model_json_schema() if json_answer else None
+    return ModelRequest(messages=messages, json_schema=schema, purpose="solver", **kw)
 
 
 def user(text: str, **kw: object) -> ModelRequest:
     return ModelRequest(messages=[Message(role="user", content=text)], **kw)  # type: ignore[arg-type]
 
 
-async def plan_for(question: str, **kw: int) -> Plan:
-    response = await SimulatedModel(**FAST).complete(planner_request(question, **kw))
-    return Plan.model_validate_json(response.text)
+async def plan_for(question: str, signals: str = "none") -> tuple[Plan, list[str]]:
+    chunks: list[str] = []
+    model = SimulatedModel(**FAST, max_chunks=4)
+    response = await model.complete(planner_request(question, signals), on_token=chunks.append)
+    return Plan.model_validate_json(response.text), chunks
 
 
-# ----- replies by role -----
+# ----- replies by purpose -----
 
 
-async def test_comparison_is_split_into_self_contained_subtasks() -> None:
-    plan = await plan_for("Compare Python, Go and Rust for writing a CLI tool")
-    assert plan.should_split
-    assert [s.id for s in plan.subtasks] == ["t1", "t2", "t3"]
-    for subtask, name in zip(plan.subtasks, ["Python", "Go", "Rust"], strict=True):
-        assert name in subtask.prompt and "CLI tool" in subtask.prompt
-        assert subtask.depends_on == []
-    assert "comparison" in plan.reason
+async def test_plan_width_comes_from_the_heuristic_signals_not_from_phrases() -> None:
+    plan, _ = await plan_for(COMPARE, "comparison of 3 entities: Python, Go, Rust; suggested width 3")
+    assert plan.should_split and [s.id for s in plan.subtasks] == ["t1", "t2", "t3"]
+    assert all(s.prompt.startswith(f"[sim] part {k} of 3: ") for k, s in enumerate(plan.subtasks, 1))
+    # Each part carries its share of the question's words, in order.
+    assert " ".join(s.prompt.split(": ", 1)[1] for s in plan.subtasks) == COMPARE
+    # The same question without a suggested width is not split: the simulator has no router.
+    unsplit, _ = await plan_for(COMPARE, "comparison wording; heuristic complexity 3/10")
+    assert not unsplit.should_split and not unsplit.subtasks and unsplit.reason.startswith("[sim]")
 
 
-@pytest.mark.parametrize(
-    ("question", "parts"),
-    [
-        ("Postgres vs MySQL for analytics?", 2),
-        ("Answer these:\n1. What is 2+2?\n2. Who wrote Hamlet?\n3. Why is the sky blue?", 3),
-        ("Is Redis durable? How does it replicate? Should I use it as a primary store?", 3),
-        (
-            (
-                "The app is slow. One hypothesis is that an index is missing. Another is that the "
-                "cache is cold. A third possibility is GC pauses."
-            ),
-            3,
-        ),
-    ],
-)
-async def test_enumerations_questions_and_hypotheses_are_split(question: str, parts: int) -> None:
-    plan = await plan_for(question)
-    assert plan.should_split and len(plan.subtasks) == parts
-    assert plan.complexity >= 2 + parts
+async def test_an_instruction_for_exactly_n_subtasks_is_followed() -> None:
+    plan, _ = await plan_for("What is the capital of France?",
+                             "none\nINSTRUCTION: split this question into exactly 5 self-contained")
+    assert plan.should_split and len(plan.subtasks) == 5
 
 
-@pytest.mark.parametrize(
-    "question",
-    [
-        "What is the capital of France?",
-        "First find the largest prime below 100, then square it.",
-        "Compute the total, and using the result estimate the tax.",
-    ],
-)
-async def test_simple_and_sequential_questions_are_not_split(question: str) -> None:
-    plan = await plan_for(question)
-    assert not plan.should_split and plan.subtasks == []
-    assert plan.reason
+async def test_a_plan_streams_a_chunk_boundary_after_every_subtask_object() -> None:
+    plan, chunks = await plan_for(COMPARE * 3, "suggested width 6")
+    assert len(plan.subtasks) == 6 and len(chunks) >= 6
+    text, ends = "", []
+    for chunk in chunks:
+        text += chunk
+        ends.append(len(text))
+    for k in range(1, 7):
+        closed = text.index(f'"id": "t{k}"')
+        close = text.index("}", closed) + 1
+        assert close in ends, f"t{k} closes mid-chunk"
 
 
-async def test_plan_respects_max_threads_from_the_prompt() -> None:
-    question = "Review:\n1. logging\n2. metrics\n3. tracing\n4. alerting\n5. dashboards"
-    plan = await plan_for(question, max_threads=3)
-    assert len(plan.subtasks) == 3
-    assert "alerting" in plan.subtasks[-1].prompt and "dashboards" in plan.subtasks[-1].prompt
+async def test_thread_json_is_a_placeholder_with_the_flags_a_script_asks_for() -> None:
+    model = SimulatedModel(**FAST, script=SimScript([
+        SimRule(r"Your subtask:\s*ALPHA", purpose="solver", confidence=0.95, settles=True,
+                follow_ups=["Check BETA on its own."]),
+    ]))
+    scripted = ThreadAnswer.model_validate_json((await model.complete(solver_request("ALPHA: 12 * 12?"))).text)
+    assert scripted.answer.startswith("[sim]") and "ALPHA: 12 * 12?" in scripted.answer
+    assert "144" not in scripted.answer and "144" not in scripted.summary  # nothing is computed
+    assert (scripted.confidence, scripted.settles_question) == (0.95, True)
+    assert scripted.follow_ups == ["Check BETA on its own."]
+    plain = ThreadAnswer.model_validate_json((await model.complete(solver_request("GAMMA"))).text)
+    assert (plain.confidence, plain.settles_question, plain.follow_ups) == (0.5, False, [])
+
+
+async def test_free_text_thread_ends_with_the_protocol_trailer() -> None:
+    model = SimulatedModel(**FAST, script=SimScript([
+        SimRule(r"ALPHA", purpose="solver", confidence=0.8, settles=True, follow_ups=["one", "two"]),
+    ]))
+    text = (await model.complete(solver_request("ALPHA task", json_answer=False))).text
+    body, trailer = text.split("\n\nSummary: ", 1)
+    assert body.startswith("[sim] solver placeholder; a real model was asked: ALPHA task")
+    assert trailer.splitlines()[1:] == ["Confidence: 0.8", "Settles: yes", "Follow-up: one", "Follow-up: two"]
+    default = (await model.complete(solver_request("BETA task", json_answer=False))).text
+    assert default.splitlines()[-2:] == ["Confidence: 0.5", "Settles: no"]
+
+
+async def test_sequential_lead_and_merger_replies_are_placeholders() -> None:
+    model = SimulatedModel(**FAST)
+    sequential = (await model.complete(user("What is 6 * 7?", purpose="sequential"))).text
+    assert sequential.startswith("[sim]") and "\nFinal answer: [sim]" in sequential and "42" not in sequential
+    lead = await model.complete(user("Worker results: ...", purpose="lead", max_tokens=100))
+    assert lead.text.startswith("[sim]") and "\n" not in lead.text
+    assert lead.usage.output_tokens <= 100 and lead.finish_reason == "stop"
+    schema = {"type": "object", "properties": {"answer": {"type": "string"},
+                                               "confidence": {"type": "number"}}, "required": ["answer"]}
+    merged = json.loads((await model.complete(user("Original question:\nWhy?\n\nWorker results:\nx",
+                                                   purpose="merger", json_schema=schema))).text)
+    assert merged["answer"].startswith("[sim] merged answer placeholder") and merged["confidence"] == 0.5
+
+
+async def test_a_bundled_countdown_item_gets_a_placeholder_not_a_solution() -> None:
+    item = next(i for i in load_dataset("countdown").items if i.meta.get("rules", "countdown") == "countdown")
+    model = SimulatedModel(**FAST)
+    sequential = (await model.complete(user(item.question, purpose="sequential"))).text
+    thread = ThreadAnswer.model_validate_json((await model.complete(solver_request(item.question))).text)
+    for answer in (sequential, thread.answer):
+        assert answer.startswith("[sim]")
+        assert (await grade(item, answer)).correct is False
+
+
+def test_the_simulated_backend_imports_no_bench_code_and_no_code_parser() -> None:
+    code = ("import sys, apr_mcp.llm.simulated, apr_mcp.simulate_server; "
+            "print(sorted(m for m in sys.modules if m.startswith('apr_mcp.bench') or m == 'ast'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "apr_mcp.bench" not in out.stdout
+    package = Path(__file__).resolve().parent.parent / "apr_mcp" / "llm"
+    for path in package.rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert "bench" not in "".join(line for line in source.splitlines() if "import" in line), path
+    for path in (package / "simulated").glob("*.py"):
+        assert "import ast" not in path.read_text(encoding="utf-8"), path
+
+
+# ----- the length model -----
+
+
+async def test_reply_length_follows_the_words_of_the_task_and_the_script() -> None:
+    short, long = "Name one prime.", "Explain " + "the trade-offs of caching " * 12
+    assert body_tokens(long) > body_tokens(short)
+    # (BASE + PER_WORD × words) × jitter in 0.8–1.2
+    words = len(long.split())
+    assert 0.8 * (BASE + PER_WORD * words) <= body_tokens(long) <= 1.2 * (BASE + PER_WORD * words)
+    assert body_tokens(long, scale=2.0) > body_tokens(long)
+    model = SimulatedModel(**FAST, script=SimScript([SimRule("EXACT", output_tokens=123)]))
+    for request in (user("EXACT words"), solver_request("EXACT job"),
+                    solver_request("EXACT job", json_answer=False), user("EXACT", purpose="sequential")):
+        response = await model.complete(request)
+        assert response.usage.output_tokens == count_tokens(response.text) == 123, request.purpose
 
 
 async def test_replies_are_deterministic_and_seeded() -> None:
-    request = solver_request("Explain the trade-offs of connection pooling.")
+    request = solver_request("Summarise the causes of the French Revolution.", json_answer=False)
     a = await SimulatedModel(**FAST).complete(request)
     b = await SimulatedModel(**FAST).complete(request)
     c = await SimulatedModel(**FAST, seed=7).complete(request)
-    assert a.text == b.text
-    assert a.text != c.text
-    answer = ThreadAnswer.model_validate_json(a.text)
-    assert answer.answer.startswith("[sim] Findings on Explain the trade-offs")
-    assert 0.55 <= answer.confidence <= 0.9 and not answer.settles_question
-
-
-async def test_solver_and_sequential_compute_arithmetic() -> None:
-    model = SimulatedModel(**FAST)
-    answer = ThreadAnswer.model_validate_json((await model.complete(solver_request("Compute (12 + 8) * 3 / 4."))).text)
-    assert "= 15" in answer.answer and answer.summary == "(12 + 8) * 3 / 4 = 15"
-    sequential = load_prompt("sequential").render(question="What is 17 times 23 plus 4?", context="")
-    text = (await model.complete(ModelRequest(messages=sequential, purpose="sequential"))).text
-    assert text.splitlines()[-1] == "Final answer: 395"
-
-
-def test_arithmetic_evaluator_is_safe() -> None:
-    assert evaluate_arithmetic("2 * (3 + 4) - 1") == 13
-    assert evaluate_arithmetic("7 / 2") == 3.5
-    for bad in ("__import__('os').system('true')", "2 ** 100", "1 / 0", "True + 1", "x + 1"):
-        assert evaluate_arithmetic(bad) is None
-    assert find_arithmetic("ranges like 10-20 items") is not None
-    assert find_arithmetic("ranges like 10-20 items", require_cue=True) is None
-
-
-async def test_merge_reply_combines_worker_results() -> None:
-    class MergeOutput(BaseModel):
-        answer: str
-        confidence: float
-        used: list[str] = []
-
-    messages = load_prompt("merger").render(
-        question="Compare Python and Go", context="", mode="synthesize", schema="{}",
-        results="[t1] (confidence 0.80)\nTask: Assess Python.\nResult: Python is easy to write.\n\n"
-        "[t2] (confidence 0.60)\nTask: Assess Go.\nResult: Go compiles fast.",
-    )
-    request = ModelRequest(
-        messages=messages, schema_name="MergeOutput", json_schema=MergeOutput.model_json_schema()
-    )
-    merged = MergeOutput.model_validate_json((await SimulatedModel(**FAST).complete(request)).text)
-    assert "Python is easy to write" in merged.answer and "Go compiles fast" in merged.answer
-    assert merged.confidence == pytest.approx(0.7)
-    assert merged.used == ["t1", "t2"]
+    assert a.text == b.text and a.model == "sim-1" and a.simulated
+    assert c.usage.output_tokens != a.usage.output_tokens  # the jitter depends on the seed
 
 
 async def test_unknown_schema_gets_a_minimal_valid_object() -> None:
@@ -168,7 +196,8 @@ async def test_unknown_schema_gets_a_minimal_valid_object() -> None:
         note: str | None = None
 
     request = user("anything", schema_name="Verdict", json_schema=Verdict.model_json_schema())
-    Verdict.model_validate_json((await SimulatedModel(**FAST).complete(request)).text)
+    verdict = Verdict.model_validate_json((await SimulatedModel(**FAST).complete(request)).text)
+    assert verdict.label.startswith("[sim]") and len(verdict.tags) == 2
 
 
 # ----- scripting -----
@@ -331,3 +360,20 @@ async def test_cancellation_stops_a_long_call_promptly() -> None:
             await started.wait()
             tg.cancel_scope.cancel()
     assert model.active == 0
+
+
+async def test_simulated_routing_is_the_engines_own_decision() -> None:
+    # One router: where the heuristics are unsure, the simulated planner splits exactly as wide
+    # as they suggest, and not at all when they suggest no width.
+    unsure = [i for i in load_dataset("arithmetic").items
+              if analyze(i.question, min_threads=2, max_threads=8).should_split_hint is None]
+    assert unsure
+    for item in unsure[:3]:
+        hints = analyze(item.question, min_threads=2, max_threads=8)
+        model = SimulatedModel(**FAST)
+        engine = Engine(settings=Settings(backend="simulated", cache=False), planner=model,
+                        solver=model, merger=model)
+        plan = await engine.decompose(item.question)
+        assert model.calls_by_purpose["planner"] == 1
+        expected = max(1, hints.suggested_width)
+        assert len(plan.subtasks) == expected and plan.should_split == (expected > 1), item.id

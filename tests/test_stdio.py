@@ -34,7 +34,7 @@ def _params(tmp: Path) -> StdioServerParameters:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_stdio_subprocess_runs_the_chain(tmp_path: Path, mode: str) -> None:
     with anyio.fail_after(30):
-        async with Client(_params(tmp_path), mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(_params(tmp_path), mode=mode) as client:
             tools = {t.name for t in (await client.list_tools()).tools}
             assert tools == {"decompose", "parallel_solve", "merge", "solve"}
             plan = (await client.call_tool("decompose", {"question": QUESTION})).structured_content
@@ -46,7 +46,7 @@ async def test_stdio_subprocess_runs_the_chain(tmp_path: Path, mode: str) -> Non
             results = run.structured_content["results"]
             assert {r["id"] for r in results} >= {s["id"] for s in plan["subtasks"]}
             merged = await client.call_tool("merge", {"question": QUESTION, "results": results})
-            assert not merged.is_error and merged.structured_content["answer"]  # type: ignore[index]
+            assert not merged.is_error and merged.structured_content["answer"]
             runs = await client.read_resource("apr://runs")
             assert run.structured_content["run_id"] in runs.contents[0].text  # type: ignore[union-attr]
     # The run trace was written where APR_RUNS_DIR points (not into the user's data dir).

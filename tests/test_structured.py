@@ -250,7 +250,7 @@ def test_json_schema_for_is_built_once_and_returns_a_copy(monkeypatch: pytest.Mo
     }
     first = json_schema_for(Outer)
     built: list[object] = []
-    monkeypatch.setattr(structured, "_build_schema", lambda t: built.append(t) or {})
+    monkeypatch.setattr(structured, "_build_schema", lambda t: built.append(t) or {})  # type: ignore[func-returns-value]
     first["properties"]["items"]["type"] = "mutated by a caller"
     second = json_schema_for(Outer)
     assert built == []  # served from the per-type cache, not regenerated

@@ -32,7 +32,7 @@ def test_save_and_load_both_kinds(tmp_path: Path) -> None:
     assert store.load("r1") == run
     assert store.load("r2") == solved
     assert isinstance(store.load("r2"), SolveResult)
-    assert store.load("r1").results[0].finished_s == 0.5  # type: ignore[union-attr]
+    assert store.load("r1").results[0].finished_s == 0.5
 
 
 def test_list_is_newest_first_with_summaries(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ Python next to each question rather than typed in, so a wrong reference cannot s
 items keep the computation in ``meta.solution`` for readers. The Countdown/24 puzzles come from
 the seeded generator in :mod:`apr_mcp.bench.countdown` and each is verified by its solver.
 Output is deterministic: re-running writes byte-identical files.
+
+The four original sets are the routing *tuning* set: the heuristics were written from their
+``should_split`` labels. ``routing_heldout`` (:mod:`apr_mcp.bench.heldout`) is the *held-out*
+set no rule or test is fitted to; routing accuracy is reported on it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .countdown import check_expression, generate_24, generate_countdown
+from .heldout import PROVENANCE, heldout_items
 
 __all__ = ["build_all", "main"]
 
@@ -371,7 +376,8 @@ def _countdown() -> list[dict[str, Any]]:
     return items
 
 
-_SETS: dict[str, tuple[str, str, bool, Callable[[], list[dict[str, Any]]]]] = {
+#: name → (id prefix, description, should_split for every item (None: per item), builder).
+_SETS: dict[str, tuple[str, str, bool | None, Callable[[], list[dict[str, Any]]]]] = {
     "split_pays": ("sp", ("Multi-part comparison and multi-constraint questions with independent parts; "
                           "splitting should pay."), True, _split_pays),
     "countdown": ("", ("Countdown (6 numbers, at most once each) and 24-game puzzles from a seeded generator "
@@ -381,6 +387,9 @@ _SETS: dict[str, tuple[str, str, bool, Callable[[], list[dict[str, Any]]]]] = {
     "sequential_control": ("sq", ("Inherently sequential multi-hop chains (arithmetic, relations, pointer "
                                   "chasing, string rewriting): negative control, splitting should not happen."), False,
                            _sequential_control),
+    "routing_heldout": ("ho", ("Held-out routing set: split and no-split questions (debugging reports, lists, "
+                               "options, conditions, chains, arithmetic) that no routing rule or test is "
+                               "fitted to; routing accuracy is reported on it."), None, heldout_items),
 }
 
 
@@ -391,10 +400,14 @@ def build_all() -> dict[str, list[dict[str, Any]]]:
         records = fn()
         for i, r in enumerate(records):
             r.setdefault("id", f"{prefix}-{i + 1:03d}")
-            r["should_split"] = split
+            if split is not None:
+                r["should_split"] = split
+        held_out = split is None
+        source = (f"{PROVENANCE}; see apr_mcp/bench/heldout.py" if held_out
+                  else "authored for apr-mcp; see apr_mcp/bench/build_datasets.py")
         header: dict[str, Any] = {"_meta": {"name": name, "version": VERSION, "licence": LICENCE,
-                            "source": "authored for apr-mcp; see apr_mcp/bench/build_datasets.py",
-                            "description": description, "items": len(records)}}
+                            "source": source, "description": description, "items": len(records),
+                            "routing_set": "held-out" if held_out else "tuning"}}
         ordered: list[dict[str, Any]] = [{k: r[k] for k in ("id", "question", "answer", "grader", "should_split", "meta") if k in r}
                    for r in records]
         out[name] = [header, *ordered]

@@ -15,6 +15,7 @@ from typing import Any, cast
 import anyio
 
 from ..errors import AprError, ConfigError
+from ..redact import redact
 from .datasets import bundled_datasets, load_dataset
 from .runner import STRATEGIES, BenchConfig, execute_bench
 
@@ -51,6 +52,8 @@ def add_bench_subcommand(subparsers: _Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--item-timeout", type=float, help="seconds before an item counts as an error")
     p.add_argument("--report-only", action="store_true", help="only rebuild the reports from --out")
     p.add_argument("--list-datasets", action="store_true", help="list bundled datasets and exit")
+    p.add_argument("--routing-only", action="store_true",
+                   help="no model: score the routing heuristics alone on the datasets' should_split labels")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap confidence intervals")
     add_model_flags(p)
     p.set_defaults(func=run_bench)
@@ -76,7 +79,16 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.list_datasets:
         for name in bundled_datasets():
             ds = load_dataset(name)
-            print(f"{name}\tv{ds.info.version}\t{len(ds.items)} items\t{ds.info.licence}\t{ds.info.description}")
+            role = f"routing: {ds.info.routing_set}" if ds.info.routing_set else "routing: -"
+            print(f"{name}\tv{ds.info.version}\t{len(ds.items)} items\t{role}\t{ds.info.licence}\t"
+                  f"{ds.info.description}")
+        return 0
+    if args.routing_only:
+        from .routing import heuristic_routing, render_routing
+
+        names = _dataset_names(args.dataset) or ["routing_heldout"]
+        for name in names:
+            print(render_routing(heuristic_routing(load_dataset(name, limit=args.limit))))
         return 0
     out_dir: Path = args.out
     if not args.report_only:
@@ -114,8 +126,8 @@ def _run_with_engine(args: argparse.Namespace, config: BenchConfig) -> None:
         done += 1
         if rec.get("status") != "ok":
             mark = "error"
-        elif settings.backend == "simulated":
-            mark = "done"  # canned answers: right/wrong would mean nothing
+        elif rec.get("simulated"):
+            mark = "done (simulated: not graded)"  # placeholders: right/wrong would mean nothing
         else:
             mark = {True: "✓", False: "✗", None: "ungraded"}[rec.get("correct")]
         print(f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "
@@ -193,7 +205,7 @@ def run_trace(args: argparse.Namespace) -> int:
         body = (f"<h1>Run {_html.escape(tl.run_id)}</h1><p>{_html.escape(run.question[:500])}</p>"
                 f"<p class=\"muted\">{_html.escape(tl.title)} · wall {tl.wall_s:.3f}s · critical path "
                 f"{tl.critical_path_s:.3f}s</p>" + legend_html() + render_svg(tl))
-        args.html.write_text(html_page(f"apr-mcp run {tl.run_id}", body), encoding="utf-8")
+        args.html.write_text(redact(html_page(f"apr-mcp run {tl.run_id}", body)), encoding="utf-8")
         print(f"apr-mcp trace: wrote {args.html}", file=sys.stderr)
         if args.open:
             webbrowser.open(args.html.resolve().as_uri())

@@ -10,12 +10,16 @@ Record format (one JSON object per line)::
 * ``grader``: ``exact`` (answer: string or list of accepted strings), ``numeric`` (answer:
   number; ``meta.rel_tol``/``meta.abs_tol``), ``choice`` (answer: letter; ``meta.choices``),
   ``countdown`` (``meta.numbers``, ``meta.target``, ``meta.rules`` = ``countdown`` | ``24``),
-  ``llm_judge`` (answer: reference text, judged by the merger model).
+  ``llm_judge`` (answer: reference text, judged by the merger model), ``none`` (no reference:
+  a routing-only item, never graded).
 * ``should_split`` (optional): the label routing accuracy is scored against.
 * ``context`` (optional): passed to the engine with the question.
 
-An optional first line ``{"_meta": {"name", "version", "source", "licence", "description"}}``
-describes the set; bundled sets always carry one, and reports print it.
+An optional first line ``{"_meta": {"name", "version", "source", "licence", "description",
+"routing_set"}}`` describes the set; bundled sets always carry one, and reports print it.
+``routing_set`` says what the ``should_split`` labels are worth: ``tuning`` (the routing rules
+were written from them: an in-sample figure) or ``held-out`` (no rule or test is fitted to them:
+the routing accuracy a report states). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
-from .graders import GRADERS
 
-__all__ = ["Dataset", "DatasetInfo", "Item", "bundled_datasets", "load_dataset"]
+__all__ = ["GRADERS", "Dataset", "DatasetInfo", "Item", "bundled_datasets", "load_dataset"]
+
+#: The graders an item may name (implemented in :mod:`apr_mcp.bench.graders`).
+GRADERS = ("exact", "numeric", "choice", "countdown", "llm_judge", "none")
 
 
 class Item(BaseModel):
@@ -59,7 +65,7 @@ class Item(BaseModel):
                 raise ValueError("meta.target must be a whole number")
             if self.meta.get("rules", "countdown") not in ("countdown", "24"):
                 raise ValueError("meta.rules must be 'countdown' or '24'")
-        elif self.answer is None:
+        elif self.answer is None and self.grader != "none":
             raise ValueError(f"grader {self.grader!r} needs an answer")
         return self
 
@@ -72,6 +78,8 @@ class DatasetInfo(BaseModel):
     source: str = "user-supplied"
     licence: str = "unknown"
     description: str = ""
+    #: What the should_split labels are worth: rules were tuned on them, or none was.
+    routing_set: Literal["tuning", "held-out"] | None = None
 
 
 class Dataset(BaseModel):

@@ -1,6 +1,7 @@
 """Graders: decide whether a model's answer to a dataset item is correct.
 
-Each item names its grader (``exact``, ``numeric``, ``choice``, ``countdown``, ``llm_judge``).
+Each item names its grader (``exact``, ``numeric``, ``choice``, ``countdown``, ``llm_judge``,
+or ``none`` for a routing-only item, which is never graded).
 Programmatic graders are pure functions of the item and the answer text; ``llm_judge`` asks the
 configured merger model through :func:`apr_mcp.llm.structured.complete_structured` and is only
 used when an item asks for it (answers with no crisp reference).
@@ -15,16 +16,15 @@ import math
 import re
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ..errors import AprError, ConfigError
+from ..llm.base import Message, Model, ModelRequest
+from ..llm.structured import complete_structured
 from .countdown import check_expression, extract_expression
-
-if TYPE_CHECKING:
-    from ..llm.base import Model
-    from .datasets import Item
+from .datasets import GRADERS, Item
 
 __all__ = [
     "GRADERS",
@@ -165,9 +165,6 @@ _JUDGE_SYSTEM = (
 
 async def grade_llm_judge(model: Model, question: str, answer: str, reference: str) -> Grade:
     """Ask ``model`` (the configured merger model) whether ``answer`` matches ``reference``."""
-    from ..llm.base import Message, ModelRequest
-    from ..llm.structured import complete_structured
-
     request = ModelRequest(
         messages=[
             Message(role="system", content=_JUDGE_SYSTEM),
@@ -189,9 +186,6 @@ async def grade_llm_judge(model: Model, question: str, answer: str, reference: s
     return Grade(verdict.correct, f"judge: {verdict.reason}"[:200])
 
 
-GRADERS = ("exact", "numeric", "choice", "countdown", "llm_judge")
-
-
 async def grade(item: Item, answer: str, *, judge: Model | None = None) -> Grade:
     """Grade ``answer`` for ``item`` with the item's grader."""
     meta: dict[str, Any] = item.meta
@@ -206,6 +200,8 @@ async def grade(item: Item, answer: str, *, judge: Model | None = None) -> Grade
         return grade_choice(answer, str(item.answer), meta.get("choices"))
     if item.grader == "countdown":
         return grade_countdown(answer, list(meta["numbers"]), int(meta["target"]), str(meta.get("rules", "countdown")))
+    if item.grader == "none":
+        return Grade(None, "not graded: a routing-only item with no reference answer")
     if item.grader == "llm_judge":
         if judge is None:
             return Grade(None, "llm_judge needs a model (none configured)")

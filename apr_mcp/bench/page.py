@@ -15,14 +15,18 @@ from .timeline import LEGEND
 __all__ = ["html_page"]
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827;max-width:1100px}
-h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px}h3{font-size:15px;margin:18px 0 6px}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827;
+max-width:1100px}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px}
+h3{font-size:15px;margin:18px 0 6px}
 .honesty{border:1px solid #d1d5db;background:#f9fafb;padding:10px 14px;border-radius:6px}
 .simulated{border-color:#dc2626;background:#fef2f2}
 .simulated strong.flag{color:#b91c1c}
-table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0}
+th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:right}
 th{background:#f3f4f6}td{white-space:nowrap}td.l,th.l{text-align:left}
-.legend{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0 10px}.key{display:inline-flex;gap:4px;align-items:center}
+.legend{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0 10px}
+.key{display:inline-flex;gap:4px;align-items:center}
 svg text{font-size:11px;fill:#374151}svg .grid{stroke:#e5e7eb}
 text.mark{font-style:italic}
 details{margin:4px 0}summary{cursor:pointer}
@@ -39,7 +43,9 @@ _CSS += "".join(f".{cls}{{fill:{colour}}}" for cls, colour, _, _ in LEGEND.value
 _JS = """
 (function(){
   var body = document.body;
-  window.onerror = function(msg, src, line){ body.setAttribute('data-error', String(msg) + ' @' + line); };
+  window.onerror = function(msg, src, line){
+    body.setAttribute('data-error', String(msg) + ' @' + line);
+  };
   try {
     var bars = document.querySelectorAll('svg.timeline rect.bar');
     var drawn = 0;

@@ -2,8 +2,16 @@
 
 Speed-up is the median over items of ``baseline wall time / strategy wall time`` (paired, so
 one slow item does not dominate). Accuracy differences are paired against the baseline on the
-items both answered: a bootstrap CI and an exact McNemar test. Runs on the simulated model
-withhold every accuracy figure: the simulated model's answers are canned, not reasoned.
+items both answered: a bootstrap CI and an exact McNemar test.
+
+A run served by a simulated model (run.json ``simulated``, or any record ``simulated``: see
+:mod:`apr_mcp.bench.runner`) withholds accuracy and routing accuracy: its answers are
+placeholders and its planner takes its split from the engine's own heuristics. Such a report
+shows latency, tokens, context and thread timelines only, labelled SIMULATED.
+
+Routing accuracy (the adaptive engine's split decision against ``should_split``) is stated only
+for datasets whose header declares ``routing_set: held-out`` — labels no rule or test is fitted
+to. On the tuning sets, which the rules were written from, it is shown as an in-sample figure.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..redact import redact, redact_data
 from .page import html_page
 from .runner import RESULTS_FILE, RUN_FILE, STRATEGIES, latest_records, read_records
 from .stats import PairedComparison, median, paired_compare, percentile, wilson_interval
@@ -22,7 +31,7 @@ from .timeline import Lane, Timeline, legend_html, render_svg
 
 __all__ = ["Row", "aggregate", "render_html", "render_markdown", "write_reports"]
 
-SIMULATED_LABEL = "SIMULATED — no accuracy claims"
+SIMULATED_LABEL = "SIMULATED — no accuracy or routing-accuracy claims"
 _NA_SIM = "n/a (simulated)"
 
 
@@ -47,6 +56,7 @@ class Row:
     cache_hits: int
     speedup: float | None
     routing: tuple[int, int] | None  # (right, labelled)
+    routing_set: str | None  # "held-out", "tuning" or None (undeclared labels)
     comparison: PairedComparison | None
     stage_tokens: dict[str, tuple[float, float]]  # stage → (median in, median out)
 
@@ -55,8 +65,21 @@ def _vals(recs: list[dict[str, Any]], key: str) -> list[float]:
     return [float(r[key]) for r in recs if isinstance(r.get(key), (int, float))]
 
 
-def aggregate(records: list[dict[str, Any]], *, baseline: str = "sequential", seed: int = 0) -> list[Row]:
-    """One :class:`Row` per (dataset, strategy), ordered by dataset then strategy."""
+def is_simulated(records: list[dict[str, Any]], info: dict[str, Any]) -> bool:
+    """True when a simulated model served the run (or any record of it)."""
+    return bool(info.get("simulated")) or any(r.get("simulated") for r in records)
+
+
+def routing_sets(info: dict[str, Any]) -> dict[str, str]:
+    """Dataset name → its declared routing set (``held-out`` / ``tuning``), from run.json."""
+    return {name: str(d["routing_set"]) for name, d in (info.get("datasets") or {}).items()
+            if isinstance(d, dict) and d.get("routing_set")}
+
+
+def aggregate(records: list[dict[str, Any]], *, baseline: str = "sequential", seed: int = 0,
+              routing_of: dict[str, str] | None = None) -> list[Row]:
+    """One :class:`Row` per (dataset, strategy), ordered by dataset then strategy. ``routing_of``
+    maps dataset names to their routing set (see :func:`routing_sets`)."""
     records = latest_records(records)
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     rows: list[Row] = []
@@ -102,7 +125,8 @@ def aggregate(records: list[dict[str, Any]], *, baseline: str = "sequential", se
                 threads_med=median(_vals(ok, "threads")),
                 cache_hits=int(sum(_vals(ok, "cache_hits"))),
                 speedup=median(ratios) if ratios and strat != baseline else (1.0 if strat == baseline and ok else None),
-                routing=routing, comparison=comparison, stage_tokens=stage_tokens,
+                routing=routing, routing_set=(routing_of or {}).get(ds), comparison=comparison,
+                stage_tokens=stage_tokens,
             ))
     return rows
 
@@ -119,11 +143,18 @@ def _acc(row: Row, simulated: bool) -> str:
     return f"{row.accuracy:.1%} ({row.correct}/{row.graded}; CI {row.acc_ci[0]:.0%}–{row.acc_ci[1]:.0%})"
 
 
-def _routing(row: Row) -> str:
+def _routing(row: Row, simulated: bool) -> str:
     if row.routing is None:
         return "—"
+    if simulated:
+        return _NA_SIM
     right, n = row.routing
-    return f"{right / n:.0%} ({right}/{n})"
+    figure = f"{right / n:.0%} ({right}/{n})"
+    if row.routing_set == "held-out":
+        return f"{figure}, held-out set"
+    if row.routing_set == "tuning":
+        return f"in-sample only: {figure} on the tuning set"
+    return f"{figure}, labels of unstated provenance"
 
 
 _HEAD = ["dataset", "strategy", "n", "errors", "accuracy", "latency med (s)", "latency p90 (s)",
@@ -135,14 +166,42 @@ def table_rows(rows: list[Row], simulated: bool) -> list[list[str]]:
     return [[r.dataset, r.strategy, str(r.n), str(r.errors), _acc(r, simulated), _f(r.lat_med, "{:.3f}"),
              _f(r.lat_p90, "{:.3f}"), _f(r.crit_med, "{:.3f}"), _f(r.tok_med, "{:.0f}"), _f(r.tok_p90, "{:.0f}"),
              _f(r.ctx_med, "{:.0f}"), _f(r.ctx_p90, "{:.0f}"), _f(r.threads_med, "{:.0f}"), str(r.cache_hits),
-             _f(r.speedup, "{:.2f}×"), _routing(r)] for r in rows]
+             _f(r.speedup, "{:.2f}×"), _routing(r, simulated)] for r in rows]
 
 
-def _honesty_lines(info: dict[str, Any]) -> list[str]:
+def routing_lines(rows: list[Row], simulated: bool) -> list[str]:
+    """The routing-accuracy statement: held-out figures named as such, tuning figures as in-sample."""
+    if simulated:
+        why = ("the simulated planner takes its split from the engine's own heuristic signals, so "
+               "agreement with labels would measure nothing")
+        return [f"Not reported: {SIMULATED_LABEL} ({why})."]
     lines = []
-    if info.get("simulated"):
-        lines.append(f"**{SIMULATED_LABEL}.** These figures come from the built-in simulated model: latency and "
-                     "token counts follow its latency model; its answers are canned, so accuracy is not reported.")
+    for r in rows:
+        if r.routing is None:
+            continue
+        right, n = r.routing
+        if r.routing_set == "held-out":
+            lines.append(f"- **Routing accuracy on the held-out set `{r.dataset}`** ({n} labelled items no "
+                         f"routing rule or test is fitted to): **{right / n:.1%}** ({right}/{n}).")
+        elif r.routing_set == "tuning":
+            lines.append(f"- `{r.dataset}` is a tuning set (the routing rules were written from its labels): "
+                         f"{right}/{n} in-sample, not an accuracy estimate.")
+        else:
+            lines.append(f"- `{r.dataset}`: {right}/{n} ({right / n:.1%}); the dataset does not declare "
+                         "whether its labels are held out.")
+    if not any(r.routing_set == "held-out" and r.routing for r in rows):
+        lines.append("- No held-out routing set in this run: add `--dataset routing_heldout` for an "
+                     "out-of-sample routing accuracy.")
+    return lines
+
+
+def _honesty_lines(info: dict[str, Any], simulated: bool = False) -> list[str]:
+    lines = []
+    if simulated or info.get("simulated"):
+        served = ", ".join(info.get("simulated_served_by") or []) or "the simulated backend"
+        lines.append(f"**{SIMULATED_LABEL}.** A simulated model served this run ({served}): latency, tokens, "
+                     "context and thread timelines follow its latency and length model; its answers are "
+                     "`[sim]` placeholders, so neither accuracy nor routing accuracy is reported.")
     lines.append(f"- backend: `{info.get('backend', '?')}`, model: `{info.get('model', '?')}` (planner "
                  f"`{info.get('planner_model', '?')}`, merger `{info.get('merger_model', '?')}`)")
     lines.append(f"- date: {info.get('started', '?')} (last updated {info.get('updated', '?')}), apr-mcp "
@@ -163,9 +222,10 @@ def _cache_warning(records: list[dict[str, Any]]) -> str | None:
 
 
 def render_markdown(records: list[dict[str, Any]], info: dict[str, Any], *, seed: int = 0) -> str:
-    simulated = bool(info.get("simulated"))
-    rows = aggregate(records, seed=seed)
-    out = ["# apr-mcp bench report", ""] + _honesty_lines(info) + [""]
+    simulated = is_simulated(records, info)
+    rows = aggregate(records, seed=seed, routing_of=routing_sets(info))
+    title = "# apr-mcp bench report" + (" (SIMULATED)" if simulated else "")
+    out = [title, ""] + _honesty_lines(info, simulated) + [""]
     warning = _cache_warning(records)
     if warning:
         out += [f"**Note:** {warning}", ""]
@@ -174,8 +234,9 @@ def render_markdown(records: list[dict[str, Any]], info: dict[str, Any], *, seed
     out += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in table_rows(rows, simulated)]
     out += ["", ("Latency is wall time per item as measured by the harness; speed-up is the median over items "
                  "of sequential wall time ÷ strategy wall time. Tokens are input + output over all calls. "
-                 "Routing accuracy: share of labelled items where the adaptive planner's split decision matched "
-                 "`should_split`."), ""]
+                 "Routing accuracy: share of labelled items where the adaptive engine's split decision matched "
+                 "`should_split`; an accuracy only on a held-out set (see below)."), ""]
+    out += ["## Routing accuracy", "", *routing_lines(rows, simulated), ""]
     out += ["## Accuracy against the sequential baseline (paired)", ""]
     if simulated:
         out.append(f"Not reported: {SIMULATED_LABEL}.")
@@ -250,14 +311,15 @@ def _code(text: str) -> str:
 
 def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: int = 0,
                 max_items_per_dataset: int = 60) -> str:
-    simulated = bool(info.get("simulated"))
     records = latest_records(records)
-    rows = aggregate(records, seed=seed)
+    simulated = is_simulated(records, info)
+    rows = aggregate(records, seed=seed, routing_of=routing_sets(info))
     esc = html.escape
-    b: list[str] = ["<h1>apr-mcp bench report</h1>"]
+    b: list[str] = ["<h1>apr-mcp bench report" + (" (SIMULATED)" if simulated else "") + "</h1>"]
     honesty = "".join(f"<li>{_code(esc(line[2:]))}</li>" for line in _honesty_lines(info) if line.startswith("- "))
-    flag = (f'<p><strong class="flag">{esc(SIMULATED_LABEL)}</strong>: latency and tokens follow the simulated '
-            "model's latency model; its answers are canned, so accuracy is not reported.</p>") if simulated else ""
+    flag = (f'<p><strong class="flag">{esc(SIMULATED_LABEL)}</strong>: a simulated model served this run; '
+            "latency, tokens, context and timelines follow its latency and length model; its answers are "
+            "placeholders, so neither accuracy nor routing accuracy is reported.</p>") if simulated else ""
     warning = _cache_warning(records)
     note = f"<p><strong>Note:</strong> {_code(esc(warning))}</p>" if warning else ""
     b.append(f'<div class="honesty{" simulated" if simulated else ""}">{flag}<ul>{honesty}</ul>{note}</div>')
@@ -266,6 +328,9 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
         b.append("<tr>" + "".join(f'<td class="{"l" if i < 2 else ""}">{esc(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
     b.append("</table></div><p class=\"muted\">Speed-up: median over items of sequential ÷ strategy wall time. "
              "Routing accuracy: adaptive split decisions against <code>should_split</code> labels.</p>")
+    b.append("<h2>Routing accuracy</h2><ul>" + "".join(
+        f"<li>{_code(esc(line.removeprefix('- ').replace('**', '')))}</li>" for line in routing_lines(rows, simulated))
+        + "</ul>")
     if not simulated:
         b.append("<h2>Accuracy against the sequential baseline (paired)</h2><ul>")
         for r in rows:
@@ -309,11 +374,13 @@ def render_html(records: list[dict[str, Any]], info: dict[str, Any], *, seed: in
 
 def write_reports(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` from ``results.jsonl`` and ``run.json`` in ``out_dir``."""
-    records = read_records(out_dir / RESULTS_FILE)
+    # Redacted before rendering (HTML escaping would hide a credential's shape) and after.
+    records = redact_data(read_records(out_dir / RESULTS_FILE))
     info_path = out_dir / RUN_FILE
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    info = redact_data(info)
     md = out_dir / "report.md"
     page = out_dir / "report.html"
-    md.write_text(render_markdown(records, info, seed=seed), encoding="utf-8")
-    page.write_text(render_html(records, info, seed=seed), encoding="utf-8")
+    md.write_text(redact(render_markdown(records, info, seed=seed)), encoding="utf-8")
+    page.write_text(redact(render_html(records, info, seed=seed)), encoding="utf-8")
     return md, page

@@ -5,6 +5,11 @@ the moment it finishes, so an interrupted run loses at most the jobs that were i
 ``resume`` skips every pair already present. ``run.json`` beside it records what was run on
 what (backend, models, dataset versions, date) — the honesty header of the reports.
 
+A run is marked simulated by what served it, not by the backend's name: every model call goes
+through an observer, and a reply a simulated model gave (in process, or an ``apr-mcp simulate``
+endpoint behind the ``openai`` backend: :attr:`ModelResponse.simulated`) marks the record
+``simulated`` and the run too. Simulated records are not graded: their answers are placeholders.
+
 Strategies: ``sequential`` (one chain-of-thought call, the baseline), ``adaptive`` (plan →
 parallel solve → merge, the engine decides), ``fixed`` (always fan out), and ``vote``
 (self-consistency: k independent attempts via ``parallel_solve`` merged by majority vote).
@@ -18,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,10 @@ from typing import Any
 import anyio
 
 from .. import __version__
+from ..engine.merge import merge_usage
 from ..errors import AprError, ConfigError
+from ..llm.base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
+from ..redact import redact_data
 from ..schemas import MergeStrategy, RunMetrics, SolveResult, Subtask
 from .datasets import Dataset, Item
 from .graders import grade
@@ -70,6 +79,34 @@ class BenchConfig:
             raise ConfigError("vote needs at least 2 attempts")
         if self.vote_temperature is not None and not 0.0 <= self.vote_temperature <= 2.0:
             raise ConfigError("--vote-temperature must be between 0 and 2")
+
+
+#: The simulated model ids that served the current job (set per job; None outside a job).
+_SERVED: ContextVar[set[str] | None] = ContextVar("apr_bench_served", default=None)
+
+
+class _Observed(WrapperModel):
+    """Notes, for the job in progress, every reply a simulated model served."""
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        response = await self._inner.complete(request, on_token=on_token)
+        served = _SERVED.get()
+        if served is not None and response.simulated:
+            served.add(response.model or "simulated")
+        return response
+
+
+def observed(engine: Any) -> Any:
+    """A shallow copy of ``engine`` whose models report simulated replies to the running job."""
+    wrapped: dict[int, Model] = {}
+    copy_ = copy.copy(engine)
+    for role in ("planner", "solver", "merger", "controller"):
+        model = getattr(engine, role, None)
+        if isinstance(model, Model) and not isinstance(model, _Observed):
+            setattr(copy_, role, wrapped.setdefault(id(model), _Observed(model)))
+    return copy_
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -154,7 +191,7 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
     for ds in config.datasets:
         datasets[ds.info.name] = {**ds.info.model_dump(), "path": ds.path, "items_run": len(ds.items)}
     info["updated"] = now
-    path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    path.write_text(json.dumps(redact_data(info), indent=2), encoding="utf-8")
     return info
 
 
@@ -179,8 +216,6 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
     merged = await engine.merge(item.question, run.results, context=item.context, strategy=MergeStrategy.vote)
     wall = time.perf_counter() - t0
     m: RunMetrics = run.metrics.model_copy(deep=True)
-    from ..engine.merge import merge_usage  # the runner takes any engine; import it only here
-
     m.stages["merge"] = stage = merge_usage(merged)
     m.tokens_in += stage.tokens_in
     m.tokens_out += stage.tokens_out
@@ -235,6 +270,19 @@ def _record(dataset: Dataset, item: Item, strategy: str, result: SolveResult | N
 
 
 async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig) -> dict[str, Any]:
+    served: set[str] = set()
+    token = _SERVED.set(served)
+    try:
+        rec = await _run_graded(engine, dataset, item, strategy, config, served)
+    finally:
+        _SERVED.reset(token)
+    if served:
+        rec["simulated"] = sorted(served)
+    return rec
+
+
+async def _run_graded(engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig,
+                      served: set[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         with anyio.fail_after(config.item_timeout_s):
@@ -254,6 +302,10 @@ async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, con
         errors = [t.error or t.reason or _status(t.status) for t in result.results]
         rec.update({"status": "error", "error": f"no thread succeeded: {errors[0]}"[:500], "correct": False})
         return rec
+    if served:  # placeholders, not answers: grading them would report a meaningless accuracy
+        rec.update({"status": "ok", "correct": None,
+                    "grade_detail": f"not graded: served by a simulated model ({', '.join(sorted(served))})"})
+        return rec
     g = await grade(item, result.answer, judge=getattr(engine, "merger", None))
     rec.update({"status": "ok", "correct": g.correct, "grade_detail": g.detail})
     return rec
@@ -270,6 +322,7 @@ async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCa
     flushed as soon as its job ends; ``on_record`` is called after the write.
     """
     config.out_dir.mkdir(parents=True, exist_ok=True)
+    engine = observed(engine)
     path = config.out_dir / RESULTS_FILE
     if not config.resume and path.is_file() and path.stat().st_size:
         raise ConfigError(f"{path} already has results; pass --resume to continue it or choose another --out")
@@ -289,7 +342,7 @@ async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCa
                 rec = await _run_one(engine, ds, item, strategy, config)
             async with lock:
                 # One write + flush per record: a crash can tear at most this line.
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(redact_data(rec), ensure_ascii=False) + "\n")
                 fh.flush()
             if on_record is not None:
                 out = on_record(rec)
@@ -299,7 +352,20 @@ async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCa
         async with anyio.create_task_group() as tg:
             for ds, item, strategy in jobs:
                 tg.start_soon(job, ds, item, strategy)
-    return latest_records(read_records(path))
+    records = latest_records(read_records(path))
+    _mark_simulated(config.out_dir / RUN_FILE, records)
+    return records
+
+
+def _mark_simulated(run_file: Path, records: list[dict[str, Any]]) -> None:
+    """Record in run.json that a simulated model served this run (whatever the backend name)."""
+    served = sorted({m for r in records for m in r.get("simulated") or []})
+    if not served:
+        return
+    info = json.loads(run_file.read_text(encoding="utf-8"))
+    info["simulated"] = True
+    info["simulated_served_by"] = served
+    run_file.write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
 def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import Settings
+from ..limits import MAX_PROMPT_CHARS
 from ..llm.base import Model
 from ..schemas import Decision, Subtask, ThreadResult, ThreadStatus
 
@@ -121,6 +122,8 @@ class RunState:
     tokens_out: int = 0
     #: Tokens the run spent before its threads (the planner's), counted against the budget.
     tokens_before: int = 0
+    #: True while a streaming plan may still add subtasks.
+    more_coming: bool = False
     followups_spawned: int = 0
     concurrency: int = 1
     #: Set once the run stops launching threads: the Stop kind.
@@ -192,7 +195,7 @@ class Controller:
             result.status is ThreadStatus.done
             and result.settles_question
             and (result.confidence or 0.0) >= threshold
-            and (state.pending or state.running)
+            and (state.pending or state.running or state.more_coming)
         ):
             return [
                 Stop(
@@ -273,7 +276,7 @@ class Controller:
             taken.add(new_id)
             sub = Subtask(
                 id=new_id,
-                prompt=prompt[:20_000],
+                prompt=prompt[:MAX_PROMPT_CHARS],
                 depends_on=[result.id],
                 priority=max(0, (parent.priority if parent else 0) - 1),
                 spawned_from=result.id,

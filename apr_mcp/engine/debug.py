@@ -19,23 +19,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 from pydantic import BaseModel, Field
 
-from ..errors import ModelError, PlanError
-from ..llm.base import ModelRequest
+from ..config import Settings
+from ..errors import ModelError
+from ..limits import MAX_PROMPT_CHARS
+from ..llm.base import Model, ModelRequest
 from ..prompts import load_prompt
 from ..schemas import (
-    Decision,
     MergeResult,
     MergeStrategy,
     Plan,
-    RunEvent,
-    SolveResult,
-    SolveRun,
     StageUsage,
     Subtask,
     ThreadResult,
@@ -43,31 +40,24 @@ from ..schemas import (
 )
 from ..tokens import count_messages, truncate_to_tokens
 from .controller import normalise_prompt
-from .heuristics import analyze, concurrency_for
-from .pipeline import note_decision
+from .heuristics import analyze
+from .merge import MERGE_LATE
 from .plan import add_usage
-
-if TYPE_CHECKING:
-    from .pipeline import Engine
+from .strategy import Strategy
 
 __all__ = [
     "DebugHypotheses",
+    "DebugStrategy",
     "DebugVerdict",
     "ErrorInfo",
     "Hypothesis",
     "RankedHypothesis",
-    "debug",
     "fallback_hypotheses",
     "parse_error",
-    "run_debug",
 ]
 
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[RunEvent], Awaitable[None]]
-
-#: Share of the deadline kept back for the verdict call.
-_VERDICT_RESERVE = 0.2
 
 
 class Hypothesis(BaseModel):
@@ -301,279 +291,140 @@ def fallback_hypotheses(error: str, code: str = "", *, limit: int = 4) -> list[H
     return out
 
 
-# ----- the pipeline -----
+# ----- the strategy -----
 
 
-async def debug(
-    engine: Engine,
-    error: str,
-    code: str = "",
-    *,
-    context: str = "",
-    max_hypotheses: int | None = None,
-    max_concurrency: int | None = None,
-    deadline_s: float | None = None,
-    on_event: EventCallback | None = None,
-) -> SolveResult:
-    """Debug ``error`` (message, traceback or symptom) given ``code``: hypotheses in parallel,
-    then a ranked verdict. Returns a :class:`SolveResult` with ``strategy="debug"``; partial
-    failures (a failed investigation, a failed verdict call) give partial results, not errors.
-    """
-    from ..llm.structured import complete_structured
+class DebugStrategy(Strategy):
+    """Debug mode as a strategy of the one pipeline: hypotheses (plan), investigations
+    (threads), a ranked verdict (merge). The pipeline's deadline budget, scheduler, controller,
+    events, metrics and decisions apply as to any run."""
 
-    if not error.strip():
-        raise PlanError("nothing to debug: pass the error message, stack trace or wrong behaviour")
-    settings = engine.settings
-    start = anyio.current_time()
-    budget = engine._deadline(deadline_s)
-    # Reports concurrency-limit changes outside the investigations (hypotheses, verdict); the
-    # investigations' own run reports those during its threads.
-    watch = engine.controller_factory(settings, None)
+    name = "debug"
+    parts_name = "hypotheses"
 
-    def limit_notes() -> list[Decision]:
-        now = anyio.current_time() - start
-        return [note_decision(n, now) for n in watch.pending_notes()]
+    def __init__(self, *, error: str, code: str = "") -> None:
+        self.error = error
+        self.code = code
+        self.titles: dict[str, str] = {}
 
-    def remaining() -> float:
-        return max(0.0, budget - (anyio.current_time() - start))
+    def thread_question(self, question: str) -> str:
+        return f"Find the root cause of this error and how to fix it:\n{self.error.strip()}"
 
-    code_context = "\n\n".join(p for p in (code.strip(), context.strip()) if p)
-    signals = analyze(
-        error, code_context, min_threads=settings.min_threads, max_threads=settings.max_threads
-    )
-    cap = max(2, min(max_hypotheses or max(3, signals.suggested_width), settings.max_threads, 8))
+    async def plan(
+        self, planner: Model, settings: Settings, question: str, context: str, *,
+        max_subtasks: int | None, force_width: int | None,
+        on_subtask: Callable[[Subtask], None], on_tokens: Callable[[int], None],
+    ) -> tuple[Plan, StageUsage]:
+        from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
-    # 1. hypotheses
-    plan_usage = StageUsage()
-    proposed: list[Hypothesis] = []
-    problem = ""
-    prompt = load_prompt("debug_hypotheses")
-    request = ModelRequest(
-        messages=prompt.render(
-            min_hypotheses=min(3, cap),
-            max_hypotheses=cap,
-            schema=json.dumps(DebugHypotheses.model_json_schema()),
-            error=error,
-            code=code or "(none)",
-            context=context or "(none)",
-            signals="; ".join(signals.signals) or "none",
-        ),
-        max_tokens=max(settings.max_tokens, 1024),
-        temperature=settings.temperature,
-        purpose="planner",
-        prompt_version=prompt.key,
-    )
-    plan_usage.calls += 1
-    with anyio.move_on_after(remaining() * (1 - _VERDICT_RESERVE) / 2) as scope:
+        signals = analyze(self.error, self.code, min_threads=settings.min_threads,
+                          max_threads=settings.max_threads)
+        cap = self._cap(settings, max_subtasks, signals.suggested_width)
+        usage = StageUsage(calls=1)
+        prompt = load_prompt("debug_hypotheses")
+        request = ModelRequest(
+            messages=prompt.render(
+                min_hypotheses=min(3, cap), max_hypotheses=cap,
+                schema=json.dumps(DebugHypotheses.model_json_schema()),
+                error=self.error, code=self.code or "(none)", context="(none)",
+                signals="; ".join(signals.signals) or "none",
+            ),
+            max_tokens=max(settings.max_tokens, 1024), temperature=settings.temperature,
+            purpose="debug_hypotheses", prompt_version=prompt.key,
+        )
+        proposed: list[Hypothesis] = []
+        problem = ""
         try:
-            out, response = await complete_structured(engine.planner, request, DebugHypotheses)
+            out, response = await complete_structured(planner, request, DebugHypotheses)
             proposed = out.hypotheses
-            add_usage(plan_usage, response)
+            add_usage(usage, response)
         except ModelError as exc:
             problem = f"hypothesis call failed: {exc}"
-    if scope.cancelled_caught:
-        problem = "hypothesis call timed out"
-    hypotheses = _dedupe(proposed)[:cap]
-    source = "model"
-    if len(hypotheses) < 2:
-        extra = fallback_hypotheses(error, code_context, limit=cap)
-        source = "model" if hypotheses else "heuristic"
-        hypotheses = _dedupe(hypotheses + extra)[:cap]
-        why = problem or f"the model proposed {len(proposed)} usable hypothesis(es)"
-        problem = f"{why}; added hypotheses read from the error type"
+        hypotheses = _dedupe(proposed)[:cap]
+        source = "model"
+        if len(hypotheses) < 2:
+            extra = fallback_hypotheses(self.error, self.code, limit=cap)
+            source = "model" if hypotheses else "heuristic"
+            hypotheses = _dedupe(hypotheses + extra)[:cap]
+            why = problem or f"the model proposed {len(proposed)} usable hypothesis(es)"
+            problem = f"{why}; added hypotheses read from the error type"
+        return self._plan(hypotheses, source, problem, signals.complexity, signals.signals), usage
 
-    subtasks = [_subtask(f"h{i}", h) for i, h in enumerate(hypotheses, start=1)]
-    titles = {s.id: h.title for s, h in zip(subtasks, hypotheses, strict=True)}
-    reason = (
-        f"debug mode: {len(subtasks)} competing hypotheses, each investigated in its own thread"
-    )
-    if problem:
-        reason += f" ({problem})"
-    plan = Plan(
-        should_split=True,
-        reason=reason,
-        complexity=signals.complexity,
-        subtasks=subtasks,
-        max_concurrency=concurrency_for(len(subtasks), max_concurrency or settings.max_concurrency),
-        source=source,  # type: ignore[arg-type]
-        signals=signals.signals,
-    )
-    split = Decision(at_s=round(anyio.current_time() - start, 6), kind="split", reason=reason)
-    # As in the general pipeline: "planned" says the plan is ready, the decision says why; the
-    # reason once, not twice in the progress output.
-    n = len(subtasks)
-    await _emit(on_event, RunEvent(kind="planned", message=f"plan ready: {n} hypotheses ({source})",
-                                   total=n))
-    await _emit(on_event, RunEvent(kind="decision", message=reason, total=n))
+    def fallback_plan(self, question: str, context: str, reason: str, settings: Settings) -> Plan:
+        """Hypotheses read from the error when the model's did not come in time."""
+        signals = analyze(self.error, self.code)
+        cap = self._cap(settings, None, signals.suggested_width)
+        hypotheses = fallback_hypotheses(self.error, self.code, limit=cap)
+        return self._plan(hypotheses, "heuristic", f"{reason}; hypotheses read from the error type",
+                          signals.complexity, signals.signals)
 
-    # 2. investigations
-    question = f"Find the root cause of this error and how to fix it:\n{error.strip()}"
-    plan_latency = anyio.current_time() - start
-    held: list[RunEvent] = []
+    @staticmethod
+    def _cap(settings: Settings, max_subtasks: int | None, width: int) -> int:
+        return max(2, min(max_subtasks or max(3, width), settings.max_threads, 8))
 
-    async def forward(event: RunEvent) -> None:
-        # parallel_solve reports "finished" when its threads end; the run ends after the verdict.
-        if event.kind == "finished":
-            held.append(event)
-        elif on_event is not None:
-            await on_event(event)
+    def _plan(self, hypotheses: list[Hypothesis], source: str, problem: str, complexity: int,
+              signals: list[str]) -> Plan:
+        subtasks = [_subtask(f"h{i}", h) for i, h in enumerate(hypotheses, start=1)]
+        self.titles = {s.id: h.title for s, h in zip(subtasks, hypotheses, strict=True)}
+        reason = f"{len(subtasks)} competing hypotheses, each investigated in its own thread"
+        if problem:
+            reason += f" ({problem})"
+        return Plan(should_split=True, reason=reason, complexity=complexity, subtasks=subtasks,
+                    source=source, signals=signals)  # type: ignore[arg-type]
 
-    before = limit_notes()
-    for d in before:
-        await _emit(on_event, RunEvent(kind="decision", message=d.reason, total=len(subtasks)))
-    run = await engine.parallel_solve(
-        question,
-        subtasks,
-        context=code_context,
-        max_concurrency=plan.max_concurrency,
-        deadline_s=max(0.001, remaining() * (1 - _VERDICT_RESERVE)),
-        on_event=forward,
-        complexity=plan.complexity,
-    )
-    watch.pending_notes()  # already reported by the run
-    run = _shift(run, plan_latency)
-    done = [r for r in run.results if r.status is ThreadStatus.done]
-    total = len(run.results)
-    await _emit(
-        on_event,
-        RunEvent(
-            kind="merging",
-            message=f"ranking {len(done)} investigated hypotheses",
-            completed=total,
-            total=total,
-        ),
-    )
+    def merge_strategy(self, plan: Plan, requested: MergeStrategy | None) -> MergeStrategy:
+        return MergeStrategy.rank  # a debug verdict always ranks
 
-    # 3. verdict
-    merge_usage = StageUsage()
-    verdict: DebugVerdict | None = None
-    note = ""
-    merge_start = anyio.current_time()
-    context_tokens = 0
-    if done:
-        vprompt = load_prompt("debug_verdict")
-        vrequest = ModelRequest(
-            messages=vprompt.render(
-                schema=json.dumps(DebugVerdict.model_json_schema()),
-                error=error,
-                code=truncate_to_tokens(code_context, settings.merge_budget_tokens // 2)
-                or "(none)",
-                results=_investigations(done, titles, settings.merge_budget_tokens),
-            ),
-            max_tokens=max(settings.max_tokens, 1024),
-            temperature=settings.temperature,
-            purpose="merger",
-            prompt_version=vprompt.key,
+    async def merge(
+        self, merger: Model, settings: Settings, question: str, context: str,
+        results: Sequence[ThreadResult], *, strategy: MergeStrategy, seconds: float,
+        priorities: Mapping[str, int], on_token: Callable[[str], None],
+    ) -> MergeResult:
+        from ..llm.structured import complete_structured  # helper module; imported late on purpose
+
+        done = [r for r in results if r.status is ThreadStatus.done]
+        usage = StageUsage()
+        verdict: DebugVerdict | None = None
+        note = ""
+        started = anyio.current_time()
+        context_tokens = 0
+        if done:
+            prompt = load_prompt("debug_verdict")
+            request = ModelRequest(
+                messages=prompt.render(
+                    schema=json.dumps(DebugVerdict.model_json_schema()), error=self.error,
+                    code=truncate_to_tokens(self.code, settings.merge_budget_tokens // 2)
+                    or "(none)",
+                    results=_investigations(done, self.titles, settings.merge_budget_tokens),
+                ),
+                max_tokens=max(settings.max_tokens, 1024), temperature=settings.temperature,
+                purpose="debug_verdict", prompt_version=prompt.key,
+            )
+            context_tokens = count_messages(request.messages)
+            usage.calls += 1
+            with anyio.move_on_after(max(0.0, seconds)) as scope:
+                try:
+                    verdict, response = await complete_structured(merger, request, DebugVerdict)
+                    add_usage(usage, response)
+                except ModelError as exc:
+                    note = f"verdict call failed ({exc}); ranked by the investigators' confidence"
+            if scope.cancelled_caught:
+                note = (f"{MERGE_LATE}: the verdict call ran out of time; ranked by the "
+                        "investigators' confidence")
+        else:
+            note = "no hypothesis could be investigated; nothing to rank"
+        ranking = _rank(done, verdict)
+        answer = _render(verdict, ranking, self.titles, list(results))
+        on_token(answer)
+        return MergeResult(
+            answer=answer,
+            confidence=verdict.confidence if verdict else (ranking[0].likelihood if ranking else None),
+            strategy=MergeStrategy.rank, used=[r.id for r in ranking],
+            dropped=[r.id for r in results if r.status is not ThreadStatus.done],
+            context_tokens=context_tokens, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            max_context_tokens=usage.max_context_tokens, cached=usage.cached_calls > 0,
+            latency_s=round(anyio.current_time() - started, 6), note=note,
         )
-        context_tokens = _prompt_tokens(vrequest)
-        merge_usage.calls += 1
-        with anyio.move_on_after(max(0.001, remaining())) as vscope:
-            try:
-                verdict, vresponse = await complete_structured(
-                    engine.merger, vrequest, DebugVerdict
-                )
-                add_usage(merge_usage, vresponse)
-            except ModelError as exc:
-                note = f"verdict call failed ({exc}); ranked by the investigators' confidence"
-        if vscope.cancelled_caught:
-            note = "verdict call ran out of time; ranked by the investigators' confidence"
-    else:
-        note = "no hypothesis could be investigated; nothing to rank"
-
-    after = limit_notes()
-    for d in after:
-        await _emit(on_event, RunEvent(kind="decision", message=d.reason, completed=total,
-                                       total=total))
-    ranking = _rank(done, verdict)
-    answer = _render(verdict, ranking, titles, run.results)
-    confidence = verdict.confidence if verdict else (ranking[0].likelihood if ranking else None)
-    merge = MergeResult(
-        answer=answer,
-        confidence=confidence,
-        strategy=MergeStrategy.rank,
-        used=[r.id for r in ranking],
-        dropped=[r.id for r in run.results if r.status is not ThreadStatus.done],
-        context_tokens=context_tokens,
-        tokens_in=merge_usage.tokens_in,
-        tokens_out=merge_usage.tokens_out,
-        max_context_tokens=merge_usage.max_context_tokens,
-        cached=merge_usage.cached_calls > 0,
-        latency_s=round(anyio.current_time() - merge_start, 6),
-        note=note,
-    )
-    metrics = run.metrics.model_copy(deep=True)
-    metrics.stages = {"plan": plan_usage, **metrics.stages, "merge": merge_usage}
-    for stage in (plan_usage, merge_usage):
-        metrics.tokens_in += stage.tokens_in
-        metrics.tokens_out += stage.tokens_out
-        metrics.model_calls += stage.calls
-        metrics.cache_hits += stage.cached_calls
-        metrics.max_context_tokens = max(metrics.max_context_tokens, stage.max_context_tokens)
-    metrics.wall_s = round(anyio.current_time() - start, 6)
-    metrics.critical_path_s = round(plan_latency + metrics.critical_path_s + merge.latency_s, 6)
-    unwrapped = engine.solver.unwrap()
-    result = SolveResult(
-        run_id=run.run_id,
-        question=error,
-        strategy="debug",
-        answer=answer,
-        confidence=confidence,
-        plan=plan,
-        results=run.results,
-        merge=merge,
-        metrics=metrics,
-        decisions=[split, *before, *run.decisions, *after],
-        partial=run.partial or not done,
-        backend=unwrapped.backend,
-        model=unwrapped.model_name,
-    )
-    finished = held[-1].message if held else f"{total} thread(s)"
-    await _emit(
-        on_event,
-        RunEvent(
-            kind="finished",
-            message=f"debug verdict ready; threads {finished}",
-            completed=total,
-            total=total,
-        ),
-    )
-    return result
-
-
-async def run_debug(
-    engine: Engine,
-    question: str,
-    *,
-    context: str = "",
-    max_subtasks: int | None = None,
-    max_concurrency: int | None = None,
-    deadline_s: float | None = None,
-    merge_strategy: object = None,
-    on_event: EventCallback | None = None,
-) -> SolveResult:
-    """``Engine.solve(mode="debug")``'s entry point: the question is the error, the context the
-    code. ``merge_strategy`` is ignored: a debug verdict always ranks."""
-    return await debug(
-        engine,
-        question,
-        code=context,
-        max_hypotheses=max_subtasks,
-        max_concurrency=max_concurrency,
-        deadline_s=deadline_s,
-        on_event=on_event,
-    )
-
-
-def _shift(run: SolveRun, offset: float) -> SolveRun:
-    """The investigations' run on the debug run's clock (its times start at the hypotheses)."""
-    results = [
-        r.model_copy(update={"started_s": round(r.started_s + offset, 6),
-                             "finished_s": round(r.finished_s + offset, 6)})
-        if r.started_s is not None and r.finished_s is not None else r
-        for r in run.results
-    ]
-    decisions = [d.model_copy(update={"at_s": round(d.at_s + offset, 6)}) for d in run.decisions]
-    return run.model_copy(update={"results": results, "decisions": decisions})
 
 
 def _subtask(sid: str, h: Hypothesis) -> Subtask:
@@ -588,7 +439,7 @@ def _subtask(sid: str, h: Hypothesis) -> Subtask:
         .content
     )
     priority = max(0, min(10, round(h.prior * 10)))
-    return Subtask(id=sid, prompt=text[:20_000], priority=priority)
+    return Subtask(id=sid, prompt=text[:MAX_PROMPT_CHARS], priority=priority)
 
 
 def _dedupe(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
@@ -697,17 +548,3 @@ def _render(
             why = r.reason or r.error or r.status.value
             lines.append(f"- [{r.id}] {titles.get(r.id, r.id)} — {r.status.value}: {why}")
     return "\n".join(lines).strip()
-
-
-def _prompt_tokens(request: ModelRequest) -> int:
-    messages: list[object] = list(request.messages)
-    return count_messages(messages)
-
-
-async def _emit(on_event: EventCallback | None, event: RunEvent) -> None:
-    if on_event is None:
-        return
-    try:
-        await on_event(event)
-    except Exception:
-        log.warning("progress callback failed on %s event", event.kind, exc_info=True)

@@ -24,7 +24,8 @@ from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from .protocol import strip_trailer
 from .schema_text import schema_text
 
-__all__ = ["MergeOutput", "compose", "merge", "merge_usage", "relevance_order"]
+__all__ = ["MERGE_LATE", "MergeOutput", "bounded_merge", "compose", "merge", "merge_usage",
+           "relevance_order"]
 
 log = logging.getLogger(__name__)
 
@@ -344,4 +345,41 @@ async def merge(
         latency_s=round(anyio.current_time() - started, 6),
         cached=response.cached,
         note="; ".join(notes),
+    )
+
+
+#: How a merge cut by its deadline starts its note (the run is then partial).
+MERGE_LATE = "merge ran past the deadline"
+
+
+async def bounded_merge(
+    merger: Model,
+    question: str,
+    results: Sequence[ThreadResult],
+    *,
+    context: str = "",
+    strategy: MergeStrategy,
+    budget_tokens: int,
+    settings: Settings,
+    seconds: float,
+    priorities: Mapping[str, int] | None = None,
+    on_token: Callable[[str], None] | None = None,
+) -> MergeResult:
+    """:func:`merge` within ``seconds``. Composing needs no call, so only its lead is bounded;
+    a rewriting merge that runs out of time gives the most relevant result with a note."""
+    if strategy is MergeStrategy.compose:
+        return await compose(merger, question, results, budget_tokens=budget_tokens,
+                             settings=settings, priorities=priorities, on_token=on_token,
+                             lead_seconds=seconds)
+    with anyio.move_on_after(max(0.0, seconds)):
+        return await merge(merger, question, results, context=context, strategy=strategy,
+                           budget_tokens=budget_tokens, settings=settings, priorities=priorities)
+    done = [r for r in results if r.status is ThreadStatus.done]
+    best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
+    return MergeResult(
+        answer=(best.answer or best.summary) if best else "No thread finished before the deadline.",
+        confidence=best.confidence if best else 0.0,
+        strategy=strategy, used=[best.id] if best else [],
+        dropped=[r.id for r in results if best is None or r.id != best.id],
+        note=f"{MERGE_LATE}; returned the most relevant result",
     )

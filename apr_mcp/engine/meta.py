@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from ..config import Settings
 from ..errors import ModelError
+from ..limits import MAX_PROMPT_CHARS
 from ..llm.base import Model, ModelRequest
 from ..llm.limiter import AdaptiveLimiter
 from ..prompts import load_prompt
@@ -115,7 +116,7 @@ class MetaController(Controller):
         self._spawned = 0
         if limiter is not None:
             # Weak: one controller per run, and the limiter outlives every run.
-            limiter.subscribe(self._on_limit_change, weak=True)
+            limiter.subscribe(self._on_limit_change, weak=True, replay=True)
 
     @property
     def enabled(self) -> bool:
@@ -230,7 +231,7 @@ class MetaController(Controller):
                     sid = f"m{self._spawned}"
                 actions.append(
                     Spawn(
-                        subtask=Subtask(id=sid, prompt=prompt[:20_000], priority=5),
+                        subtask=Subtask(id=sid, prompt=prompt[:MAX_PROMPT_CHARS], priority=5),
                         reason=f"meta-controller: split ({why}): {_head(prompt, 80)}",
                     )
                 )

@@ -25,6 +25,7 @@ import anyio
 
 from ..config import Settings
 from ..errors import AprError, ConfigError, ModelError, PlanError
+from ..limits import MAX_CONCURRENCY, MAX_PROMPT_CHARS
 from ..llm.base import Model, ModelRequest
 from ..llm.limiter import find_limiter
 from ..prompts import load_prompt
@@ -45,10 +46,9 @@ from ..schemas import (
 from ..tokens import count_messages, count_tokens
 from ..trace import RunStore, new_run_id
 from .controller import Controller, Note
+from .debug import DebugStrategy
 from .events import EventCallback, EventSink, event_sink
-from .merge import compose
-from .merge import merge as merge_results
-from .merge import merge_usage
+from .merge import MERGE_LATE, bounded_merge, merge_usage
 from .meta import MetaController
 from .plan import (
     HOST_MAX_SUBTASKS,
@@ -59,6 +59,7 @@ from .plan import (
     validate_plan,
 )
 from .scheduler import DagOutcome, Scheduler
+from .strategy import GeneralStrategy, Strategy
 
 __all__ = ["Engine", "EventCallback"]
 
@@ -70,7 +71,6 @@ PLAN_SHARE = 0.25
 MERGE_SHARE = 0.2
 MERGE_RESERVE_MAX_S = 10.0
 
-_MERGE_LATE = "merge ran past the deadline"
 #: Who made a plan, as the decisions say it.
 _SOURCE_NAME = {"model": "planner", "heuristic": "heuristics", "fallback": "fallback",
                 "host": "host"}
@@ -176,7 +176,7 @@ class Engine:
             host, extra = self._host_plan(subtasks, question, context, complexity)
         controller = self.controller_factory(self.settings, self.controller)
         async with event_sink(on_event) as sink:
-            plan, plan_usage, outcome, plan_latency = await self._plan_and_run(
+            _, plan_usage, outcome, plan_latency = await self._plan_and_run(
                 question, context, sink, clock, decisions, controller, host=host,
                 max_subtasks=None, max_concurrency=max_concurrency,
                 plan_until=PLAN_SHARE * deadline, threads_until=deadline,
@@ -222,9 +222,10 @@ class Engine:
 
         A merge call slower than the deadline (default ``settings.deadline_s``) gives the most
         relevant result with a note instead of a timeout."""
-        return await self._bounded_merge(
-            question, context, results, strategy, priorities,
-            seconds=self._deadline(deadline_s), budget_tokens=context_budget_tokens,
+        return await bounded_merge(
+            self.merger, question, results, context=context, strategy=strategy,
+            budget_tokens=context_budget_tokens or self.settings.merge_budget_tokens,
+            settings=self.settings, seconds=self._deadline(deadline_s), priorities=priorities,
         )
 
     # ----- the whole pipeline -----
@@ -243,17 +244,18 @@ class Engine:
         on_event: EventCallback | None = None,
     ) -> SolveResult:
         """Answer ``question`` end to end. ``mode="debug"`` runs parallel-hypotheses debugging."""
+        plan_strategy: Strategy = GeneralStrategy()
         if mode == "debug":
-            return await self._debug(
-                question, context=context, max_subtasks=max_subtasks,
-                max_concurrency=max_concurrency, deadline_s=deadline_s,
-                merge_strategy=merge_strategy, on_event=on_event,
-            )
+            if not question.strip():
+                raise PlanError(
+                    "nothing to debug: pass the error message, stack trace or wrong behaviour")
+            plan_strategy = DebugStrategy(error=question, code=context)
+            strategy = "adaptive"
         if strategy == "sequential":
             result = await self._sequential(question, context, deadline_s, on_event)
         elif strategy in ("adaptive", "fixed"):
             result = await self._pipeline(
-                question, context, strategy, max_subtasks=max_subtasks,
+                question, context, strategy, plan_strategy, max_subtasks=max_subtasks,
                 max_concurrency=max_concurrency, deadline_s=deadline_s,
                 merge_strategy=merge_strategy, on_event=on_event,
             )
@@ -267,6 +269,7 @@ class Engine:
         question: str,
         context: str,
         strategy: Literal["adaptive", "fixed"],
+        plan_strategy: Strategy,
         *,
         max_subtasks: int | None,
         max_concurrency: int | None,
@@ -286,7 +289,7 @@ class Engine:
                 question, context, sink, clock, decisions, controller, host=None,
                 max_subtasks=max_subtasks, max_concurrency=max_concurrency,
                 plan_until=PLAN_SHARE * deadline, threads_until=deadline - reserve,
-                force_width=force,
+                force_width=force, plan_strategy=plan_strategy, run_deadline=deadline,
             )
             stages["plan"] = plan_usage or StageUsage()
             if not outcome.results:
@@ -300,14 +303,15 @@ class Engine:
                                    plan_latency + thread.latency_s)
                 return SolveResult(
                     run_id=new_run_id(), status=run_status([thread], partial), question=question,
-                    strategy=strategy, answer=answer, confidence=thread.confidence, plan=plan,
+                    strategy=plan_strategy.name or strategy, answer=answer,
+                    confidence=thread.confidence, plan=plan,
                     results=[thread], metrics=metrics, decisions=decisions, partial=partial,
                     backend=self.solver.backend, model=self.solver.model_name,
                 )
             stages["solve"] = outcome.usage
-            if merge_strategy is None:
-                merge_strategy = MergeStrategy.vote if force is not None and plan.source == "heuristic" \
-                    and plan.reason.startswith("fixed baseline") else MergeStrategy.compose
+            if merge_strategy is None and force is not None and plan.reason.startswith("fixed baseline"):
+                merge_strategy = MergeStrategy.vote
+            merge_strategy = plan_strategy.merge_strategy(plan, merge_strategy)
             priorities = {s.id: s.priority for s in outcome.state.subtasks.values()}
             merge_started = clock()
             sink.emit("merging", f"merging {sum(r.status is ThreadStatus.done for r in outcome.results)} "
@@ -316,21 +320,22 @@ class Engine:
             def stream_answer(delta: str) -> None:
                 sink.emit("answer", delta)
 
-            merged = await self._bounded_merge(
-                question, context, outcome.results, merge_strategy, priorities,
-                seconds=deadline - clock(), on_token=stream_answer,
+            merged = await plan_strategy.merge(
+                self.merger, self.settings, question, context, outcome.results,
+                strategy=merge_strategy, seconds=deadline - clock(), priorities=priorities,
+                on_token=stream_answer,
             )
             merge_latency = clock() - merge_started if merged.context_tokens else 0.0
             stages["merge"] = merge_usage(merged)
             # Limit changes after the last thread event (e.g. the merge call was rate limited).
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(outcome.results, clock()))
-        partial = outcome.partial or merged.note.startswith(_MERGE_LATE)
+        partial = outcome.partial or merged.note.startswith(MERGE_LATE)
         metrics = _metrics(outcome.results, stages, clock(), partial,
                            plan_latency + outcome.critical_path_s + merge_latency)
         return SolveResult(
             run_id=new_run_id(), status=run_status(outcome.results, partial), question=question,
-            strategy=strategy, answer=merged.answer,
+            strategy=plan_strategy.name or strategy, answer=merged.answer,
             confidence=merged.confidence, plan=plan, results=outcome.results, merge=merged,
             metrics=metrics, decisions=decisions, partial=partial,
             backend=self.solver.backend, model=self.solver.model_name,
@@ -370,14 +375,15 @@ class Engine:
         time, the limiter and dependencies) may lower it; a planner's suggestion never does."""
         cap = self.settings.max_concurrency
         if max_concurrency is not None:
-            return max(1, min(max_concurrency, 64)), "requested by the caller"
-        return max(1, min(cap, 64)), f"one per subtask, capped by max_concurrency {cap}"
+            return max(1, min(max_concurrency, MAX_CONCURRENCY)), "requested by the caller"
+        return max(1, min(cap, MAX_CONCURRENCY)), f"one per subtask, capped by max_concurrency {cap}"
 
     async def _plan_and_run(
         self, question: str, context: str, sink: EventSink, clock: _Clock,
         decisions: list[Decision], controller: Controller, *, host: Plan | None,
         max_subtasks: int | None, max_concurrency: int | None, plan_until: float,
         threads_until: float, force_width: int | None = None, complexity_by: str | None = None,
+        plan_strategy: Strategy | None = None, run_deadline: float | None = None,
     ) -> tuple[Plan, StageUsage | None, DagOutcome, float]:
         """Plan and run the threads as one pipeline: each subtask of a streaming plan starts the
         moment its JSON object is complete, while the planner is still writing the rest.
@@ -386,12 +392,14 @@ class Engine:
         results when the plan does not split: the caller answers with one call) and when the
         plan was complete (seconds since the run started)."""
         limit, why = self._concurrency(max_concurrency)
+        mode = plan_strategy or GeneralStrategy()
         scheduler = Scheduler(
-            solver=self.solver, settings=self.settings, question=question, context=context,
+            solver=self.solver, settings=self.settings, question=mode.thread_question(question),
+            context=mode.thread_context(context),
             subtasks=host.subtasks if host is not None else [], max_concurrency=limit,
             sink=sink, elapsed=clock, controller=controller,
             deadline_s=max(0.0, threads_until - clock()), decisions=decisions,
-            open_input=host is None,
+            open_input=host is None, deadline_label=_deadline_label(threads_until, run_deadline),
         )
         box: dict[str, Any] = {}
 
@@ -399,7 +407,7 @@ class Engine:
             width = len(plan.subtasks)
             if width > 1:
                 by = complexity_by or _COMPLEXITY_BY[plan.source]
-                scheduler.decide("width", f"{width} subtasks, up to {min(limit, width)} at once "
+                scheduler.decide("width", f"{width} {mode.parts_name}, up to {min(limit, width)} at once "
                                  f"({why}); complexity {plan.complexity}/10 ({by})")
 
         async def planning() -> None:
@@ -407,8 +415,8 @@ class Engine:
             plan: Plan | None = None
             usage = StageUsage()
             with anyio.move_on_after(seconds):
-                plan, usage = await make_plan(
-                    self.planner, question, context, self.settings, max_subtasks=max_subtasks,
+                plan, usage = await mode.plan(
+                    self.planner, self.settings, question, context, max_subtasks=max_subtasks,
                     force_width=force_width, on_subtask=scheduler.add_subtask,
                     on_tokens=scheduler.charge_planning,
                 )
@@ -417,20 +425,22 @@ class Engine:
                 streamed = list(scheduler.state.subtasks.values())
                 if streamed:
                     plan = Plan(should_split=True, source="model", subtasks=streamed,
-                                reason=f"planning took longer than {seconds:.3g}s; kept the "
+                                reason=f"planning took longer than {plan_until:.3g}s; kept the "
                                 f"{len(streamed)} subtask(s) that streamed before it")
                 else:
-                    plan = single_task_plan(question, reason=f"planning took longer than "
-                                            f"{seconds:.3g}s; answering with one call")
+                    plan = mode.fallback_plan(question, context, f"planning took longer than "
+                                              f"{plan_until:.3g}s", self.settings)
             if force_width is not None and not plan.should_split:
                 plan = _attempts_plan(question, force_width, plan)
+            box.update(plan=plan, usage=usage, at=clock())
+            self._plan_decisions(plan, decisions, sink, clock, mode.parts_name)
+            # Limit changes during planning (the planner call was rate limited), in time order.
+            _record_notes(controller.pending_notes(), decisions, sink, clock)
+            width_decision(plan)
             if plan.should_split:
                 for sub in plan.subtasks:
                     scheduler.add_subtask(sub)
             scheduler.charge_planning(usage.tokens_in + usage.tokens_out, final=True)
-            box.update(plan=plan, usage=usage, at=clock())
-            self._plan_decisions(plan, decisions, sink, clock)
-            width_decision(plan)
             scheduler.close_input()
 
         if host is not None:
@@ -471,14 +481,18 @@ class Engine:
         text: str | None = None
         error: str | None = None
         response = None
+        def on_token(delta: str) -> None:
+            streamed.append(delta)
+            sink.emit("answer", delta, thread_id="t1")
+
         with anyio.move_on_after(max(0.0, seconds)):
             try:
-                response = await self.solver.complete(request, on_token=streamed.append)
+                response = await self.solver.complete(request, on_token=on_token)
                 text = response.text
             except ModelError as exc:
                 error = str(exc)
         finished = clock()
-        common: dict[str, Any] = {"id": "t1", "prompt": question[:20_000] or "-",
+        common: dict[str, Any] = {"id": "t1", "prompt": question[:MAX_PROMPT_CHARS] or "-",
                                   "started_s": round(started, 6), "finished_s": round(finished, 6),
                                   "latency_s": round(finished - started, 6)}
         if response is not None and text is not None:
@@ -542,12 +556,13 @@ class Engine:
         return plan, extra
 
     def _plan_decisions(
-        self, plan: Plan, decisions: list[Decision], sink: EventSink, clock: _Clock
+        self, plan: Plan, decisions: list[Decision], sink: EventSink, clock: _Clock,
+        parts: str = "subtasks",
     ) -> None:
         kind: Literal["fallback", "split", "no_split"] = (
             "fallback" if plan.source == "fallback" else "split" if plan.should_split else "no_split"
         )
-        what = (f"split into {len(plan.subtasks)} subtasks" if plan.should_split
+        what = (f"split into {len(plan.subtasks)} {parts}" if plan.should_split
                 else "answering with one call")
         by = _SOURCE_NAME[plan.source]
         # The plan's reason is written to stand alone; here it follows "<what> (<by>):".
@@ -556,35 +571,9 @@ class Engine:
         reason = f"{what} ({by}): {why}"
         decisions.append(Decision(at_s=round(clock(), 6), kind=kind, reason=reason))
         n = len(plan.subtasks)
-        sink.emit("planned", f"plan ready: {n} subtask{'s' if n != 1 else ''} ({plan.source})")
+        noun = parts if n != 1 else {"hypotheses": "hypothesis"}.get(parts, parts.removesuffix("s"))
+        sink.emit("planned", f"plan ready: {n} {noun} ({plan.source})")
         sink.emit("decision", reason)
-
-    async def _bounded_merge(
-        self, question: str, context: str, results: list[ThreadResult],
-        strategy: MergeStrategy, priorities: dict[str, int] | None, *, seconds: float,
-        budget_tokens: int | None = None, on_token: Callable[[str], None] | None = None,
-    ) -> MergeResult:
-        budget = budget_tokens or self.settings.merge_budget_tokens
-        if strategy is MergeStrategy.compose:
-            # Composing needs no call; only the lead is bounded (none when no time is left).
-            return await compose(
-                self.merger, question, results, budget_tokens=budget, settings=self.settings,
-                priorities=priorities, on_token=on_token, lead_seconds=seconds,
-            )
-        with anyio.move_on_after(max(0.0, seconds)):
-            return await merge_results(
-                self.merger, question, results, context=context, strategy=strategy,
-                budget_tokens=budget, settings=self.settings, priorities=priorities,
-            )
-        done = [r for r in results if r.status is ThreadStatus.done]
-        best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
-        return MergeResult(
-            answer=(best.answer or best.summary) if best else "No thread finished before the deadline.",
-            confidence=best.confidence if best else 0.0,
-            strategy=strategy, used=[best.id] if best else [],
-            dropped=[r.id for r in results if best is None or r.id != best.id],
-            note=f"{_MERGE_LATE}; returned the most relevant result",
-        )
 
     async def _sequential(
         self, question: str, context: str, deadline_s: float | None, on_event: EventCallback | None
@@ -607,17 +596,6 @@ class Engine:
             results=[thread], metrics=metrics, decisions=decisions, partial=partial,
             backend=self.solver.backend, model=self.solver.model_name,
         )
-
-    async def _debug(self, question: str, **kwargs: Any) -> SolveResult:
-        try:
-            from . import debug
-        except ImportError as exc:
-            raise AprError(
-                "debug mode is not available in this build (apr_mcp.engine.debug is missing)"
-            ) from exc
-        result: SolveResult = await debug.run_debug(self, question, **kwargs)
-        await self._save(result)
-        return result
 
     async def _save(self, run: SolveResult | SolveRun) -> None:
         if self.run_store is None:
@@ -645,7 +623,7 @@ def final_answer(text: str) -> str:
 def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
     subtasks = [
         Subtask(id=f"a{k}", prompt=f"Attempt {k} of {width}: answer independently, checking your "
-                f"own work.\n\n{question}"[:20_000])
+                f"own work.\n\n{question}"[:MAX_PROMPT_CHARS])
         for k in range(1, width + 1)
     ]
     return Plan(
@@ -674,6 +652,15 @@ def _record_notes(
     for note in notes:
         decisions.append(note_decision(note, clock()))
         sink.emit("decision", note.reason, thread_id=note.thread_id)
+
+
+def _deadline_label(threads_until: float, run_deadline: float | None) -> str:
+    """The deadline as a decision names it: the run's figure, and when threads stop earlier to
+    leave time for the merge, that too."""
+    if run_deadline is None or abs(run_deadline - threads_until) < 1e-9:
+        return f"the deadline of {threads_until:.3g}s"
+    return (f"the run's deadline of {run_deadline:.3g}s (threads stop at {threads_until:.3g}s "
+            "to leave time for the merge)")
 
 
 def _spent(usage: StageUsage, common: dict[str, Any], prompt_tokens: int, streamed: list[str]) -> None:

@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..config import Settings
 from ..errors import ModelError, ModelOutputError, PlanError
+from ..limits import MAX_PROMPT_CHARS as _MAX_PROMPT
+from ..limits import MAX_SUBTASKS as HOST_MAX_SUBTASKS
 from ..llm.base import Message, Model, ModelRequest, ModelResponse
 from ..prompts import load_prompt
 from ..schemas import Plan, StageUsage, Subtask
@@ -34,11 +36,11 @@ __all__ = [
     "HOST_MAX_SUBTASKS",
     "PlanDraft",
     "PlanStream",
-    "heuristic_plan",
     "SplitHints",
     "add_usage",
     "estimate_complexity",
     "find_duplicates",
+    "heuristic_plan",
     "make_plan",
     "single_task_plan",
     "validate_plan",
@@ -46,9 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Hard cap on subtasks a host may pass to ``parallel_solve`` (the planner is capped by settings).
-HOST_MAX_SUBTASKS = 128
-_MAX_PROMPT = 20_000
 
 
 class SplitHints(Protocol):

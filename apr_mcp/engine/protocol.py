@@ -87,9 +87,9 @@ def parse_thread_reply(text: str, *, prompt: str = "") -> ThreadAnswer:
         key = match.group("key").lower().replace(" ", "").replace("-", "").replace("_", "")
         value = match.group("value").strip()
         if key.startswith("follow"):
-            if value and not _NONE.match(value) and not _TEMPLATE.fullmatch(value):
-                if value not in follow_ups and len(follow_ups) < MAX_FOLLOW_UPS:
-                    follow_ups.append(value)
+            keep = value and not _NONE.match(value) and not _TEMPLATE.fullmatch(value)
+            if keep and value not in follow_ups and len(follow_ups) < MAX_FOLLOW_UPS:
+                follow_ups.append(value)
         else:
             fields.setdefault(key.removesuffix("question"), value)
     summary = fields.get("summary", "")

@@ -109,12 +109,16 @@ class Scheduler:
         decisions: list[Decision] | None = None,
         tokens_before: int = 0,
         open_input: bool = False,
+        deadline_label: str | None = None,
     ) -> None:
         self.solver = solver
         self.settings = settings
         self.sink = sink
         self.controller = controller or Controller(settings)
         self.deadline_s = deadline_s
+        #: How the deadline decision names it, e.g. "the run's deadline of 1s (threads stop at
+        #: 0.8s to leave time for the merge)"; default: the threads' own figure.
+        self.deadline_label = deadline_label
         self.state = RunState(
             question=question,
             context=context,
@@ -137,6 +141,7 @@ class Scheduler:
         self._changed = anyio.Event()
         # While open, more subtasks may arrive (a plan still streaming): the run does not end.
         self._input_open = open_input
+        self.state.more_coming = open_input
         for sub in subtasks:
             self._add(sub, depth=0)
 
@@ -163,6 +168,7 @@ class Scheduler:
     def close_input(self) -> None:
         """No more subtasks will be added; dependencies on ids never added are skipped."""
         self._input_open = False
+        self.state.more_coming = False
         st = self.state
         for sid in sorted(st.pending, key=self._order.__getitem__):
             unknown = [d for d in st.subtasks[sid].depends_on if d not in st.subtasks]
@@ -295,7 +301,8 @@ class Scheduler:
                 [
                     Stop(
                         kind="deadline",
-                        reason=f"deadline of {seconds:.1f}s reached: cancelled {n_run} running and "
+                        reason=f"{self.deadline_label or f'deadline of {seconds:.3g}s'} reached: "
+                        f"cancelled {n_run} running and "
                         f"{n_pend} pending thread(s); returning partial results",
                         thread_reason="deadline",
                     )

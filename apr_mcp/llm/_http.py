@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import codecs
-import inspect
 import json
 import logging
 import ssl
@@ -37,7 +36,15 @@ from ._http_errors import (
     schema_error,
     transport_error,
 )
-from .base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
+from .base import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    TokenCallback,
+    Usage,
+    call_token_callback,
+)
 
 log = logging.getLogger("apr_mcp.llm")
 
@@ -301,12 +308,9 @@ async def finish_stream(events: AsyncGenerator[SSEEvent, None]) -> None:
 
 
 async def emit(on_token: TokenCallback | None, delta: str) -> None:
-    """Call ``on_token`` whether it is a plain function or a coroutine function."""
-    if on_token is None or not delta:
-        return
-    result = on_token(delta)
-    if inspect.isawaitable(result):
-        await result
+    """Pass a non-empty ``delta`` to ``on_token`` (see :func:`~apr_mcp.llm.base.call_token_callback`)."""
+    if delta:
+        await call_token_callback(on_token, delta)
 
 
 def usage_or_count(
@@ -595,6 +599,7 @@ class HTTPBackend(Model):
             finish_reason=finish,
             latency_s=time.monotonic() - started,
             ttft_s=reply.ttft,
+            simulated=reply.model.startswith("sim-"),  # `apr-mcp simulate` serves sim-* ids only
         )
 
 

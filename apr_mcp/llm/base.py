@@ -8,6 +8,7 @@ by composition, never by flags inside the backends. Backends know nothing of pla
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -21,12 +22,23 @@ __all__ = [
     "TokenCallback",
     "Usage",
     "WrapperModel",
+    "call_token_callback",
 ]
 
 Role = Literal["system", "user", "assistant"]
 
 #: Called with each streamed text delta; lets callers count tokens and show progress.
 TokenCallback = Callable[[str], Awaitable[None] | None]
+
+
+async def call_token_callback(on_token: TokenCallback | None, delta: str) -> None:
+    """Call ``on_token`` with ``delta`` whether it is a plain function or a coroutine function
+    (the one place that knows both kinds)."""
+    if on_token is None or not delta:
+        return
+    result = on_token(delta)
+    if inspect.isawaitable(result):
+        await result
 
 
 class Message(BaseModel):
@@ -76,6 +88,9 @@ class ModelResponse(BaseModel):
     #: Time to first token (streaming backends), seconds.
     ttft_s: float | None = None
     cached: bool = False
+    #: True when a simulated model served this (in process, or an ``apr-mcp simulate`` endpoint,
+    #: whose model ids start with ``sim-``): its text is a placeholder, not an answer.
+    simulated: bool = False
     #: Set only where one response sums several calls (structured output's repair): the largest
     #: :attr:`max_context_tokens` of any one of them. None: ``usage`` is a single call's.
     peak_context_tokens: int | None = None

@@ -8,13 +8,19 @@ outputs are stored: errors, cancellations, empty text and ``finish_reason == "le
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import anyio
 
 from ..cache import ResultCache, make_key
-from .base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
+from .base import (
+    Model,
+    ModelRequest,
+    ModelResponse,
+    TokenCallback,
+    WrapperModel,
+    call_token_callback,
+)
 
 __all__ = ["CachedModel", "is_complete"]
 
@@ -84,7 +90,5 @@ class CachedModel(WrapperModel):
         )
         if on_token is not None:
             # One delta with the whole text, so progress and token counters still move.
-            result = on_token(response.text)
-            if inspect.isawaitable(result):
-                await result
+            await call_token_callback(on_token, response.text)
         return response
