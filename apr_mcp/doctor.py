@@ -79,7 +79,8 @@ async def check_endpoint(
     except httpx.HTTPError as exc:
         return False, f"GET {url} failed: {exc!r}; is the server running and APR_BASE_URL right?"
     if resp.status_code in (401, 403):
-        hint = "APR_API_KEY or " + ("OPENAI_API_KEY" if backend == "openai" else "ANTHROPIC_API_KEY")
+        provider_key = "OPENAI_API_KEY" if backend == "openai" else "ANTHROPIC_API_KEY"
+        hint = f"APR_API_KEY or {provider_key}"
         return False, f"GET {url} → HTTP {resp.status_code}: the key was rejected; set {hint}"
     if resp.status_code >= 400:
         return "warn", (
@@ -137,9 +138,8 @@ async def _streaming(model: Model) -> tuple[Mark, str]:
         nonlocal pieces
         pieces += 1
 
-    response = await model.complete(
-        _ask("Write the numbers from one to forty in words, separated by commas.", 64, "doctor"), on_token=count
-    )
+    prompt = "Write the numbers from one to forty in words, separated by commas."
+    response = await model.complete(_ask(prompt, 64, "doctor"), on_token=count)
     ttft = response.ttft_s or 0.0
     # Without provider usage, servers that send one chunk per token (llama.cpp, Ollama) are
     # counted better by their chunks than by our tokenizer, which is not the model's.

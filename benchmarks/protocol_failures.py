@@ -27,7 +27,9 @@ MARKERS = (
     "html page",
     "not json",
 )
-COLUMNS = ["items", "errors", "empty", "partial", "threads", "threads_failed", "plan_fallback", "protocol"]
+COLUMNS = [
+    "items", "errors", "empty", "partial", "threads", "threads_failed", "plan_fallback", "protocol"
+]
 
 
 def _protocol(text: str | None) -> bool:

@@ -46,9 +46,8 @@ class LlamaLike:
             return self.chat
         body = json.loads(request.content)
         if "response_format" in body:
-            return httpx.Response(
-                500, json={"error": {"message": "('body', 'response_format', 'type') literal_error"}}
-            )
+            refusal = "('body', 'response_format', 'type') literal_error"
+            return httpx.Response(500, json={"error": {"message": refusal}})
         text = '{"word": "blue", "ok": true}' if "JSON" in str(body["messages"]) else "ready"
         if body.get("stream"):
             events = [delta(piece) for piece in text.split(" ")] + [delta(finish=self.finish)]

@@ -120,7 +120,8 @@ async def test_404_for_a_model_lists_what_is_served() -> None:
         "/v1/chat/completions",
         "/v1/models",
     ]
-    assert "model 'm' not served; available: llama3.1, qwen2.5:7b (set APR_MODEL)" in str(info.value)
+    expected = "model 'm' not served; available: llama3.1, qwen2.5:7b (set APR_MODEL)"
+    assert expected in str(info.value)
 
 
 async def test_400_model_not_found_gets_the_same_hint() -> None:
@@ -178,7 +179,7 @@ async def test_a_stream_closed_mid_answer_keeps_its_text_on_the_error() -> None:
 
 
 async def test_anthropic_message_stop_without_a_stop_reason_is_interrupted() -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"model": "c", "usage": {"input_tokens": 3}}},
         {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Par"}},
         {"type": "message_stop"},

@@ -28,7 +28,7 @@ import pytest
 
 from apr_mcp.config import Settings
 from apr_mcp.errors import StreamInterrupted
-from apr_mcp.llm.base import Message, ModelRequest
+from apr_mcp.llm.base import Message, ModelRequest, ModelResponse
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.runtime import build_runtime
 from apr_mcp.schemas import Plan, SolveResult, ThreadResult, ThreadStatus
@@ -227,7 +227,10 @@ async def test_debug_mode(llama_url: str, tmp_path: Path) -> None:
         "    total = sum(prices) / len(prices)\n"
         "ZeroDivisionError: division by zero"
     )
-    code = "prices = load_prices()\n# load_prices may return []\ntotal = sum(prices) / len(prices)\n"
+    code = (
+        "prices = load_prices()\n# load_prices may return []\n"
+        "total = sum(prices) / len(prices)\n"
+    )
     result = await _solve(settings_for(llama_url, tmp_path), error, context=code, mode="debug")
     assert_answered(result)
     assert_plan_or_justified_fallback(result.plan)
@@ -303,7 +306,8 @@ async def test_an_interrupted_stream_is_never_taken_for_an_answer(
         if isinstance(outcome, StreamInterrupted):
             assert "without a finish_reason" in str(outcome) or "ended before" in str(outcome)
         else:
-            assert outcome.finish_reason in ("stop", "length") and outcome.text.strip()  # type: ignore[attr-defined]
+            assert isinstance(outcome, ModelResponse)
+            assert outcome.finish_reason in ("stop", "length") and outcome.text.strip()
 
 
 def test_cli_solve_sequential(llama_url: str, tmp_path: Path) -> None:
@@ -318,7 +322,10 @@ def test_cli_solve_sequential(llama_url: str, tmp_path: Path) -> None:
         "APR_CONFIG": str(tmp_path / "none.toml"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "apr_mcp", "solve", "--strategy", "sequential", "Name a prime number."],
+        [
+            sys.executable, "-m", "apr_mcp", "solve", "--strategy", "sequential",
+            "Name a prime number.",
+        ],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,7 +14,7 @@ from apr_mcp.bench.graders import JudgeVerdict
 from apr_mcp.engine.debug import DebugHypotheses, DebugVerdict
 from apr_mcp.engine.merge import MergeOutput
 from apr_mcp.engine.meta import MetaDecision
-from apr_mcp.errors import ModelOutputError, SchemaUnsupported
+from apr_mcp.errors import ModelOutputError, SchemaUnsupported, ServerError
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
 from apr_mcp.llm.openai_compat import OpenAICompatModel
 from apr_mcp.llm.retry import RetryingModel
@@ -103,9 +103,9 @@ async def test_refusals_are_recognised_by_their_body(status: int, body: dict[str
 
 async def test_a_plain_500_is_still_a_retryable_server_error() -> None:
     rec = Recorder(httpx.Response(500, json={"error": {"message": "CUDA out of memory"}}))
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ServerError) as info:
         await make(rec).complete(REQ.model_copy(update={"json_schema": {"type": "object"}}))
-    assert not isinstance(info.value, SchemaUnsupported) and info.value.retryable  # type: ignore[attr-defined]
+    assert not isinstance(info.value, SchemaUnsupported) and info.value.retryable
 
 
 async def test_apr_structured_prompt_never_sends_a_schema() -> None:

@@ -450,7 +450,12 @@ class HTTPBackend(Model):
         return self._response(request, reply, started)
 
     async def _attempts(
-        self, body: dict[str, Any], model: str, started: float, on_token: TokenCallback, limit: float
+        self,
+        body: dict[str, Any],
+        model: str,
+        started: float,
+        on_token: TokenCallback,
+        limit: float,
     ) -> Reply:
         timeout = httpx.Timeout(limit, connect=min(limit, self.connect_timeout_s), pool=None)
         for _ in range(3):  # at most two adaptations, then the real answer or error

@@ -191,7 +191,7 @@ def transport_error(exc: httpx.HTTPError, *, backend: str, model: str, started: 
         if what == "reading" and started:
             advice = "the stream stalled: no data for APR_IDLE_TIMEOUT_S"
         elif what == "reading":
-            advice = "no answer in time; raise APR_TIMEOUT_S (or APR_IDLE_TIMEOUT_S) if the model is slow"
+            advice = "no answer in time; raise APR_TIMEOUT_S if the model is slow"
         else:
             advice = "check APR_BASE_URL and that the server is up (APR_CONNECT_TIMEOUT_S)"
         return ModelTimeoutError(
@@ -228,6 +228,8 @@ def stream_error(payload: object, *, backend: str, model: str) -> ModelError:
     if kind in ("overloaded_error", "rate_limit_error", "rate_limit_exceeded") or code == 429:
         return RateLimitError(f"stream error: {message}", retry_after=None, **kw)
     if isinstance(code, int) and 400 <= code < 500:
-        return ModelHTTPError(f"stream error: {message}", status_code=code, **kw)  # type: ignore[arg-type]
+        return ModelHTTPError(
+            f"stream error: {message}", status_code=code, **kw  # type: ignore[arg-type]
+        )
     # Unknown or api_error mid-stream: the provider failed while generating; retrying may help.
     return ServerError(f"stream error: {message}", **kw)  # type: ignore[arg-type]

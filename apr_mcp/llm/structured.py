@@ -308,7 +308,8 @@ async def complete_structured(
 
     ``request.schema_name`` is used if the caller set it, else ``output_type.__name__``. Returns
     the validated value and the last response, whose ``usage`` and ``latency_s`` sum every
-    attempt (its ``max_context_tokens`` is the largest single attempt's). Raises :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
+    attempt (its ``max_context_tokens`` is the largest single attempt's). Raises
+    :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
     backend error unchanged.
     """
     cached_schema, cached_adapter = _schema_and_adapter(output_type)
@@ -460,7 +461,8 @@ def _echo_targets(schema: dict[str, Any], messages: list[Message]) -> frozenset[
 def _copied_field(data: Any, echoes: frozenset[str], path: str = "") -> str | None:
     """The path of the first string field in ``data`` that only repeats an echo target."""
     if isinstance(data, str):
-        return (path or "(root)") if len(data) >= _MIN_ECHO_CHARS and _norm(data) in echoes else None
+        copied = len(data) >= _MIN_ECHO_CHARS and _norm(data) in echoes
+        return (path or "(root)") if copied else None
     if isinstance(data, dict):
         items: Any = data.items()
     elif isinstance(data, list):
