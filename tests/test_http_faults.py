@@ -263,4 +263,4 @@ async def test_the_request_deadline_bounds_a_call_and_is_not_retried() -> None:
             await model.complete(REQ.model_copy(update={"timeout_s": 0.3}))
         await model.aclose()
     assert len(seen) == 1 and not info.value.retryable
-    assert "left of the run's deadline" in str(info.value) and info.value.partial_text == "par"
+    assert "run's deadline" in str(info.value) and info.value.partial_text == "par"

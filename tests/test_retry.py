@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import anyio
 import httpx
 import pytest
 from http_helpers import FakeSleep
@@ -274,3 +275,29 @@ async def test_the_longest_partial_text_survives_the_last_failure() -> None:
     with pytest.raises(StreamInterrupted) as info:
         await model.complete(REQ)
     assert info.value is second and info.value.partial_text == "a long partial answer"
+
+
+class Hangs(Model):
+    """Streams ``text``, then waits for ever (a stalled server, or a queue for a slot)."""
+
+    backend = "fake"
+    model_name = "f1"
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        await emit(on_token, self.text)
+        await anyio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("text", ["", "half an ans"])
+async def test_the_deadline_bounds_an_attempt_that_never_returns(text: str) -> None:
+    model = RetryingModel(Hangs(text), sleep=FakeSleep())
+    with anyio.fail_after(5), pytest.raises(ModelTimeoutError) as info:
+        await model.complete(REQ.model_copy(update={"timeout_s": 0.05}))
+    assert not info.value.retryable and info.value.partial_text == text
+    assert "run's deadline" in str(info.value)

@@ -78,14 +78,17 @@ class RetryingModel(WrapperModel):
         seen = 0  # characters the consumer has already received, over all attempts
         ends = None if request.timeout_s is None else self._clock() + request.timeout_s
         partial = ""  # the longest text any failed attempt streamed
+        streamed: list[str] = []  # the current attempt's text, kept if the deadline cuts it
 
         retry = timeouts = 0
         while True:
             produced = 0
+            streamed.clear()
 
             async def forward(delta: str) -> None:
                 # Replayed prefix of a retried stream: the consumer already counted it.
                 nonlocal produced, seen
+                streamed.append(delta)
                 before = produced
                 produced += len(delta)
                 if produced <= seen:
@@ -97,10 +100,24 @@ class RetryingModel(WrapperModel):
             attempt = request
             if ends is not None and retry:
                 attempt = request.model_copy(update={"timeout_s": max(ends - self._clock(), 1e-3)})
+            tap = forward if on_token is not None or ends is not None else None
             try:
-                return await self._inner.complete(
-                    attempt, on_token=forward if on_token is not None else None
+                if ends is None:
+                    return await self._inner.complete(attempt, on_token=tap)
+                # The whole attempt, a wait for a concurrency slot included, ends by the deadline.
+                with anyio.fail_after(max(ends - self._clock(), 0.0)):
+                    return await self._inner.complete(attempt, on_token=tap)
+            except TimeoutError:
+                late = ModelTimeoutError(
+                    f"no complete answer within the run's deadline ({request.timeout_s:g} s)",
+                    backend=self.backend,
+                    model=self.model_for(request),
                 )
+                late.retryable = False
+                late.partial_text = max(partial, "".join(streamed), key=len)
+                if retry:
+                    _note_attempts(late, retry + 1)
+                raise late from None
             except ModelError as err:
                 if len(err.partial_text) > len(partial):
                     partial = err.partial_text
