@@ -70,6 +70,7 @@ async def test_a_llama_cpp_server_passes_with_warnings_and_the_mode_it_supports(
     assert "[warn] endpoint" in out and "lists file paths" in out  # a warning, not a failure
     assert "[ok  ] completion: 'ready'" in out
     assert "[ok  ] streaming" in out and "first token after" in out
+    assert "[ok  ] parallel: 2 concurrent streams both finished" in out
     assert "[ok  ] structured: JSON in the prompt: the endpoint refused response_format" in out
     assert "'word': 'blue'" in out
 
@@ -116,3 +117,27 @@ async def test_a_rejected_key_fails_the_endpoint_check(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert code == 1 and "[FAIL] endpoint" in out and "set APR_API_KEY" in out
     assert server.paths == ["/v1/models"]  # no completion is tried with a rejected key
+
+
+async def test_a_server_that_interrupts_concurrent_streams_is_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # llama-cpp-python's default: while two calls overlap, one stream ends without a reason.
+    server = LlamaLike()
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        body = json.loads(request.content) if request.content else {}
+        if "from 50 to" in str(body.get("messages")):
+            calls += 1
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=sse(delta("fif"))
+            )
+        return server(request)
+
+    code = await run_doctor(settings(), transport=httpx.MockTransport(handler))
+    out = capsys.readouterr().out
+    assert code == 0 and calls == 1
+    assert "[warn] parallel: 1 of 2 concurrent streams interrupted" in out
+    assert "--interrupt_requests False" in out
