@@ -346,7 +346,7 @@ class HTTPBackend(Model):
     reason_field: ClassVar[str]
     #: Provider stop reasons → the OpenAI vocabulary that callers check (``stop``, ``length``).
     stop_reasons: ClassVar[Mapping[str, str]] = {}
-    #: The model list below ``base_url`` (asked to explain a 404, and by ``doctor``).
+    #: The model list below ``base_url`` (asked to explain a 404).
     models_path: ClassVar[str]
     #: What ``APR_BASE_URL`` should look like, for errors that suggest it is wrong.
     base_url_hint: ClassVar[str] = "the API root"
@@ -558,11 +558,6 @@ class HTTPBackend(Model):
             status, text, response.headers, backend=self.backend, model=model, hint=hint
         )
 
-    async def list_models(self) -> list[str] | None:
-        """The model ids the endpoint lists, or None if it lists none (or cannot be read)."""
-        async with self._clients.lease() as client:
-            return await self._served_models(client)
-
     async def _served_models(self, client: httpx.AsyncClient) -> list[str] | None:
         try:
             response = await client.get(
@@ -707,11 +702,6 @@ class JSONStream:
             self.ttft = time.monotonic() - self._started
         self._parts.append(piece)
         await emit(on_token, piece)
-
-    @property
-    def partial(self) -> str:
-        """The text received so far."""
-        return "".join(self._parts)
 
     def text(self, *, stopped: bool, unit: str, end: str, reason: str) -> str:
         """The answer's text; raises if the stream had only junk or ended early.
