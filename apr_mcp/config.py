@@ -137,7 +137,19 @@ class Settings(BaseSettings):
     runs_dir: Path | None = Field(default=None, description="Where run traces are saved.")
     config: Path | None = Field(default=None, description="The TOML config file (APR_CONFIG).")
 
-    timeout_s: float = Field(default=60.0, gt=0, description="Read timeout of one model call.")
+    timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Total time one model call may take (the run's deadline caps it further).",
+    )
+    idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="A stream that sends no byte for this long has stalled."
+    )
+    structured: Literal["auto", "schema", "prompt"] = Field(
+        default="auto",
+        description="Structured output: auto = native json_schema unless the endpoint refused "
+        "it; schema = always native; prompt = never (JSON instructions in the prompt).",
+    )
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=MAX_RETRIES)
 
@@ -274,6 +286,15 @@ class Settings(BaseSettings):
             )
         if self.backend == "anthropic" and not self.effective_api_key():
             raise ConfigError("APR_BACKEND=anthropic needs APR_API_KEY or ANTHROPIC_API_KEY.")
+        if (
+            self.backend == "openai"
+            and not self.effective_api_key()
+            and "//api.openai.com" in (self.effective_base_url() or "")
+        ):
+            raise ConfigError(
+                "APR_BACKEND=openai with api.openai.com needs APR_API_KEY or OPENAI_API_KEY; "
+                "for a local server set APR_BASE_URL (e.g. http://localhost:11434/v1 for Ollama)."
+            )
         return self.backend
 
     def masked(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ AprError                      everything apr-mcp raises on purpose
 └── ModelError                a model backend failed; carries backend, model, status and body
     ├── ModelHTTPError        the endpoint answered with an HTTP error status
     │   ├── RateLimitError    429 (and 529 "overloaded"); carries retry_after seconds if given
-    │   └── ServerError       5xx: the provider failed, worth retrying
+    │   ├── ServerError       5xx: the provider failed, worth retrying
+    │   └── SchemaUnsupported the endpoint refused native structured output (use JSON-in-prompt)
     ├── ModelTimeoutError     connect or read timed out
     ├── ModelConnectionError  the endpoint could not be reached
     ├── StreamInterrupted     the response stream was cut before it finished
@@ -18,7 +19,8 @@ AprError                      everything apr-mcp raises on purpose
 ```
 
 Every message names what failed and, where there is one, what to do about it. ``retryable``
-tells the retry wrapper whether trying again may help.
+tells the retry wrapper whether trying again may help. ``partial_text`` is whatever answer text
+had streamed before a call failed (empty if none), so a caller at its deadline can keep it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "PlanError",
     "RateLimitError",
     "SamplingUnavailable",
+    "SchemaUnsupported",
     "ServerError",
     "StreamInterrupted",
 ]
@@ -72,6 +75,8 @@ class ModelError(AprError):
     """
 
     retryable: bool = False
+    #: Text streamed before the failure (a cut stream, a stall, a deadline); never an answer.
+    partial_text: str = ""
 
     def __init__(
         self,
@@ -124,6 +129,12 @@ class ServerError(ModelHTTPError):
     """The provider failed with a 5xx status."""
 
     retryable = True
+
+
+class SchemaUnsupported(ModelHTTPError):
+    """The endpoint refused ``response_format``/``json_schema`` (400, 422, or a 500 that names
+    it, as llama-cpp-python sends). Not retried: the structured-output helper switches that
+    endpoint to JSON instructions in the prompt instead."""
 
 
 class ModelTimeoutError(ModelError):

@@ -94,7 +94,10 @@ class ThreadAnswer(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    answer: str = Field(description="The full answer to the subtask.")
+    # maxLength/maxItems: bounds for the schema a model sees (issue 13), not validation.
+    answer: str = Field(
+        description="The full answer to the subtask.", json_schema_extra={"maxLength": 1_000}
+    )
     summary: str = Field(default="", description="One to three sentences distilling the answer.")
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     settles_question: bool = Field(
@@ -104,6 +107,7 @@ class ThreadAnswer(BaseModel):
     follow_ups: list[str] = Field(
         default_factory=list,
         description="Self-contained new subproblems that emerged and are worth a thread of their own.",
+        json_schema_extra={"maxItems": 8},
     )
 
 

@@ -58,3 +58,11 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("APR_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("APR_CONFIG", str(tmp_path / "no-config.toml"))
+
+
+@pytest.fixture(autouse=True)
+def _forget_schema_refusals() -> None:
+    # Which endpoints refused native JSON schema is remembered per process; not across tests.
+    from apr_mcp.llm.openai_compat import forget_schema_refusals
+
+    forget_schema_refusals()

@@ -145,14 +145,17 @@ async def test_body_left_open_after_the_end_marker_still_returns_the_answer(
 
 
 async def test_max_connections_queues_calls_without_failing_them() -> None:
-    # One connection, replies that take 0.1 s each and a 0.25 s read timeout: the fifth call
-    # waits ~0.4 s for a pool slot and must still succeed (waiting for the pool never times
-    # out). Server-side max_active shows that the limit is applied.
+    # One connection, replies that take 0.1 s each and a 0.25 s idle timeout: the fifth call
+    # waits ~0.4 s for a pool slot and must still succeed (waiting for the pool is no stall;
+    # only the call's total limit bounds it). Server-side max_active shows that the limit is
+    # applied.
     stats = ServerStats()
     script = SimScript(rules=[SimRule(pattern=".", reply="ok")])
     model = SimulatedModel(ttft_s=0.1, tokens_per_s=1e6, script=script)
     async with serve_simulated(model, stats=stats) as url:
-        client = OpenAICompatModel(base_url=url, model="sim-1", timeout_s=0.25, max_connections=1)
+        client = OpenAICompatModel(
+            base_url=url, model="sim-1", idle_timeout_s=0.25, max_connections=1
+        )
         texts: list[str] = []
 
         async def call() -> None:

@@ -311,8 +311,13 @@ async def test_entirely_junk_stream_is_output_error() -> None:
 
 
 async def test_junk_non_streamed_body_is_output_error() -> None:
-    with pytest.raises(ModelOutputError):
+    # Not JSON at all: no API answered (issue 11.7), so the error says how to fix the URL.
+    with pytest.raises(ModelHTTPError) as info:
         await make(Recorder(httpx.Response(200, text="hello?")), stream=False).complete(req())
+    assert "APR_BASE_URL" in str(info.value) and not info.value.retryable
+    # JSON, but not a chat completion: the model's (or server's) output is junk.
+    with pytest.raises(ModelOutputError):
+        await make(Recorder(httpx.Response(200, json={"hello": 1})), stream=False).complete(req())
 
 
 async def test_error_event_inside_stream() -> None:

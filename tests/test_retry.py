@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import anyio
 import httpx
 import pytest
 from http_helpers import FakeSleep
@@ -18,6 +19,7 @@ from apr_mcp.errors import (
     ModelOutputError,
     ModelTimeoutError,
     RateLimitError,
+    SchemaUnsupported,
     ServerError,
     StreamInterrupted,
 )
@@ -61,7 +63,6 @@ def retrying(inner: Model, **kw: object) -> tuple[RetryingModel, FakeSleep]:
     [
         RateLimitError("429"),
         ServerError("500", status_code=500),
-        ModelTimeoutError("t"),
         ModelConnectionError("c"),
         StreamInterrupted("cut"),
     ],
@@ -75,7 +76,12 @@ async def test_retryable_errors_are_retried(error: ModelError) -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [ModelHTTPError("bad request", status_code=400), ModelOutputError("junk")]
+    "error",
+    [
+        ModelHTTPError("bad request", status_code=400),
+        ModelOutputError("junk"),
+        SchemaUnsupported("response_format refused", status_code=500),
+    ],
 )
 async def test_non_retryable_errors_fail_at_once(error: ModelError) -> None:
     inner = Scripted(error)
@@ -189,3 +195,109 @@ async def test_429_over_http_is_retried_after_retry_after() -> None:
     model, sleep = retrying(inner)
     assert (await model.complete(REQ)).text == "ok"
     assert sleep.delays == [2.0]
+
+
+async def test_a_timeout_is_retried_once_then_fails() -> None:
+    # A stall (idle timeout) once may be bad luck; twice in a row the endpoint is stuck, and
+    # retrying four times would cost the run 5 x APR_IDLE_TIMEOUT_S.
+    once = Scripted(ModelTimeoutError("stalled"))
+    model, sleep = retrying(once)
+    assert (await model.complete(REQ)).text == "fine" and once.calls == 2
+
+    errors = [ModelTimeoutError(f"stalled {i}") for i in range(5)]
+    stuck = Scripted(*errors)
+    model, sleep = retrying(stuck)
+    with pytest.raises(ModelTimeoutError) as info:
+        await model.complete(REQ)
+    assert stuck.calls == 2 and len(sleep.delays) == 1 and info.value is errors[1]
+
+
+class FakeClock:
+    """A clock that only moves when the fake sleep (or the inner model) says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Timed(Model):
+    """Fails with a retryable error after ``cost`` seconds of fake time; records timeouts."""
+
+    backend = "fake"
+    model_name = "f1"
+
+    def __init__(self, clock: FakeClock, cost: float) -> None:
+        self.clock = clock
+        self.cost = cost
+        self.timeouts: list[float | None] = []
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        self.timeouts.append(request.timeout_s)
+        # A backend honours the request's limit: it gives up when that runs out.
+        self.clock.now += min(self.cost, request.timeout_s or self.cost)
+        raise ServerError("busy", status_code=503)
+
+
+async def test_retries_never_outlive_the_request_deadline() -> None:
+    clock = FakeClock()
+    inner = Timed(clock, cost=4.0)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        clock.now += delay
+
+    model = RetryingModel(
+        inner, max_retries=10, base_delay=1.0, max_delay=1.0, sleep=sleep,
+        rng=random.Random(3), clock=clock,
+    )
+    with pytest.raises(ServerError):
+        await model.complete(REQ.model_copy(update={"timeout_s": 10.0}))
+    # Every attempt gets only what is left of the 10 s, and nothing runs past them.
+    assert clock.now - 100.0 == pytest.approx(10.0)
+    assert inner.timeouts[0] == 10.0 and len(inner.timeouts) == len(delays) + 1
+    spent = 0.0
+    for i, timeout in enumerate(inner.timeouts[1:]):
+        spent += min(4.0, inner.timeouts[i] or 4.0) + delays[i]
+        assert timeout == pytest.approx(10.0 - spent)
+
+
+async def test_the_longest_partial_text_survives_the_last_failure() -> None:
+    first = StreamInterrupted("cut")
+    first.partial_text = "a long partial answer"
+    second = StreamInterrupted("cut again")
+    second.partial_text = "short"
+    model, _ = retrying(Scripted(first, second, first), max_retries=1)
+    with pytest.raises(StreamInterrupted) as info:
+        await model.complete(REQ)
+    assert info.value is second and info.value.partial_text == "a long partial answer"
+
+
+class Hangs(Model):
+    """Streams ``text``, then waits for ever (a stalled server, or a queue for a slot)."""
+
+    backend = "fake"
+    model_name = "f1"
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        await emit(on_token, self.text)
+        await anyio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("text", ["", "half an ans"])
+async def test_the_deadline_bounds_an_attempt_that_never_returns(text: str) -> None:
+    model = RetryingModel(Hangs(text), sleep=FakeSleep())
+    with anyio.fail_after(5), pytest.raises(ModelTimeoutError) as info:
+        await model.complete(REQ.model_copy(update={"timeout_s": 0.05}))
+    assert not info.value.retryable and info.value.partial_text == text
+    assert "run's deadline" in str(info.value)

@@ -13,7 +13,13 @@ from apr_mcp.errors import ModelHTTPError, ModelOutputError
 from apr_mcp.llm._http import emit
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
 from apr_mcp.llm.openai_compat import OpenAICompatModel
-from apr_mcp.llm.structured import complete_structured, extract_json, json_schema_for
+from apr_mcp.llm.structured import (
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_LENGTH,
+    complete_structured,
+    extract_json,
+    json_schema_for,
+)
 from apr_mcp.schemas import Plan, ThreadAnswer
 
 
@@ -214,7 +220,8 @@ def test_json_schema_for_inlines_defs_and_drops_titles() -> None:
     text = json.dumps(schema)
     assert "$defs" not in text and "$ref" not in text
     item = schema["properties"]["items"]["items"]
-    assert item["properties"]["title"] == {"type": "string"}  # a field named "title" survives
+    # A field named "title" survives (bounded like every free string a model sees).
+    assert item["properties"]["title"] == {"type": "string", "maxLength": DEFAULT_MAX_LENGTH}
     assert "title" not in schema and item["required"] == ["title", "score"]
     plan = json_schema_for(Plan)
     assert (
@@ -238,7 +245,9 @@ def test_json_schema_for_keeps_defs_for_recursive_types() -> None:
 def test_json_schema_for_is_built_once_and_returns_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     from apr_mcp.llm import structured
 
-    assert json_schema_for(list[int]) == {"type": "array", "items": {"type": "integer"}}
+    assert json_schema_for(list[int]) == {
+        "type": "array", "items": {"type": "integer"}, "maxItems": DEFAULT_MAX_ITEMS
+    }
     first = json_schema_for(Outer)
     built: list[object] = []
     monkeypatch.setattr(structured, "_build_schema", lambda t: built.append(t) or {})  # type: ignore[func-returns-value]

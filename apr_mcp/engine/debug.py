@@ -77,7 +77,7 @@ class DebugHypotheses(BaseModel):
     """What the hypotheses prompt asks for."""
 
     symptom: str = Field(default="", description="One line: what fails, where.")
-    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list, json_schema_extra={"maxItems": 8})
 
 
 class RankedHypothesis(BaseModel):
@@ -92,9 +92,14 @@ class RankedHypothesis(BaseModel):
 class DebugVerdict(BaseModel):
     """What the verdict prompt asks for."""
 
-    answer: str = Field(description="The verdict: most likely root cause, the fix, how to confirm.")
+    answer: str = Field(
+        description="The verdict: most likely root cause, the fix, how to confirm.",
+        json_schema_extra={"maxLength": 1_000},  # what the model is shown (issue 13)
+    )
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
-    ranking: list[RankedHypothesis] = Field(default_factory=list, description="Most likely first.")
+    ranking: list[RankedHypothesis] = Field(
+        default_factory=list, description="Most likely first.", json_schema_extra={"maxItems": 8}
+    )
 
 
 # ----- reading the error -----

@@ -39,7 +39,10 @@ MIN_PARTIAL_TOKENS = 64
 class MergeOutput(BaseModel):
     """What the merger model returns."""
 
-    answer: str = Field(description="The merged answer to the original question.")
+    answer: str = Field(
+        description="The merged answer to the original question.",
+        json_schema_extra={"maxLength": 1_000},  # what the model is shown (issue 13)
+    )
     confidence: float = Field(default=0.5, ge=0.0, le=1.0, description="Confidence, 0 to 1.")
 
 

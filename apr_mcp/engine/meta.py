@@ -50,7 +50,9 @@ class MetaDecision(BaseModel):
     )
     reason: str = Field(default="", description="One sentence the user will read.")
     new_subtasks: list[str] = Field(
-        default_factory=list, description="For split: self-contained new subtask prompts."
+        default_factory=list,
+        description="For split: self-contained new subtask prompts.",
+        json_schema_extra={"maxItems": 8},
     )
 
 

@@ -21,9 +21,21 @@ from typing import Any, ClassVar, Self
 import anyio
 import httpx
 
-from ..errors import ModelError, ModelHTTPError, ModelOutputError, StreamInterrupted
+from ..errors import (
+    ModelError,
+    ModelHTTPError,
+    ModelOutputError,
+    ModelTimeoutError,
+    StreamInterrupted,
+)
 from ..tokens import count_messages, count_tokens
-from ._http_errors import http_error, transport_error
+from ._http_errors import (
+    http_error,
+    not_served_hint,
+    refuses_schema,
+    schema_error,
+    transport_error,
+)
 from .base import (
     Message,
     Model,
@@ -41,6 +53,12 @@ log = logging.getLogger("apr_mcp.llm")
 #: per run), so the pool must never be the bottleneck: room for two full runs at once.
 DEFAULT_MAX_CONNECTIONS = 128
 
+
+#: Default idle-stream timeout: a stream that sends no byte for this long has stalled.
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+
+#: How long asking the server for its model list (to explain a 404) may take.
+_MODELS_TIMEOUT_S = 5.0
 
 #: Connections per httpx client: httpcore's pool does O(connections²) bookkeeping on every
 #: request start and end (encode/httpcore#1035); at 64 concurrent streams in one pool that was
@@ -156,10 +174,25 @@ def pool_limits(max_connections: int) -> httpx.Limits:
 
 
 def pool_timeout(read_s: float, connect_s: float) -> httpx.Timeout:
-    """``read_s`` between chunks, ``connect_s`` to connect, no limit on waiting for a pool slot:
+    """``read_s`` for each read, ``connect_s`` to connect, no limit on waiting for a pool slot:
     a call queued behind long generations is not a network failure (httpx would otherwise raise
     PoolTimeout after ``read_s``); the engine's deadline and cancellation bound the wait."""
     return httpx.Timeout(read_s, connect=connect_s, pool=None)
+
+
+def set_idle_timeout(response: httpx.Response, idle_s: float) -> None:
+    """Bound the gap between two body chunks of ``response`` by ``idle_s`` from now on.
+
+    Until the headers arrive a call may wait as long as its total limit (a busy local server
+    queues requests, and llama-cpp-python sends headers only with the first token); once the
+    body streams, a silence of ``idle_s`` is a stall. httpcore reads the body's read timeout
+    from the request's ``timeout`` extension when the body starts, so changing it here (after
+    the headers, before the first body read) applies to the body only, at no cost per chunk.
+    """
+    timeouts = response.request.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        read = timeouts.get("read")
+        timeouts["read"] = idle_s if read is None else min(read, idle_s)
 
 
 @dataclass(frozen=True)
@@ -313,6 +346,10 @@ class HTTPBackend(Model):
     reason_field: ClassVar[str]
     #: Provider stop reasons → the OpenAI vocabulary that callers check (``stop``, ``length``).
     stop_reasons: ClassVar[Mapping[str, str]] = {}
+    #: The model list below ``base_url`` (asked to explain a 404).
+    models_path: ClassVar[str]
+    #: What ``APR_BASE_URL`` should look like, for errors that suggest it is wrong.
+    base_url_hint: ClassVar[str] = "the API root"
 
     def __init__(
         self,
@@ -326,10 +363,18 @@ class HTTPBackend(Model):
         transport: httpx.AsyncBaseTransport | None,
         stream: bool,
         max_connections: int,
+        idle_timeout_s: float | None = None,
     ) -> None:
         self.base_url = base_url
         self.model_name = model
         self.stream = stream
+        #: Total seconds one call may take (a request's ``timeout_s`` may lower it).
+        self.timeout_s = timeout_s
+        #: Seconds a started stream may stay silent before it counts as stalled.
+        self.idle_timeout_s = (
+            min(timeout_s, DEFAULT_IDLE_TIMEOUT_S) if idle_timeout_s is None else idle_timeout_s
+        )
+        self.connect_timeout_s = connect_timeout_s
         self._clients = client_pool(
             base_url=base_url,
             headers={"Accept": "application/json, text/event-stream", **headers}
@@ -367,57 +412,166 @@ class HTTPBackend(Model):
     async def complete(
         self, request: ModelRequest, *, on_token: TokenCallback | None = None
     ) -> ModelResponse:
-        """Run one call (streamed unless ``stream=False``)."""
+        """Run one call (streamed unless ``stream=False``).
+
+        The call may take ``timeout_s`` in all, or the request's ``timeout_s`` if that is less
+        (the run's remaining deadline); a started stream may stay silent ``idle_timeout_s``. A
+        failure keeps the text streamed so far in the error's ``partial_text``.
+        """
         body = self.build_body(request)
         model = str(body["model"])
         started = time.monotonic()
+        by_request = request.timeout_s is not None and request.timeout_s < self.timeout_s
+        limit = request.timeout_s if by_request and request.timeout_s else self.timeout_s
+        received: list[str] = []
+
+        async def tap(delta: str) -> None:
+            received.append(delta)
+            await emit(on_token, delta)
+
+        try:
+            with anyio.fail_after(limit):
+                reply = await self._attempts(body, model, started, tap, limit)
+        except TimeoutError:
+            err: ModelError = ModelTimeoutError(
+                f"no complete answer within the {limit:g} s left of the run's deadline"
+                if by_request
+                else f"the call took longer than APR_TIMEOUT_S={limit:g} s",
+                backend=self.backend,
+                model=model,
+            )
+            err.retryable = False  # the same call would run out again
+            err.partial_text = "".join(received)
+            raise err from None
+        except ModelError as err:
+            if received and not err.partial_text:
+                err.partial_text = "".join(received)
+            raise
+        return self._response(request, reply, started)
+
+    async def _attempts(
+        self,
+        body: dict[str, Any],
+        model: str,
+        started: float,
+        on_token: TokenCallback,
+        limit: float,
+    ) -> Reply:
+        timeout = httpx.Timeout(limit, connect=min(limit, self.connect_timeout_s), pool=None)
         for _ in range(3):  # at most two adaptations, then the real answer or error
             try:
                 if body.get("stream"):
-                    reply = await self._streamed(body, model, started, on_token)
-                else:
-                    reply = await self._unstreamed(body, model, on_token)
+                    return await self._streamed(body, model, started, on_token, timeout)
+                return await self._unstreamed(body, model, on_token, timeout)
             except _Resend:
                 continue
             except httpx.HTTPError as exc:
                 raise transport_error(
                     exc, backend=self.backend, model=model, started=False
                 ) from exc
-            return self._response(request, reply, started)
         raise ModelHTTPError(
             "the server kept rejecting the request", backend=self.backend, model=model
         )
 
     async def _unstreamed(
-        self, body: dict[str, Any], model: str, on_token: TokenCallback | None
+        self,
+        body: dict[str, Any],
+        model: str,
+        on_token: TokenCallback | None,
+        timeout: httpx.Timeout,
     ) -> Reply:
         async with self._clients.lease() as client:
-            response = await client.post(self.path, json=body)
-        if response.status_code >= 400:
-            raise await self._error_for(response, body, model)
-        return await self._parse_json(response.text, model, on_token)
+            response = await client.post(self.path, json=body, timeout=timeout)
+            if response.status_code >= 400:
+                raise await self._error_for(response, body, model, client)
+        raw = response.text
+        ctype = response.headers.get("content-type", "")
+        if _looks_like_html(ctype, raw) or (
+            "json" not in ctype.lower() and raw.lstrip()[:1] not in ("{", "[")
+        ):
+            raise self._not_an_api(response, raw, model)
+        return await self._parse_json(raw, model, on_token)
 
     async def _streamed(
-        self, body: dict[str, Any], model: str, started: float, on_token: TokenCallback | None
+        self,
+        body: dict[str, Any],
+        model: str,
+        started: float,
+        on_token: TokenCallback | None,
+        timeout: httpx.Timeout,
     ) -> Reply:
         # `async with` guarantees the stream is closed when the caller is cancelled mid-answer.
         async with (
             self._clients.lease() as client,
-            client.stream("POST", self.path, json=body) as response,
+            client.stream("POST", self.path, json=body, timeout=timeout) as response,
         ):
             if response.status_code >= 400:
-                raise await self._error_for(response, body, model)
+                raise await self._error_for(response, body, model, client)
+            set_idle_timeout(response, self.idle_timeout_s)
+            ctype = response.headers.get("content-type", "").lower()
+            if "event-stream" not in ctype:
+                # Not SSE: a server that ignores `stream` (JSON), or no API at all (an HTML page
+                # from a proxy or a web UI at the wrong path). Decide on the whole body.
+                raw = (await response.aread()).decode("utf-8", errors="replace")
+                if _looks_like_html(ctype, raw):
+                    raise self._not_an_api(response, raw, model)
+                if not raw.lstrip().startswith(("data:", "event:", ":")):
+                    if raw.lstrip()[:1] not in ("{", "["):
+                        raise self._not_an_api(response, raw, model)
+                    return await self._parse_json(raw, model, on_token)
             return await self._read_stream(response, model, started, on_token)
 
-    async def _error_for(
-        self, response: httpx.Response, body: dict[str, Any], model: str
-    ) -> ModelError:
-        text = (await response.aread()).decode("utf-8", errors="replace")
-        if self._adapt(response.status_code, text, body):
-            raise _Resend
-        return http_error(
-            response.status_code, text, response.headers, backend=self.backend, model=model
+    def _not_an_api(self, response: httpx.Response, raw: str, model: str) -> ModelHTTPError:
+        """A 2xx answer that is no API response at all: the URL is wrong; retrying cannot help."""
+        ctype = response.headers.get("content-type", "") or "no content-type"
+        what = "an HTML page" if _looks_like_html(ctype, raw) else f"{ctype}, not JSON"
+        return ModelHTTPError(
+            f"the endpoint answered {response.status_code} with {what} — APR_BASE_URL should be "
+            f"{self.base_url_hint} (is {self.base_url})",
+            backend=self.backend,
+            model=model,
+            status_code=response.status_code,
+            body=raw[:2000],
         )
+
+    async def _error_for(
+        self,
+        response: httpx.Response,
+        body: dict[str, Any],
+        model: str,
+        client: httpx.AsyncClient,
+    ) -> ModelError:
+        status = response.status_code
+        text = (await response.aread()).decode("utf-8", errors="replace")
+        if self._adapt(status, text, body):
+            raise _Resend
+        if "response_format" in body and refuses_schema(status, text):
+            return schema_error(status, text, backend=self.backend, model=model)
+        hint: str | None = None
+        names_model = _names_missing_model(text)
+        if status == 404 or (status in (400, 422) and names_model):
+            ids = await self._served_models(client)
+            hint = not_served_hint(
+                model, ids, self.base_url, names_model=names_model, root=self.base_url_hint
+            )
+        return http_error(
+            status, text, response.headers, backend=self.backend, model=model, hint=hint
+        )
+
+    async def _served_models(self, client: httpx.AsyncClient) -> list[str] | None:
+        try:
+            response = await client.get(
+                self.models_path,
+                timeout=httpx.Timeout(_MODELS_TIMEOUT_S, pool=None),
+            )
+            if response.status_code >= 400:
+                return None
+            data = response.json().get("data")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
 
     def _response(self, request: ModelRequest, reply: Reply, started: float) -> ModelResponse:
         text, reason = reply.text, reply.reason
@@ -549,11 +703,14 @@ class JSONStream:
         self._parts.append(piece)
         await emit(on_token, piece)
 
-    def text(self, *, stopped: bool, unit: str, end: str) -> str:
+    def text(self, *, stopped: bool, unit: str, end: str, reason: str) -> str:
         """The answer's text; raises if the stream had only junk or ended early.
 
-        ``stopped``: the provider gave a stop reason (an answer is whole even if the end marker
-        is missing). ``unit`` and ``end`` name the provider's event and end marker in errors.
+        ``stopped``: the provider gave a stop reason. Only that makes an answer whole: an end
+        marker without one (llama-cpp-python ends a running stream with ``[DONE]`` when another
+        request waits) or a stream that just ends is :class:`StreamInterrupted`, whose
+        ``partial_text`` holds what came. ``unit``, ``end`` and ``reason`` name the provider's
+        event, end marker and stop-reason field in errors.
         """
         text = "".join(self._parts)
         if self._parsed == 0 and self._junk > 0:
@@ -562,10 +719,32 @@ class JSONStream:
                 backend=self._backend,
                 model=self._model,
             )
-        if not self.done and not stopped:
-            raise StreamInterrupted(
-                f"stream ended before {end} ({len(text)} characters received)",
+        if not stopped:
+            why = (
+                f"stream ended without a {reason} (the server interrupted the answer)"
+                if self.done
+                else f"stream ended before {end}"
+            )
+            err = StreamInterrupted(
+                f"{why}; {len(text)} characters received",
                 backend=self._backend,
                 model=self._model,
             )
+            err.partial_text = text
+            raise err
         return text
+
+
+def _looks_like_html(content_type: str, text: str) -> bool:
+    if "html" in content_type.lower():
+        return True
+    head = text.lstrip()[:15].lower()
+    return head.startswith(("<!doctype html", "<html"))
+
+
+def _names_missing_model(text: str) -> bool:
+    """A 400/422 body that says the model does not exist (servers differ in status)."""
+    lowered = text.lower()
+    return "model" in lowered and any(
+        phrase in lowered for phrase in ("not found", "does not exist", "unknown model", "no such")
+    )

@@ -20,6 +20,7 @@ from ..errors import (
     ModelHTTPError,
     ModelTimeoutError,
     RateLimitError,
+    SchemaUnsupported,
     ServerError,
     StreamInterrupted,
 )
@@ -83,10 +84,33 @@ def provider_message(body: str) -> str | None:
     return None
 
 
+def refuses_schema(status: int, text: str) -> bool:
+    """Whether an error answer to a request carrying ``response_format`` refuses the schema.
+
+    Servers say so with 400/422 (OpenAI, vLLM, LM Studio), but llama-cpp-python's server answers
+    a 500 whose body names ``response_format``, and llama.cpp's says it cannot build a grammar:
+    the body decides, not the status alone.
+    """
+    if status not in (400, 422, 500, 501):
+        return False
+    lowered = text.lower()
+    return any(word in lowered for word in ("response_format", "json_schema", "grammar"))
+
+
 def http_error(
-    status: int, body: str, headers: Mapping[str, str], *, backend: str, model: str
+    status: int,
+    body: str,
+    headers: Mapping[str, str],
+    *,
+    backend: str,
+    model: str,
+    hint: str | None = None,
 ) -> ModelError:
-    """The exception for an HTTP error status, with the provider's message and a hint."""
+    """The exception for an HTTP error status, with the provider's message and a hint.
+
+    ``hint`` replaces the default hint of a 404 (the caller may have asked the server which
+    models it serves).
+    """
     message = provider_message(body) or httpx.codes.get_reason_phrase(status) or "HTTP error"
     kw: dict[str, object] = {
         "backend": backend,
@@ -103,12 +127,57 @@ def http_error(
     if status >= 500:
         return ServerError(f"server error: {message}", **kw)  # type: ignore[arg-type]
     if status in (401, 403):
-        hint = f"check the API key ({_KEY_VARS.get(backend, 'APR_API_KEY')})"
+        hint = f"set {_KEY_VARS.get(backend, 'APR_API_KEY')} to a valid key"
         return ModelHTTPError(f"{message} — {hint}", **kw)  # type: ignore[arg-type]
     if status == 404:
-        hint = "check APR_MODEL (the model id) and APR_BASE_URL (the endpoint root, e.g. .../v1)"
+        hint = hint or (
+            "check APR_MODEL (the model id) and APR_BASE_URL (the endpoint root, e.g. .../v1)"
+        )
+        return ModelHTTPError(f"{message} — {hint}", **kw)  # type: ignore[arg-type]
+    if hint:
         return ModelHTTPError(f"{message} — {hint}", **kw)  # type: ignore[arg-type]
     return ModelHTTPError(message, **kw)  # type: ignore[arg-type]
+
+
+def schema_error(status: int, body: str, *, backend: str, model: str) -> SchemaUnsupported:
+    """The endpoint refused native structured output (see :func:`refuses_schema`)."""
+    message = provider_message(body) or httpx.codes.get_reason_phrase(status) or "HTTP error"
+    return SchemaUnsupported(
+        f"structured output (response_format json_schema) refused: {message.splitlines()[0]}"
+        " — apr-mcp uses JSON instructions in the prompt for this endpoint (APR_STRUCTURED=prompt"
+        " skips the attempt)",
+        backend=backend,
+        model=model,
+        status_code=status,
+        body=body,
+    )
+
+
+def not_served_hint(
+    model: str,
+    ids: list[str] | None,
+    base_url: str,
+    *,
+    names_model: bool = False,
+    root: str = "the API root, usually ending in /v1",
+) -> str:
+    """What to fix after a 404 (or "model not found"), given the ids ``GET /models`` listed.
+
+    ``ids`` is None when the model list could not be read either: then the model id or the URL
+    is wrong (the model, if the error itself says so: ``names_model``). ``root`` says what
+    ``APR_BASE_URL`` should look like.
+    """
+    if ids is None and names_model:
+        return f"model {model!r} not served: check APR_MODEL (the server lists no models)"
+    if ids is None:
+        return f"check APR_MODEL ({model!r}) and APR_BASE_URL (should be {root}; is {base_url})"
+    if model in ids:
+        return (
+            f"the server serves {model!r}, so the path is wrong: APR_BASE_URL should be "
+            f"{root} (is {base_url})"
+        )
+    shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "") if ids else "none"
+    return f"model {model!r} not served; available: {shown} (set APR_MODEL)"
 
 
 def transport_error(exc: httpx.HTTPError, *, backend: str, model: str, started: bool) -> ModelError:
@@ -119,8 +188,14 @@ def transport_error(exc: httpx.HTTPError, *, backend: str, model: str, started: 
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
             else "reading"
         )
+        if what == "reading" and started:
+            advice = "the stream stalled: no data for APR_IDLE_TIMEOUT_S"
+        elif what == "reading":
+            advice = "no answer in time; raise APR_TIMEOUT_S if the model is slow"
+        else:
+            advice = "check APR_BASE_URL and that the server is up (APR_CONNECT_TIMEOUT_S)"
         return ModelTimeoutError(
-            f"timed out {what} ({type(exc).__name__}); raise APR_TIMEOUT_S if the model is slow",
+            f"timed out {what} ({type(exc).__name__}); {advice}",
             backend=backend,
             model=model,
         )
@@ -153,6 +228,8 @@ def stream_error(payload: object, *, backend: str, model: str) -> ModelError:
     if kind in ("overloaded_error", "rate_limit_error", "rate_limit_exceeded") or code == 429:
         return RateLimitError(f"stream error: {message}", retry_after=None, **kw)
     if isinstance(code, int) and 400 <= code < 500:
-        return ModelHTTPError(f"stream error: {message}", status_code=code, **kw)  # type: ignore[arg-type]
+        return ModelHTTPError(
+            f"stream error: {message}", status_code=code, **kw  # type: ignore[arg-type]
+        )
     # Unknown or api_error mid-stream: the provider failed while generating; retrying may help.
     return ServerError(f"stream error: {message}", **kw)  # type: ignore[arg-type]

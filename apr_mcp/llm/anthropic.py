@@ -47,6 +47,8 @@ class AnthropicModel(HTTPBackend):
     backend = _BACKEND
     supports_json_schema = False
     path = "/v1/messages"
+    models_path = "/v1/models"
+    base_url_hint = "the API root, e.g. https://api.anthropic.com"
     reason_field = "stop_reason"
     stop_reasons: ClassVar[dict[str, str]] = {
         "end_turn": "stop",
@@ -66,6 +68,7 @@ class AnthropicModel(HTTPBackend):
         extra_headers: dict[str, str] | None = None,
         stream: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout_s: float | None = None,
     ) -> None:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if api_key:
@@ -80,6 +83,7 @@ class AnthropicModel(HTTPBackend):
             transport=transport,
             stream=stream,
             max_connections=max_connections,
+            idle_timeout_s=idle_timeout_s,
         )
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
@@ -168,7 +172,9 @@ class AnthropicModel(HTTPBackend):
                 elif kind == "message_stop":
                     stream.done = True
                     break
-        text = stream.text(stopped=stop_reason is not None, unit="event", end="message_stop")
+        text = stream.text(
+            stopped=stop_reason is not None, unit="event", end="message_stop", reason="stop_reason"
+        )
         return Reply(text, stop_reason, input_tokens, output_tokens, served_model, stream.ttft)
 
 

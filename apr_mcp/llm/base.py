@@ -66,6 +66,9 @@ class ModelRequest(BaseModel):
     prompt_version: str = ""
     #: Model id override for this call (roles may use different models); ``None`` = backend default.
     model: str | None = None
+    #: Seconds this call may take in all, retries included (the engine passes what is left of
+    #: the run's deadline); ``None`` = only the backend's own limit. Not part of the cache key.
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 class Usage(BaseModel):

@@ -36,17 +36,20 @@ def build_backend(
         from .anthropic import AnthropicModel
         from .openai_compat import OpenAICompatModel
 
-        cls = OpenAICompatModel if backend == "openai" else AnthropicModel
         base_url, model = _endpoint(settings, model)
-        return cls(
-            base_url=base_url,
-            api_key=settings.effective_api_key(),
-            model=model,
-            timeout_s=settings.timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            transport=transport,
-            max_connections=_pool_size(settings),
-        )
+        common = {
+            "base_url": base_url,
+            "api_key": settings.effective_api_key(),
+            "model": model,
+            "timeout_s": settings.timeout_s,
+            "idle_timeout_s": settings.idle_timeout_s,
+            "connect_timeout_s": settings.connect_timeout_s,
+            "transport": transport,
+            "max_connections": _pool_size(settings),
+        }
+        if backend == "openai":
+            return OpenAICompatModel(structured=settings.structured, **common)  # type: ignore[arg-type]
+        return AnthropicModel(**common)  # type: ignore[arg-type]
     if backend == "simulated":
         from .simulated import SimulatedModel
 

@@ -7,9 +7,12 @@ generating). Compatible servers differ in small ways; this backend adapts once p
 
 * a 400 that complains about ``stream_options`` → resend without it (and never send it again);
 * a 400 that asks for ``max_completion_tokens`` (newer OpenAI models) → rename ``max_tokens``;
-* a 400/422 that rejects ``response_format``/``json_schema`` → ``supports_json_schema`` is turned
-  off and the error raised, so that :func:`~apr_mcp.llm.structured.complete_structured` falls
-  back to JSON instructions in the prompt;
+* an error that refuses ``response_format``/``json_schema`` (400/422, or the 500 that
+  llama-cpp-python sends; the body decides) → :class:`~apr_mcp.errors.SchemaUnsupported` is
+  raised and the endpoint (base URL + model id) is remembered for the rest of the process, so
+  that :func:`~apr_mcp.llm.structured.complete_structured` uses JSON instructions in the prompt
+  now and every later call skips the attempt. ``structured="prompt"`` never sends a schema,
+  ``"schema"`` always does (``APR_STRUCTURED``);
 * a server that ignores ``stream: true`` and answers with plain JSON is read as non-streamed.
 
 ``finish_reason: "length"`` on a free-text answer that has text is returned as is (with
@@ -21,7 +24,7 @@ output was asked for (cut JSON is never valid).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -34,12 +37,22 @@ from ._http import (
     emit,
     log,
 )
-from ._http_errors import stream_error
+from ._http_errors import refuses_schema, stream_error
 from .base import ModelRequest, TokenCallback
 
-__all__ = ["OpenAICompatModel"]
+__all__ = ["OpenAICompatModel", "forget_schema_refusals"]
 
 _BACKEND = "openai"
+
+StructuredMode = Literal["auto", "schema", "prompt"]
+
+#: (base URL, model id) of endpoints that refused native structured output in this process.
+_SCHEMA_REFUSED: set[tuple[str, str]] = set()
+
+
+def forget_schema_refusals() -> None:
+    """Forget which endpoints refused native structured output (tests; a restarted server)."""
+    _SCHEMA_REFUSED.clear()
 
 
 class OpenAICompatModel(HTTPBackend):
@@ -54,6 +67,8 @@ class OpenAICompatModel(HTTPBackend):
 
     backend = _BACKEND
     path = "/chat/completions"
+    models_path = "/models"
+    base_url_hint = "the API root, usually ending in /v1"
     reason_field = "finish_reason"
 
     def __init__(
@@ -68,7 +83,10 @@ class OpenAICompatModel(HTTPBackend):
         extra_headers: dict[str, str] | None = None,
         stream: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout_s: float | None = None,
+        structured: StructuredMode = "auto",
     ) -> None:
+        self.structured: StructuredMode = structured
         super().__init__(
             base_url=base_url.rstrip("/"),
             model=model,
@@ -79,10 +97,29 @@ class OpenAICompatModel(HTTPBackend):
             transport=transport,
             stream=stream,
             max_connections=max_connections,
+            idle_timeout_s=idle_timeout_s,
         )
-        self.supports_json_schema = True
         self._send_stream_options = True
         self._max_tokens_field = "max_tokens"
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """Whether a schema travels as ``response_format`` for the default model id."""
+        return self.native_schema_for(self.model_name)
+
+    @supports_json_schema.setter
+    def supports_json_schema(self, value: bool) -> None:
+        key = (self.base_url, self.model_name)
+        if value:
+            _SCHEMA_REFUSED.discard(key)
+        else:
+            _SCHEMA_REFUSED.add(key)
+
+    def native_schema_for(self, model: str) -> bool:
+        """Whether a schema for ``model`` travels as ``response_format`` (``APR_STRUCTURED``)."""
+        if self.structured == "auto":
+            return (self.base_url, model) not in _SCHEMA_REFUSED
+        return self.structured == "schema"
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request`` (public so tests and ``doctor`` can inspect it)."""
@@ -98,7 +135,7 @@ class OpenAICompatModel(HTTPBackend):
             body["stop"] = request.stop
         if request.seed is not None:
             body["seed"] = request.seed
-        if request.json_schema is not None and self.supports_json_schema:
+        if request.json_schema is not None and self.native_schema_for(str(body["model"])):
             body["response_format"] = {
                 "type": "json_schema",
                 # strict=False: strict mode rejects common schema features (defaults, optional
@@ -116,6 +153,11 @@ class OpenAICompatModel(HTTPBackend):
         return body
 
     def _adapt(self, status: int, text: str, body: dict[str, Any]) -> bool:
+        if "response_format" in body and refuses_schema(status, text):
+            # Not resent here: structured.py owns the fallback (it must add JSON instructions).
+            log.info("%s rejects response_format json_schema; using JSON-in-prompt", self.base_url)
+            _SCHEMA_REFUSED.add((self.base_url, str(body["model"])))
+            return False
         if status not in (400, 422):
             return False
         lowered = text.lower()
@@ -128,10 +170,6 @@ class OpenAICompatModel(HTTPBackend):
             self._max_tokens_field = "max_completion_tokens"
             body["max_completion_tokens"] = body.pop("max_tokens")
             return True
-        if "response_format" in body and ("response_format" in lowered or "json_schema" in lowered):
-            # Not resent here: structured.py owns the fallback (it must add JSON instructions).
-            log.info("%s rejects response_format json_schema; using JSON-in-prompt", self.base_url)
-            self.supports_json_schema = False
         return False
 
     async def _parse_json(self, raw: str, model: str, on_token: TokenCallback | None) -> Reply:
@@ -168,10 +206,6 @@ class OpenAICompatModel(HTTPBackend):
     async def _read_stream(
         self, response: httpx.Response, model: str, started: float, on_token: TokenCallback | None
     ) -> Reply:
-        ctype = response.headers.get("content-type", "")
-        if "event-stream" not in ctype and "json" in ctype:
-            raw = (await response.aread()).decode("utf-8", errors="replace")
-            return await self._parse_json(raw, model, on_token)
         finish_reason: str | None = None
         usage: dict[str, Any] = {}
         served_model = model
@@ -193,7 +227,10 @@ class OpenAICompatModel(HTTPBackend):
                     if choice.get("finish_reason"):
                         finish_reason = choice["finish_reason"]
         text = stream.text(
-            stopped=finish_reason is not None, unit="chunk", end="the answer finished"
+            stopped=finish_reason is not None,
+            unit="chunk",
+            end="the answer finished",
+            reason="finish_reason",
         )
         return Reply(
             text,

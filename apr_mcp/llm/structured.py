@@ -3,15 +3,24 @@
 The ladder, from best to last resort:
 
 1. **Native**: where ``model.supports_json_schema``, the schema travels as the provider's
-   structured-output format. If the provider rejects that format (HTTP 400/422 about
-   ``response_format``/``json_schema``), the model is marked unsupported for good and the call is
-   made again in prompt mode; that retry is not counted as the repair.
+   structured-output format. If the provider refuses that format (400/422, or a 500 as from
+   llama-cpp-python, whose body names ``response_format``, ``json_schema`` or a grammar), the
+   endpoint is marked unsupported for the rest of the process and the call is made again in
+   prompt mode; that retry is not counted as the repair. ``APR_STRUCTURED`` (``auto``,
+   ``schema``, ``prompt``) is applied by the backend: ``prompt`` never sends the schema natively,
+   ``schema`` always does (and a refusal is then an error).
 2. **Prompt**: JSON instructions with the schema go into the system message (unless the messages
    already carry a rendered schema, as the shipped prompts do).
 3. **Tolerant extraction** (:func:`extract_json`): ``<think>`` blocks, code fences, prose around
    the JSON, trailing commas, Python-style literals.
 4. **One repair call** with ``prompts/repair.toml``: the bad output and what was wrong with it.
 5. Then :class:`~apr_mcp.errors.ModelOutputError`, naming backend, model, schema and the problem.
+
+Every schema a model sees is bounded (:func:`bound_schema`): each list has ``maxItems`` and each
+string ``maxLength``, so that a small model whose output a server forces to the schema cannot
+repeat list items until ``max_tokens`` and lose its answer. A reply whose string fields only
+copy a schema description or the prompt ("The full answer to the subtask.") is not an answer:
+it fails validation and takes the repair path.
 """
 
 from __future__ import annotations
@@ -26,12 +35,16 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import ModelHTTPError, ModelOutputError
+from ..errors import ModelHTTPError, ModelOutputError, SchemaUnsupported
 from ..prompts import load_prompt
 from .base import Message, Model, ModelRequest, ModelResponse, TokenCallback, Usage
 from .usable import usable_when
 
 __all__ = [
+    "DEFAULT_MAX_ITEMS",
+    "DEFAULT_MAX_LENGTH",
+    "MAX_SCHEMA_LENGTH",
+    "bound_schema",
     "complete_structured",
     "extract_json",
     "iter_json_candidates",
@@ -47,6 +60,17 @@ _THINK = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.DOTALL | re.IGNORE
 _FENCE = re.compile(r"```[ \t]*(?:json5?|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _MAX_PREVIOUS_CHARS = 8000
+
+#: ``maxItems`` given to a list whose type sets none: enough for any list apr-mcp asks for.
+DEFAULT_MAX_ITEMS = 16
+#: ``maxLength`` given to a string whose type sets none (long texts declare their own).
+DEFAULT_MAX_LENGTH = 500
+#: The largest ``maxLength`` a model is shown. Servers that enforce a schema with a llama.cpp
+#: grammar expand ``x{0,n}`` into nested rules and refuse a grammar whose repetitions add up
+#: ("exceeds sane defaults"); llama-cpp-python's server then dies. Measured with its
+#: ``json_object`` + schema mode: ThreadAnswer with a 2000-character answer killed it; with
+#: 1000 (and 500 for the other strings) every schema apr-mcp sends compiled and answered.
+MAX_SCHEMA_LENGTH = 1000
 
 
 # ----- schema -----
@@ -81,7 +105,43 @@ def _schema_and_adapter(output_type: Any) -> tuple[dict[str, Any], TypeAdapter[A
     return entry
 
 
+def bound_schema(schema: Any) -> Any:
+    """``schema`` with ``maxItems`` on every array and ``maxLength`` on every free string.
+
+    Bounds the type already declares are kept, up to :data:`MAX_SCHEMA_LENGTH` for strings; the
+    defaults (:data:`DEFAULT_MAX_ITEMS`, :data:`DEFAULT_MAX_LENGTH`) fill the gaps. Strings
+    constrained otherwise (``enum``, ``const``, ``format``) are left alone. Only what the model
+    is shown changes: validation keeps the type's own bounds. Changes ``schema`` in place and
+    returns it.
+    """
+    if isinstance(schema, list):
+        for item in schema:
+            bound_schema(item)
+        return schema
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "array" in kinds and "maxItems" not in schema:
+        schema["maxItems"] = DEFAULT_MAX_ITEMS
+    if "string" in kinds and not {"enum", "const", "format"} & schema.keys():
+        schema["maxLength"] = min(schema.get("maxLength", DEFAULT_MAX_LENGTH), MAX_SCHEMA_LENGTH)
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties") and isinstance(
+            value, dict
+        ):
+            for sub in value.values():
+                bound_schema(sub)
+        elif key in ("items", "anyOf", "oneOf", "allOf", "prefixItems", "additionalProperties"):
+            bound_schema(value)
+    return schema
+
+
 def _build_schema(output_type: Any) -> dict[str, Any]:
+    return bound_schema(_inlined_schema(output_type))  # type: ignore[no-any-return]
+
+
+def _inlined_schema(output_type: Any) -> dict[str, Any]:
     schema = TypeAdapter(output_type).json_schema()
     defs = schema.pop("$defs", {})
 
@@ -249,7 +309,8 @@ async def complete_structured(
 
     ``request.schema_name`` is used if the caller set it, else ``output_type.__name__``. Returns
     the validated value and the last response, whose ``usage`` and ``latency_s`` sum every
-    attempt (its ``max_context_tokens`` is the largest single attempt's). Raises :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
+    attempt (its ``max_context_tokens`` is the largest single attempt's). Raises
+    :class:`~apr_mcp.errors.ModelOutputError` if even the repair fails, and any
     backend error unchanged.
     """
     cached_schema, cached_adapter = _schema_and_adapter(output_type)
@@ -275,23 +336,26 @@ async def complete_structured(
             with usable_when(lambda text: _parse(text, adapter)[0] is not None):
                 resp = await model.complete(req, on_token=on_token)
         except ModelHTTPError as err:
-            if not (native and _rejects_schema(model, err)):
+            if not (native and _rejects_schema(err)):
+                raise
+            model.supports_json_schema = False
+            if model.supports_json_schema:  # APR_STRUCTURED=schema: no fallback wanted
                 raise
             log.info(
                 "%s/%s rejected native JSON schema; retrying with JSON in the prompt",
                 err.backend,
                 err.model,
             )
-            model.supports_json_schema = False
             return await call(messages, version)
         responses.append(resp)
         return resp
 
     problem: str
     previous: str
+    echoes = _echo_targets(schema, request.messages)
     try:
         first = await call(request.messages, request.prompt_version)
-        value, problem = _parse(first.text, adapter)
+        value, problem = _parse(first.text, adapter, echoes)
         if value is not None:
             return value[0], _summed(responses)
         previous = first.text
@@ -317,20 +381,34 @@ async def complete_structured(
         second = await call(messages, version)
     except ModelOutputError as err:
         raise _final_error(model, name, err.message, err.body) from err
-    value, problem = _parse(second.text, adapter)
+    value, problem = _parse(second.text, adapter, echoes)
     if value is None:
         raise _final_error(model, name, problem, second.text)
     return value[0], _summed(responses)
 
 
-def _parse(text: str, adapter: TypeAdapter[T]) -> tuple[tuple[T] | None, str]:
-    """``((value,), "")`` or ``(None, what was wrong)``; the first candidate that validates wins."""
+def _parse(
+    text: str, adapter: TypeAdapter[T], echoes: frozenset[str] = frozenset()
+) -> tuple[tuple[T] | None, str]:
+    """``((value,), "")`` or ``(None, what was wrong)``; the first candidate that validates and
+    answers (does not just copy a description or the prompt, see :func:`_echo_targets`) wins."""
     first_error: ValidationError | None = None
+    echoed: str | None = None
     for data in iter_json_candidates(text):
         try:
-            return (adapter.validate_python(data),), ""
+            value = adapter.validate_python(data)
         except ValidationError as exc:
             first_error = first_error or exc
+            continue
+        copied = _copied_field(data, echoes)
+        if copied is None:
+            return (value,), ""
+        echoed = echoed or copied
+    if echoed is not None:
+        return None, (
+            f"field {echoed} copies the instructions (a schema description or the prompt) "
+            "instead of answering"
+        )
     if first_error is None:
         try:
             extract_json(text)
@@ -344,13 +422,61 @@ def _parse(text: str, adapter: TypeAdapter[T]) -> tuple[tuple[T] | None, str]:
     return None, f"the JSON does not match the schema: {details}"
 
 
-def _rejects_schema(model: Model, err: ModelHTTPError) -> bool:
-    if err.status_code not in (400, 422):
-        return False
-    if not model.supports_json_schema:  # the backend already recognised the rejection
+def _rejects_schema(err: ModelHTTPError) -> bool:
+    if isinstance(err, SchemaUnsupported):  # the backend recognised the refusal
         return True
+    if err.status_code not in (400, 422, 500, 501):
+        return False
     text = f"{err.message} {err.body or ''}".lower()
-    return "response_format" in text or "json_schema" in text
+    return any(word in text for word in ("response_format", "json_schema", "grammar"))
+
+
+#: Shorter strings are never taken for a copy (ids, "yes", a number in words).
+_MIN_ECHO_CHARS = 12
+_PUNCT = " \t\n.:;,!?\"'`*"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split()).strip(_PUNCT)
+
+
+def _echo_targets(schema: dict[str, Any], messages: list[Message]) -> frozenset[str]:
+    """The texts a reply's fields must not merely repeat: every description in the schema and
+    each whole user or system message, normalised (case, spacing, end punctuation)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            description = node.get("description")
+            if isinstance(description, str):
+                found.add(_norm(description))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(schema)
+    found.update(_norm(m.content) for m in messages if m.role != "assistant")
+    return frozenset(t for t in found if len(t) >= _MIN_ECHO_CHARS)
+
+
+def _copied_field(data: Any, echoes: frozenset[str], path: str = "") -> str | None:
+    """The path of the first string field in ``data`` that only repeats an echo target."""
+    if isinstance(data, str):
+        copied = len(data) >= _MIN_ECHO_CHARS and _norm(data) in echoes
+        return (path or "(root)") if copied else None
+    if isinstance(data, dict):
+        items: Any = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        found = _copied_field(value, echoes, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _final_error(model: Model, name: str, problem: str, body: str | None) -> ModelOutputError:
