@@ -17,6 +17,7 @@ overrun falls back to the most relevant result, so a host with a hard timeout ge
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
@@ -471,6 +472,7 @@ class Engine:
             messages=prompt.render(question=question, context=context),
             max_tokens=min(8192, self.settings.max_tokens * 2),
             temperature=self.settings.temperature,
+            timeout_s=None if seconds == math.inf else max(seconds, 1e-3),
             purpose="sequential",
             prompt_version=prompt.key,
         )

@@ -141,6 +141,7 @@ class Scheduler:
         # Estimated tokens of running threads (prompt + streamed so far), for the live budget.
         self._inflight: dict[str, int] = {}
         self._changed = anyio.Event()
+        self._deadline_at = math.inf  # on the run's clock; set when the run starts
         # While open, more subtasks may arrive (a plan still streaming): the run does not end.
         self._input_open = open_input
         self.state.more_coming = open_input
@@ -184,6 +185,8 @@ class Scheduler:
     async def run(self) -> DagOutcome:
         """Run until every subtask has ended; returns results in plan order (spawned last)."""
         self.sink.add_threads(len(self.state.subtasks))
+        if self.deadline_s is not None and self.deadline_s != math.inf:
+            self._deadline_at = self.state.elapsed() + self.deadline_s
         async with anyio.create_task_group() as tg:
             if self.deadline_s is not None and self.deadline_s != math.inf:
                 tg.start_soon(self._deadline_watch, self.deadline_s)
@@ -345,6 +348,8 @@ class Scheduler:
             ),
             max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
+            # No call (or retry of it) outlives the threads' deadline.
+            timeout_s=_remaining(self._deadline_at - st.elapsed()),
             purpose="solver",
             prompt_version=prompt.key,
         )
@@ -565,6 +570,11 @@ class Scheduler:
                 self.decide(action.kind, action.reason, action.thread_id)
         self._settle()
         self._notify()
+
+
+def _remaining(seconds: float) -> float | None:
+    """A request's ``timeout_s`` for ``seconds`` left: None when there is no deadline."""
+    return None if seconds == math.inf else max(seconds, 1e-3)
 
 
 def _parses(text: str, *, prompt: str) -> bool:
