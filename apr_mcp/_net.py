@@ -41,13 +41,20 @@ def shown_host(host: str) -> str:
 
 
 def uvicorn_server(
-    app: ASGIApp, *, log_level: str = "warning", lifespan: Literal["on", "off"] = "off",
+    app: ASGIApp,
+    *,
+    log_level: str = "warning",
+    lifespan: Literal["on", "off"] = "off",
     graceful_shutdown_s: int | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` that leaves logging as the caller set it up (stderr) and
     writes no access log."""
     config = uvicorn.Config(
-        app, log_level=log_level, log_config=None, access_log=False, lifespan=lifespan,
+        app,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        lifespan=lifespan,
         timeout_graceful_shutdown=graceful_shutdown_s,
     )
     return uvicorn.Server(config)

@@ -319,7 +319,10 @@ class ResultCache:
         if not already:
             log.warning(
                 "cache off (%s): running without it; fix: %s [%s: %s]",
-                reason, fix, type(exc).__name__, exc,
+                reason,
+                fix,
+                type(exc).__name__,
+                exc,
             )
 
     # ----- the store, opened lazily in a worker thread -----

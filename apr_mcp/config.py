@@ -73,9 +73,12 @@ class Settings(BaseSettings):
     )
 
     backend: Backend | None = Field(
-        default=None, description="openai | anthropic | sampling | simulated. Unset = not configured."
+        default=None,
+        description="openai | anthropic | sampling | simulated. Unset = not configured.",
     )
-    base_url: str | None = Field(default=None, description="Endpoint root, e.g. http://localhost:11434/v1")
+    base_url: str | None = Field(
+        default=None, description="Endpoint root, e.g. http://localhost:11434/v1"
+    )
     api_key: SecretStr | None = None
     # Provider variables: fallbacks for api_key / base_url (the backend picks which one applies).
     openai_api_key: SecretStr | None = Field(
@@ -87,17 +90,29 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
     )
-    model: str | None = Field(default=None, description="Solver model id (and the default for all roles).")
+    model: str | None = Field(
+        default=None, description="Solver model id (and the default for all roles)."
+    )
     planner_model: str | None = None
     merger_model: str | None = None
 
     max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
-    min_threads: int = Field(default=2, ge=1, le=MAX_THREADS, description="Lower bound of the fan-out when splitting.")
-    max_threads: int = Field(default=8, ge=1, le=MAX_THREADS, description="Upper bound of the fan-out (cap on subtasks).")
-    max_followups: int = Field(default=4, ge=0, le=MAX_FOLLOWUPS, description="Follow-up threads a run may spawn.")
-    max_depth: int = Field(default=2, ge=0, le=MAX_DEPTH, description="How deep follow-ups may nest.")
+    min_threads: int = Field(
+        default=2, ge=1, le=MAX_THREADS, description="Lower bound of the fan-out when splitting."
+    )
+    max_threads: int = Field(
+        default=8, ge=1, le=MAX_THREADS, description="Upper bound of the fan-out (cap on subtasks)."
+    )
+    max_followups: int = Field(
+        default=4, ge=0, le=MAX_FOLLOWUPS, description="Follow-up threads a run may spawn."
+    )
+    max_depth: int = Field(
+        default=2, ge=0, le=MAX_DEPTH, description="How deep follow-ups may nest."
+    )
     early_stop_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
-    deadline_s: float = Field(default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s).")
+    deadline_s: float = Field(
+        default=55.0, gt=0, description="Default per-call deadline (hosts time out ~60 s)."
+    )
     token_budget: int | None = Field(
         default=None,
         ge=1,
@@ -125,12 +140,16 @@ class Settings(BaseSettings):
     lead_tokens: int = Field(
         default=64, ge=16, le=1024, description="Max output tokens of a composed answer's lead."
     )
-    meta_controller: bool = Field(default=False, description="Ask a model to steer the run (continue/merge/split).")
+    meta_controller: bool = Field(
+        default=False, description="Ask a model to steer the run (continue/merge/split)."
+    )
 
     cache: bool = Field(default=True, description="APR_CACHE=on/off.")
     cache_dir: Path | None = None
     cache_lock_timeout: float = Field(
-        default=1.0, gt=0, le=60,
+        default=1.0,
+        gt=0,
+        le=60,
         description="Seconds to wait for another process's cache lock before running without "
         "the cache.",
     )
@@ -157,17 +176,24 @@ class Settings(BaseSettings):
     sim_ttft_s: float = Field(default=0.05, ge=0)
     sim_tokens_per_s: float = Field(default=400.0, gt=0)
     sim_reasoning_scale: float = Field(
-        default=1.0, gt=0, description="Simulated backend: multiplier on solver and sequential reply length."
+        default=1.0,
+        gt=0,
+        description="Simulated backend: multiplier on solver and sequential reply length.",
     )
     sim_script: Path | None = Field(
-        default=None, description="JSON script of scripted replies/faults for the simulated backend."
+        default=None,
+        description="JSON script of scripted replies/faults for the simulated backend.",
     )
 
     # Streamable HTTP server.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8765, ge=0, le=65535)
-    http_token: SecretStr | None = Field(default=None, description="Bearer token required over HTTP.")
-    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Extra Origins allowed over HTTP.")
+    http_token: SecretStr | None = Field(
+        default=None, description="Bearer token required over HTTP."
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra Origins allowed over HTTP."
+    )
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra Host header values accepted over HTTP (host or host:port; host:* for "

@@ -29,8 +29,13 @@ _FINAL = frozenset({"done", "cached", "failed", "cancelled", "skipped"})
 _STREAMED = frozenset({"answer"})
 _STREAM_TAIL = 160
 _STYLE = {
-    "done": "green", "cached": "cyan", "failed": "red", "cancelled": "yellow",
-    "skipped": "dim", "started": "blue", "spawned": "magenta",
+    "done": "green",
+    "cached": "cyan",
+    "failed": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "started": "blue",
+    "spawned": "magenta",
 }
 
 
@@ -159,7 +164,9 @@ class SolveConsole:
         if saved_in or saved_out:
             tokens += f" · cached {saved_in}→{saved_out} (saved, not spent)"
         tail = {
-            "answered": "", "partial": " · PARTIAL answer", "failed": " · FAILED: no usable result"
+            "answered": "",
+            "partial": " · PARTIAL answer",
+            "failed": " · FAILED: no usable result",
         }
         self.out.print(
             f"run {result.run_id} · {result.strategy} · {m.threads} threads · "
@@ -194,8 +201,10 @@ def token_totals(result: SolveResult) -> tuple[int, int, int, int]:
     if m.model_calls and m.cache_hits >= m.model_calls:  # every call was a hit, whatever the split
         cached_in, cached_out = max(cached_in, m.tokens_in), max(cached_out, m.tokens_out)
     return (
-        max(0, m.tokens_in - cached_in), max(0, m.tokens_out - cached_out),
-        min(cached_in, m.tokens_in), min(cached_out, m.tokens_out),
+        max(0, m.tokens_in - cached_in),
+        max(0, m.tokens_out - cached_out),
+        min(cached_in, m.tokens_in),
+        min(cached_out, m.tokens_out),
     )
 
 

@@ -228,8 +228,9 @@ async def check_model_path(
         try:
             mark, detail = await check(model)
         except StreamInterrupted as exc:
-            mark, detail = "fail", (
-                f"{exc.message}; a llama-cpp-python server needs --interrupt_requests False"
+            mark, detail = (
+                "fail",
+                (f"{exc.message}; a llama-cpp-python server needs --interrupt_requests False"),
             )
         except ModelError as exc:
             mark, detail = "fail", f"{exc} ({time.monotonic() - started:.1f} s)"

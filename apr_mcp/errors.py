@@ -2,7 +2,7 @@
 
 ```
 AprError                      everything apr-mcp raises on purpose
-├── ConfigError               a setting is missing or wrong; the message says which and how to fix it
+├── ConfigError               a setting is missing or wrong; the message says which and the fix
 ├── PlanError                 a plan is invalid (duplicate ids, unknown dependency, cycle, fan-out)
 ├── CacheError                the disk cache cannot be opened or written
 ├── BudgetExceeded            a token budget was spent before the run finished

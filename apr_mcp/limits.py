@@ -60,7 +60,8 @@ MAX_RETRIES = 20
 
 
 def arg_int(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type`` accepting integers in ``[low, high]``, with a message naming the range."""
+    """An argparse ``type`` accepting integers in ``[low, high]``, with a message naming the
+    range."""
 
     def parse(text: str) -> int:
         try:
@@ -76,7 +77,8 @@ def arg_int(low: int, high: int) -> Callable[[str], int]:
 
 
 def arg_deadline(text: str) -> float:
-    """An argparse ``type`` for deadlines: seconds in ``(0, MAX_DEADLINE_S]``, or ``inf`` for none."""
+    """An argparse ``type`` for deadlines: seconds in ``(0, MAX_DEADLINE_S]``, or ``inf`` for
+    none."""
     try:
         value = float(text)
     except ValueError:
@@ -85,6 +87,7 @@ def arg_deadline(text: str) -> float:
         return value
     if not 0 < value <= MAX_DEADLINE_S:
         raise argparse.ArgumentTypeError(
-            f"must be more than 0 and at most {MAX_DEADLINE_S:g} seconds (or inf for none), got {text}"
+            f"must be more than 0 and at most {MAX_DEADLINE_S:g} seconds (or inf for none), got "
+            f"{text}"
         )
     return value

@@ -59,7 +59,9 @@ class Prompt:
         text = {k: "" if v is None else str(v) for k, v in values.items()}
         messages = []
         if self.system.strip():
-            messages.append(Message(role="system", content=Template(self.system).substitute(text).strip()))
+            messages.append(
+                Message(role="system", content=Template(self.system).substitute(text).strip())
+            )
         messages.append(Message(role="user", content=Template(self.user).substitute(text).strip()))
         return messages
 

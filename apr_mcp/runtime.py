@@ -73,7 +73,8 @@ def build_runtime(
     owns_cache = cache is None
     if cache is None:
         cache = ResultCache(
-            settings.effective_cache_dir(), enabled=settings.cache,
+            settings.effective_cache_dir(),
+            enabled=settings.cache,
             lock_timeout=settings.cache_lock_timeout,
         )
     limiter = AdaptiveLimiter(settings.max_concurrency, max_limit=settings.max_concurrency)
@@ -111,7 +112,10 @@ def build_runtime(
         run_store=run_store if run_store is not None else RunStore(settings.effective_runs_dir()),
     )
     return Runtime(
-        engine=engine, cache=cache, limiter=limiter, backends=list(backends.values()),
+        engine=engine,
+        cache=cache,
+        limiter=limiter,
+        backends=list(backends.values()),
         owns_cache=owns_cache,
     )
 

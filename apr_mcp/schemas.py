@@ -72,10 +72,14 @@ class Plan(BaseModel):
     )
     subtasks: list[Subtask] = Field(default_factory=list)
     max_concurrency: int | None = Field(
-        default=None, ge=1, le=MAX_CONCURRENCY, description="Suggested concurrency for these subtasks."
+        default=None,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Suggested concurrency for these subtasks.",
     )
     source: Literal["model", "heuristic", "fallback", "host"] = Field(
-        default="model", description="Who made the plan: the planner model, heuristics, a fallback or the host."
+        default="model",
+        description="Who made the plan: the planner model, heuristics, a fallback or the host.",
     )
     signals: list[str] = Field(
         default_factory=list, description="Heuristic signals seen in the question (why split)."
@@ -106,7 +110,8 @@ class ThreadAnswer(BaseModel):
     )
     follow_ups: list[str] = Field(
         default_factory=list,
-        description="Self-contained new subproblems that emerged and are worth a thread of their own.",
+        description="Self-contained new subproblems that emerged and are worth a thread of "
+        "their own.",
         json_schema_extra={"maxItems": 8},
     )
 
@@ -180,7 +185,8 @@ class MergeResult(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     note: str = Field(
-        default="", description="How the merge was done, e.g. skipped because one result was usable."
+        default="",
+        description="How the merge was done, e.g. skipped because one result was usable.",
     )
 
 
@@ -210,7 +216,9 @@ class RunMetrics(BaseModel):
     threads_skipped: int = Field(
         default=0, description="Threads never run: a dependency failed, or a duplicate of another."
     )
-    partial: bool = Field(default=False, description="True if a deadline or budget cut the run short.")
+    partial: bool = Field(
+        default=False, description="True if a deadline or budget cut the run short."
+    )
     stages: dict[str, StageUsage] = Field(default_factory=dict)
 
 
@@ -219,8 +227,18 @@ class Decision(BaseModel):
 
     at_s: float = 0.0
     kind: Literal[
-        "split", "no_split", "width", "early_stop", "cancel", "spawn", "backoff", "recover",
-        "deadline", "budget", "meta", "fallback",
+        "split",
+        "no_split",
+        "width",
+        "early_stop",
+        "cancel",
+        "spawn",
+        "backoff",
+        "recover",
+        "deadline",
+        "budget",
+        "meta",
+        "fallback",
     ]
     thread_id: str | None = None
     reason: str
@@ -230,8 +248,18 @@ class RunEvent(BaseModel):
     """Progress of a run, as the engine reports it to the CLI or the MCP server."""
 
     kind: Literal[
-        "planned", "started", "done", "cached", "failed", "cancelled", "skipped", "spawned",
-        "merging", "decision", "finished", "answer",
+        "planned",
+        "started",
+        "done",
+        "cached",
+        "failed",
+        "cancelled",
+        "skipped",
+        "spawned",
+        "merging",
+        "decision",
+        "finished",
+        "answer",
     ]
     thread_id: str | None = None
     message: str
@@ -260,7 +288,8 @@ class SolveRun(BaseModel):
     run_id: str
     status: RunStatus = Field(
         default="answered",
-        description="answered; partial (a deadline or budget cut it short); failed (no usable result).",
+        description="answered; partial (a deadline or budget cut it short); failed (no usable "
+        "result).",
     )
     question: str
     results: list[ThreadResult]
@@ -275,7 +304,8 @@ class SolveResult(BaseModel):
     run_id: str
     status: RunStatus = Field(
         default="answered",
-        description="answered; partial (a deadline or budget cut it short); failed (no usable result).",
+        description="answered; partial (a deadline or budget cut it short); failed (no usable "
+        "result).",
     )
     question: str
     strategy: str

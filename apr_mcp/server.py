@@ -83,6 +83,7 @@ Answer simple or strictly sequential questions directly."""
 _MAX_SUBTASKS = MAX_SUBTASKS  # subtasks a host may pass to parallel_solve
 _MAX_RESULTS = MAX_MERGE_RESULTS  # results a host may pass to merge (follow-ups add to them)
 
+
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("the question is empty (only whitespace)")
@@ -92,12 +93,17 @@ def _not_blank(text: str) -> str:
 # Numbers are strict (no `true` or "5" taken for 5): a host that sends those has a bug to see.
 Question = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full."),
+    Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or task, in full."
+    ),
     AfterValidator(_not_blank),
 ]
 ContextArg = Annotated[
     str,
-    Field(max_length=MAX_CONTEXT_CHARS, description="Background every thread sees: code, errors, documents."),
+    Field(
+        max_length=MAX_CONTEXT_CHARS,
+        description="Background every thread sees: code, errors, documents.",
+    ),
 ]
 Deadline = Annotated[
     float | None,
@@ -200,7 +206,8 @@ def create_server(
     ) -> Annotated[CallToolResult, PlanOutput]:
         """Plan a split of a broad question into independent, self-contained subtasks, or decide
         not to split (should_split=false: simple or sequential questions). Review or edit the
-        `subtasks`, then pass them to parallel_solve. Skip this call if you can split it yourself."""
+        `subtasks`, then pass them to parallel_solve. Skip this call if you can split it
+        yourself."""
         async with guarded(settings.deadline_s), backing.engine(ctx) as engine:
             plan = await engine.decompose(question, context=context, max_subtasks=max_subtasks)
         return _result(plan, plan_text(plan))
@@ -253,7 +260,12 @@ def create_server(
         ] = None,
         context_budget_tokens: Annotated[
             int | None,
-            Field(ge=MIN_MERGE_BUDGET_TOKENS, le=MAX_MERGE_BUDGET_TOKENS, strict=True, description="Token budget of the merge prompt."),
+            Field(
+                ge=MIN_MERGE_BUDGET_TOKENS,
+                le=MAX_MERGE_BUDGET_TOKENS,
+                strict=True,
+                description="Token budget of the merge prompt.",
+            ),
         ] = None,
     ) -> Annotated[CallToolResult, MergeOutput]:
         """Merge parallel_solve's results into one answer with provenance (threads used and
@@ -265,7 +277,9 @@ def create_server(
                 )
             else:
                 merged = await engine.merge(
-                    question, results, strategy=strategy,
+                    question,
+                    results,
+                    strategy=strategy,
                     context_budget_tokens=context_budget_tokens,
                 )
         return _result(merged, merge_text(merged))
@@ -281,7 +295,10 @@ def create_server(
         ] = "general",
         strategy: Annotated[
             Literal["adaptive", "sequential", "fixed"],
-            Field(description="adaptive: split only when it helps; sequential: one call; fixed: split."),
+            Field(
+                description="adaptive: split only when it helps; sequential: one call; fixed: "
+                "split."
+            ),
         ] = "adaptive",
         merge_strategy: Annotated[
             MergeStrategy | None, merge_strategy_schema("Default: the engine decides.")
@@ -320,7 +337,8 @@ def create_server(
     @server.resource(
         "apr://runs/{run_id}",
         name="run",
-        description="The full trace of one run: plan, per-thread timings and results, decisions, metrics.",
+        description="The full trace of one run: plan, per-thread timings and results, decisions, "
+        "metrics.",
         mime_type="application/json",
     )
     def read_run(run_id: str) -> str:
@@ -351,20 +369,26 @@ def create_server(
             else "\n\nNo code was given: put the relevant code you can see in `context`."
         )
         return (
-            "Find the root cause of this error and propose a fix. Call the apr-mcp `solve` tool with "
+            "Find the root cause of this error and propose a fix. Call the apr-mcp `solve` tool "
+            "with "
             'mode="debug", `question` set to the error below (verbatim, with its traceback) and '
-            "`context` set to the code. It tests several hypotheses about the cause in parallel and "
+            "`context` set to the code. It tests several hypotheses about the cause in "
+            "parallel and "
             "ranks them; then verify the most likely one against the code before changing anything."
             f"\n\nError (pass it verbatim as `question`):\n```\n{error}\n```{code_block}"
         )
 
     @server.prompt(title="Research a question in parallel")
     def research(question: str) -> str:
-        """Research a broad question: split it into independent angles, study them in parallel, merge."""
+        """Research a broad question: split it into independent angles, study them in parallel,
+        merge."""
         return (
-            "Research this question thoroughly. Call the apr-mcp `decompose` tool on it, review the "
-            "subtasks (add or rewrite any that miss an angle), run them with `parallel_solve`, then "
-            "`merge` the `results` (strategy synthesize). Cite which threads support each claim and "
+            "Research this question thoroughly. Call the apr-mcp `decompose` tool on it, "
+            "review the "
+            "subtasks (add or rewrite any that miss an angle), run them with `parallel_solve`, "
+            "then "
+            "`merge` the `results` (strategy synthesize). Cite which threads support each "
+            "claim and "
             f"say what remains uncertain.\n\nQuestion: {question}"
         )
 
@@ -373,8 +397,10 @@ def create_server(
         """Compare options against criteria, one thread per option, then rank them."""
         crit = f" against these criteria: {criteria}" if criteria else ""
         return (
-            f"Compare these options{crit}: {options}. Call the apr-mcp `parallel_solve` tool with one "
-            "self-contained subtask per option (evaluate that option alone on every criterion), then "
+            f"Compare these options{crit}: {options}. Call the apr-mcp `parallel_solve` tool "
+            "with one "
+            "self-contained subtask per option (evaluate that option alone on every criterion), "
+            "then "
             "`merge` the results with strategy rank and explain the ranking."
         )
 
@@ -382,7 +408,8 @@ def create_server(
 
 
 async def close_server(server: MCPServer[Any]) -> None:
-    """Release what :func:`create_server` opened lazily (HTTP clients of the backends, the cache)."""
+    """Release what :func:`create_server` opened lazily (HTTP clients of the backends, the
+    cache)."""
     backing: Backing | None = getattr(server, "apr_backing", None)
     if backing is not None:
         await backing.aclose()

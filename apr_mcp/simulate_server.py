@@ -196,14 +196,16 @@ class _ChatCompletions:
         request = Request(scope, receive)
         try:
             body = json.loads(await request.body() or b"null")
-            mreq, stream, include_usage = _to_model_request(body, request.headers.get("x-apr-purpose"))
+            mreq, stream, include_usage = _to_model_request(
+                body, request.headers.get("x-apr-purpose")
+            )
         except (ValueError, _BadRequest, pydantic.ValidationError) as exc:
             stats.bad_requests += 1
             stats.changed()
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            await JSONResponse(_error(400, f"invalid request: {detail}", "invalid_request_error"), 400)(
-                scope, receive, send
-            )
+            await JSONResponse(
+                _error(400, f"invalid request: {detail}", "invalid_request_error"), 400
+            )(scope, receive, send)
             return
         self._ids += 1
         ident = f"chatcmpl-sim{self._ids}"
@@ -229,17 +231,23 @@ class _ChatCompletions:
                 stats.completed += 1
             stats.changed()
 
-    async def _http_error(self, reply: SimReply, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http_error(
+        self, reply: SimReply, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if reply.fault == "429":
             headers = {}
             if reply.retry_after is not None:
                 # Seconds (may be fractional, so tests stay fast) and OpenAI's millisecond header.
                 headers["Retry-After"] = f"{reply.retry_after:g}"
                 headers["retry-after-ms"] = str(round(reply.retry_after * 1000))
-            body = _error(429, "Rate limit reached (simulated)", "rate_limit_error", "rate_limit_exceeded")
+            body = _error(
+                429, "Rate limit reached (simulated)", "rate_limit_error", "rate_limit_exceeded"
+            )
             await JSONResponse(body, 429, headers=headers)(scope, receive, send)
         else:
-            body = _error(500, "The server had an error processing your request (simulated)", "server_error")
+            body = _error(
+                500, "The server had an error processing your request (simulated)", "server_error"
+            )
             await JSONResponse(body, 500)(scope, receive, send)
 
     async def _stream(
@@ -249,9 +257,14 @@ class _ChatCompletions:
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             data: dict[str, Any] = {
-                "id": ident, "object": "chat.completion.chunk", "created": created,
-                "model": reply.model, **_MARK,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": reply.model,
+                **_MARK,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
             }
             if include_usage:
                 data["usage"] = None
@@ -260,11 +273,16 @@ class _ChatCompletions:
         async def body(data: bytes, more: bool = True) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": more})
 
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
         if reply.fault == "timeout":
             await anyio.sleep_forever()  # headers sent, then silence: a read timeout
         first = True
@@ -281,8 +299,13 @@ class _ChatCompletions:
         await body(chunk({}, reply.finish_reason or "stop"))
         if include_usage:
             usage = {
-                "id": ident, "object": "chat.completion.chunk", "created": created,
-                "model": reply.model, **_MARK, "choices": [], "usage": _usage(reply),
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": reply.model,
+                **_MARK,
+                "choices": [],
+                "usage": _usage(reply),
             }
             await body(b"data: " + json.dumps(usage).encode() + b"\n\n")
         watch.final = True
@@ -293,22 +316,36 @@ class _ChatCompletions:
             await anyio.sleep_forever()  # no response at all until the client gives up
         async for _ in reply.stream():
             pass  # same timing as a stream: ttft + tokens / tps
-        data = json.dumps({
-            "id": ident, "object": "chat.completion", "created": int(time.time()), "model": reply.model,
-            **_MARK,
-            "choices": [{
-                "index": 0, "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": reply.finish_reason or "stop", "logprobs": None,
-            }],
-            "usage": _usage(reply),
-        }).encode()
+        data = json.dumps(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": reply.model,
+                **_MARK,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply.text},
+                        "finish_reason": reply.finish_reason or "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(reply),
+            }
+        ).encode()
         if reply.fault == "cut":
             data = data[: len(data) // 2]  # the body breaks off: not parseable JSON
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                ],
+            }
+        )
         watch.final = True
         await send({"type": "http.response.body", "body": data, "more_body": False})
 
@@ -327,8 +364,13 @@ def create_app(model: SimulatedModel | None = None, stats: ServerStats | None = 
     stats = stats if stats is not None else ServerStats()
 
     async def models(_: Request) -> JSONResponse:
-        entry = {"id": model.model_name, "object": "model", "created": 0, "owned_by": "apr-mcp-simulated",
-                 "simulated": True}
+        entry = {
+            "id": model.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "apr-mcp-simulated",
+            "simulated": True,
+        }
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def stats_endpoint(_: Request) -> JSONResponse:
@@ -360,8 +402,12 @@ def _server(app: Starlette, log_level: str) -> uvicorn.Server:
 
 @asynccontextmanager
 async def serve_simulated(
-    model: SimulatedModel | None = None, *, host: str = "127.0.0.1", port: int = 0,
-    stats: ServerStats | None = None, log_level: str = "warning",
+    model: SimulatedModel | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    stats: ServerStats | None = None,
+    log_level: str = "warning",
 ) -> AsyncIterator[str]:
     """Run the server in this process for the duration of the block; yields the base URL
     (``http://127.0.0.1:PORT/v1``). Pass ``stats`` to watch the server's counters."""
@@ -375,7 +421,9 @@ async def serve_simulated(
             server.should_exit = True
 
 
-def run_simulate_server(host: str, port: int, model: SimulatedModel, *, log_level: str = "warning") -> None:
+def run_simulate_server(
+    host: str, port: int, model: SimulatedModel, *, log_level: str = "warning"
+) -> None:
     """Serve until interrupted (the CLI). Prints the base URL to stderr first."""
 
     async def main() -> None:
@@ -385,8 +433,10 @@ def run_simulate_server(host: str, port: int, model: SimulatedModel, *, log_leve
         print(f"apr-mcp simulate: listening on {url}", file=sys.stderr, flush=True)
         print(
             f"  point apr-mcp at it:  export APR_BACKEND=openai APR_BASE_URL={url} "
-            f"APR_MODEL={model.model_name} APR_API_KEY=sim\n  stats: {url[:-3]}/stats   stop: Ctrl-C",
-            file=sys.stderr, flush=True,
+            f"APR_MODEL={model.model_name} APR_API_KEY=sim\n  stats: {url[:-3]}/stats   stop: "
+            "Ctrl-C",
+            file=sys.stderr,
+            flush=True,
         )
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"  warning: listening on {host}, reachable from other machines", file=sys.stderr)
@@ -439,7 +489,9 @@ async def _read_url(process: Process, output: list[str], timeout: float) -> str:
             while b"\n" not in buffer:
                 buffer += await process.stderr.receive()
     except (anyio.EndOfStream, TimeoutError):
-        raise RuntimeError(f"simulate server did not start: {buffer.decode(errors='replace')}") from None
+        raise RuntimeError(
+            f"simulate server did not start: {buffer.decode(errors='replace')}"
+        ) from None
     first, _, rest = buffer.partition(b"\n")
     output.append(rest.decode(errors="replace"))
     text = first.decode(errors="replace")

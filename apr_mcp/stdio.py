@@ -79,8 +79,10 @@ class Rejection:
     id: int | str | None = None
 
     def reply(self) -> bytes:
-        text = self.message if len(self.message) <= MAX_ERROR_CHARS else (
-            self.message[: MAX_ERROR_CHARS - 1] + "…"
+        text = (
+            self.message
+            if len(self.message) <= MAX_ERROR_CHARS
+            else (self.message[: MAX_ERROR_CHARS - 1] + "…")
         )
         frame = {"jsonrpc": "2.0", "id": self.id, "error": {"code": self.code, "message": text}}
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
@@ -291,8 +293,8 @@ async def stdio_transport(
             if got is None:
                 return  # EOF: the client went away; closing the stream ends the server
             line, too_long = got
-            verdict = _oversized(line, max_bytes) if too_long else check_line(
-                line, max_depth=max_depth
+            verdict = (
+                _oversized(line, max_bytes) if too_long else check_line(line, max_depth=max_depth)
             )
             if isinstance(verdict, Rejection):
                 logger.warning("answered a malformed message: %s", verdict.message)

@@ -46,8 +46,9 @@ class SubtaskOutput(BaseModel):
     model_config = _LEAN
 
     id: str
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS,
-                        description="Self-contained: it must make sense alone.")
+    prompt: str = Field(
+        max_length=MAX_PROMPT_CHARS, description="Self-contained: it must make sense alone."
+    )
     depends_on: list[str] = Field(default_factory=list, description="Ids it waits for.")
 
 
@@ -77,7 +78,9 @@ class RunOutput(BaseModel):
     model_config = _LEAN
 
     run_id: str
-    status: Literal["answered", "partial", "failed"] = Field(default="answered", description=_STATUS)
+    status: Literal["answered", "partial", "failed"] = Field(
+        default="answered", description=_STATUS
+    )
     results: list[ThreadOutput]
 
 
@@ -97,7 +100,9 @@ class SolveOutput(BaseModel):
     model_config = _LEAN
 
     run_id: str
-    status: Literal["answered", "partial", "failed"] = Field(default="answered", description=_STATUS)
+    status: Literal["answered", "partial", "failed"] = Field(
+        default="answered", description=_STATUS
+    )
     answer: str
     confidence: Annotated[float | None, _NULLABLE_NUM] = None
 
@@ -109,16 +114,25 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 def subtasks_schema(description: str, *, max_items: int) -> WithJsonSchema:
     """The published schema of a ``list[Subtask]`` argument (validation keeps the full model)."""
     return WithJsonSchema(
-        {"type": "array", "items": _schema(SubtaskOutput), "maxItems": max_items,
-         "description": description}
+        {
+            "type": "array",
+            "items": _schema(SubtaskOutput),
+            "maxItems": max_items,
+            "description": description,
+        }
     )
 
 
 def thread_results_schema(description: str, *, max_items: int) -> WithJsonSchema:
     """The published schema of a ``list[ThreadResult]`` argument."""
     return WithJsonSchema(
-        {"type": "array", "items": _schema(ThreadOutput), "minItems": 1, "maxItems": max_items,
-         "description": description}
+        {
+            "type": "array",
+            "items": _schema(ThreadOutput),
+            "minItems": 1,
+            "maxItems": max_items,
+            "description": description,
+        }
     )
 
 

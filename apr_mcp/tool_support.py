@@ -73,7 +73,8 @@ class Backing:
                 self._cache = self._runtime.cache
             else:
                 self._cache = ResultCache(
-                    self.settings.effective_cache_dir(), enabled=self.settings.cache,
+                    self.settings.effective_cache_dir(),
+                    enabled=self.settings.cache,
                     lock_timeout=self.settings.cache_lock_timeout,
                 )
                 self._owns_cache = True
@@ -100,7 +101,9 @@ class Backing:
             # The host model belongs to this call's session, so the engine does too; the cache
             # is the server's (opening it per call costs a few ms, and splits its hit counters).
             runtime = build_runtime(
-                self.settings, sampling_model=host_model, run_store=self.run_store,
+                self.settings,
+                sampling_model=host_model,
+                run_store=self.run_store,
                 cache=self.cache,
             )
             try:
@@ -129,7 +132,8 @@ class Progress:
     MCP requires progress to grow with every notification, but several events (a thread started,
     a follow-up spawned, merging) do not complete anything; they still carry a message worth showing
     (VS Code shows the message, not a percentage). Those advance progress by a fraction that never
-    reaches the next whole thread. ``total`` is the number of threads known so far and never shrinks;
+    reaches the next whole thread. ``total`` is the number of threads known so far and never
+    shrinks;
     it is left out when progress has run past it.
     """
 

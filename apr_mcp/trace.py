@@ -120,7 +120,7 @@ class RunStore:
         return out
 
     def _prune(self) -> None:
-        for run_id in self.ids()[self.keep:]:
+        for run_id in self.ids()[self.keep :]:
             try:
                 (self.directory / f"{run_id}.json").unlink()
             except OSError:

@@ -118,9 +118,14 @@ class Saving:
 
 def early_stop_script() -> SimScript:
     languages = ("Python", "Go", "Rust", "Java", "Kotlin", "Zig")
-    plan = {"should_split": True, "reason": "six languages to assess",  # scripted: the sim plans placeholders
-            "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
-                         for k, lang in enumerate(languages, 1)]}
+    plan = {
+        "should_split": True,
+        "reason": "six languages to assess",  # scripted: the sim plans placeholders
+        "subtasks": [
+            {"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+            for k, lang in enumerate(languages, 1)
+        ],
+    }
     return SimScript(
         rules=[
             SimRule(pattern=".", purpose="planner", reply=plan),
@@ -410,8 +415,12 @@ async def quota_run(limited: bool, args: argparse.Namespace) -> QuotaRow:
     n, width = args.quota_subtasks, args.quota_concurrency
     async with loopback(gate) as base_url:
         cfg = Settings(
-            backend="openai", base_url=base_url, model="sim-1", api_key=SecretStr("sim"),
-            max_concurrency=width, cache=False,
+            backend="openai",
+            base_url=base_url,
+            model="sim-1",
+            api_key=SecretStr("sim"),
+            max_concurrency=width,
+            cache=False,
         )
         runtime = None
         if limited:
@@ -427,19 +436,24 @@ async def quota_run(limited: bool, args: argparse.Namespace) -> QuotaRow:
         try:
             for call in range(2):
                 subtasks = [
-                    Subtask(id=f"c{call}s{i}", prompt=f"Call {call}, subtask {i}: assess option {i}")
+                    Subtask(
+                        id=f"c{call}s{i}", prompt=f"Call {call}, subtask {i}: assess option {i}"
+                    )
                     for i in range(n)
                 ]
                 start = time.perf_counter()
                 run = await engine.parallel_solve(
-                    f"quota benchmark, call {call + 1}", subtasks, max_concurrency=width,
+                    f"quota benchmark, call {call + 1}",
+                    subtasks,
+                    max_concurrency=width,
                     deadline_s=120,
                 )
                 walls.append(time.perf_counter() - start)
                 failed += sum(r.status is not ThreadStatus.done for r in run.results)
                 decisions += [
                     f"call {call + 1}: {d.kind}: {d.reason}"
-                    for d in run.decisions if d.kind in ("backoff", "recover")
+                    for d in run.decisions
+                    if d.kind in ("backoff", "recover")
                 ]
         finally:
             if runtime is not None:
@@ -456,7 +470,11 @@ async def quota_run(limited: bool, args: argparse.Namespace) -> QuotaRow:
             )
         return QuotaRow(
             "retry + AIMD limiter" if limited else "naive: sleep Retry-After",
-            walls, gate.rejected, failed, decisions, path,
+            walls,
+            gate.rejected,
+            failed,
+            decisions,
+            path,
         )
 
 
@@ -473,8 +491,10 @@ async def quota(args: argparse.Namespace) -> None:
         f"consecutive parallel_solve calls of {args.quota_subtasks} subtasks at concurrency "
         f"{args.quota_concurrency}; {args.repeat} alternating runs"
     )
-    print(f"{'run':>3} {'naive c1':>9} {'naive c2':>9} {'AIMD c1':>8} {'AIMD c2':>8} "
-          f"{'ratio c1':>8} {'ratio c2':>8} {'429s n/l':>9} {'failed':>6}  limit path")
+    print(
+        f"{'run':>3} {'naive c1':>9} {'naive c2':>9} {'AIMD c1':>8} {'AIMD c2':>8} "
+        f"{'ratio c1':>8} {'ratio c2':>8} {'429s n/l':>9} {'failed':>6}  limit path"
+    )
     ratios: list[tuple[float, float]] = []
     for i, (a, b) in enumerate(zip(naive, limited, strict=True)):
         r = (b.walls[0] / a.walls[0], b.walls[1] / a.walls[1])
@@ -486,8 +506,10 @@ async def quota(args: argparse.Namespace) -> None:
         )
     med = (statistics.median(r[0] for r in ratios), statistics.median(r[1] for r in ratios))
     verdict = "ok" if max(med) <= 1.2 else "ABOVE TARGET"
-    print(f"median ratio AIMD / naive: call 1 {med[0]:.2f}x, call 2 {med[1]:.2f}x "
-          f"(target <= 1.2x: {verdict})")
+    print(
+        f"median ratio AIMD / naive: call 1 {med[0]:.2f}x, call 2 {med[1]:.2f}x "
+        f"(target <= 1.2x: {verdict})"
+    )
     shown = limited[-1].decisions
     print(f"limiter decisions in the last run ({len(shown)}):")
     for line in shown[:12] or ["(none: the limit never moved)"]:
@@ -519,8 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tps", type=float, default=400.0, help="simulated output tokens per second in (a)"
     )
     parser.add_argument(
-        "--only", choices=["savings", "capacity", "quota"], nargs="+",
-        default=["savings", "capacity", "quota"], help="scenarios to run (default: all)",
+        "--only",
+        choices=["savings", "capacity", "quota"],
+        nargs="+",
+        default=["savings", "capacity", "quota"],
+        help="scenarios to run (default: all)",
     )
     parser.add_argument("--quota-every", type=int, default=3, help="(c) refuse every n-th request")
     parser.add_argument(
@@ -545,14 +570,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = await savings(args.tps)
         print("(a) Early stop and cancellation vs running every thread to the end")
         print(
-            f"{'scenario':<12} {'wall full':>9} {'wall adapt':>10} {'saved':>7} {'tokens full':>11} "
+            f"{'scenario':<12} {'wall full':>9} {'wall adapt':>10} {'saved':>7} "
+            f"{'tokens full':>11} "
             f"{'tokens adapt':>12} {'saved':>7} {'cancelled':>9}  decisions"
         )
         for s in rows:
             print(
                 f"{s.scenario:<12} {s.wall_full:>8.2f}s {s.wall_adaptive:>9.2f}s "
-                f"{1 - s.wall_adaptive / s.wall_full:>6.0%} {s.tokens_full:>11} {s.tokens_adaptive:>12} "
-                f"{1 - s.tokens_adaptive / s.tokens_full:>6.0%} {s.cancelled:>9}  {','.join(s.decisions)}"
+                f"{1 - s.wall_adaptive / s.wall_full:>6.0%} {s.tokens_full:>11} "
+                f"{s.tokens_adaptive:>12} "
+                f"{1 - s.tokens_adaptive / s.tokens_full:>6.0%} {s.cancelled:>9}  "
+                f"{','.join(s.decisions)}"
             )
 
     async def print_capacity() -> None:

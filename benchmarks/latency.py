@@ -48,10 +48,16 @@ from apr_mcp.schemas import RunEvent, SolveResult
 from apr_mcp.tokens import count_messages, count_tokens
 
 PROFILES = {"cloud": (0.5, 80.0), "local": (0.2, 40.0)}
-TOPICS = ["the history of the printing press", "how vaccines train the immune system",
-          "why the sky is blue", "how a hash table works", "the causes of inflation",
-          "how photosynthesis stores energy", "what TCP congestion control does",
-          "how compilers optimise loops"]
+TOPICS = [
+    "the history of the printing press",
+    "how vaccines train the immune system",
+    "why the sky is blue",
+    "how a hash table works",
+    "the causes of inflation",
+    "how photosynthesis stores energy",
+    "what TCP congestion control does",
+    "how compilers optimise loops",
+]
 
 
 @dataclass
@@ -76,11 +82,21 @@ class ScriptedModel(Model):
     def _text(self, request: ModelRequest) -> str:
         n = self.lengths.part_tokens
         if request.purpose == "planner":
-            subtasks = [{"id": f"t{i}", "prompt": f"Part {i} of {self.lengths.parts}: [sim] "
-                         f"subtask {i} as a planner would word it, self-contained."}
-                        for i in range(1, self.lengths.parts + 1)]
-            return json.dumps({"should_split": self.lengths.parts > 1, "subtasks": subtasks,
-                               "reason": "independent parts"})
+            subtasks = [
+                {
+                    "id": f"t{i}",
+                    "prompt": f"Part {i} of {self.lengths.parts}: [sim] "
+                    f"subtask {i} as a planner would word it, self-contained.",
+                }
+                for i in range(1, self.lengths.parts + 1)
+            ]
+            return json.dumps(
+                {
+                    "should_split": self.lengths.parts > 1,
+                    "subtasks": subtasks,
+                    "reason": "independent parts",
+                }
+            )
         if request.purpose == "sequential":
             return " [sim]" * (n * self.lengths.parts) + "\nFinal answer: [sim]"
         if request.purpose == "lead":
@@ -103,12 +119,15 @@ class ScriptedModel(Model):
             due = start + self.ttft_s + tokens / self.rate * (i + 1) / chunks
             await anyio.sleep(max(0.0, due - anyio.current_time()))
             if on_token is not None:
-                await call_token_callback(on_token, text[int(i * step):int((i + 1) * step)])
+                await call_token_callback(on_token, text[int(i * step) : int((i + 1) * step)])
         return ModelResponse(
-            text=text, usage=Usage(input_tokens=count_messages(request.messages),
-                                   output_tokens=tokens),
-            model=self.model_name, backend=self.backend, finish_reason="stop",
-            latency_s=anyio.current_time() - start, ttft_s=self.ttft_s,
+            text=text,
+            usage=Usage(input_tokens=count_messages(request.messages), output_tokens=tokens),
+            model=self.model_name,
+            backend=self.backend,
+            finish_reason="stop",
+            latency_s=anyio.current_time() - start,
+            ttft_s=self.ttft_s,
         )
 
 
@@ -119,12 +138,17 @@ def question(parts: int) -> str:
     return f"Answer each of these {parts} parts: {items}".rstrip(";") + "."
 
 
-async def run_once(strategy: str, parts: int, profile: str, planner: str,
-                   part_tokens: int) -> dict[str, Any]:
+async def run_once(
+    strategy: str, parts: int, profile: str, planner: str, part_tokens: int
+) -> dict[str, Any]:
     ttft, rate = PROFILES[profile]
     model = ScriptedModel(ttft, rate, LengthModel(parts, part_tokens))
-    settings = Settings(backend="simulated", planner=planner, cache=False,  # type: ignore[arg-type]
-                        max_tokens=max(1024, part_tokens * 2))
+    settings = Settings(
+        backend="simulated",
+        planner=planner,
+        cache=False,  # type: ignore[arg-type]
+        max_tokens=max(1024, part_tokens * 2),
+    )
     engine = Engine(settings=settings, planner=model, solver=model, merger=model)
     first: list[float] = []
     t0 = anyio.current_time()
@@ -133,17 +157,27 @@ async def run_once(strategy: str, parts: int, profile: str, planner: str,
         if event.kind == "answer" and not first:
             first.append(anyio.current_time() - t0)
 
-    result: SolveResult = await engine.solve(question(parts), strategy=strategy,  # type: ignore[arg-type]
-                                             deadline_s=float("inf"), on_event=on_event)
+    result: SolveResult = await engine.solve(
+        question(parts),
+        strategy=strategy,  # type: ignore[arg-type]
+        deadline_s=float("inf"),
+        on_event=on_event,
+    )
     wall = anyio.current_time() - t0
     m = result.metrics
-    return {"wall": wall, "ttfa": first[0] if first else wall, "tokens": m.tokens_in + m.tokens_out,
-            "context": m.max_context_tokens, "calls": dict(model.calls),
-            "split": bool(result.plan and result.plan.should_split)}
+    return {
+        "wall": wall,
+        "ttfa": first[0] if first else wall,
+        "tokens": m.tokens_in + m.tokens_out,
+        "context": m.max_context_tokens,
+        "calls": dict(model.calls),
+        "split": bool(result.plan and result.plan.should_split),
+    }
 
 
-async def case(parts: int, profile: str, planner: str, part_tokens: int,
-               repeat: int) -> dict[str, Any]:
+async def case(
+    parts: int, profile: str, planner: str, part_tokens: int, repeat: int
+) -> dict[str, Any]:
     seq, ada = [], []
     for _ in range(repeat):  # interleaved, so drift on a shared machine hits both alike
         seq.append(await run_once("sequential", parts, profile, planner, part_tokens))
@@ -153,13 +187,20 @@ async def case(parts: int, profile: str, planner: str, part_tokens: int,
         return statistics.median(r[key] for r in rows)
 
     return {
-        "profile": profile, "parts": parts, "planner": planner,
-        "seq_wall": med(seq, "wall"), "ada_wall": med(ada, "wall"),
+        "profile": profile,
+        "parts": parts,
+        "planner": planner,
+        "seq_wall": med(seq, "wall"),
+        "ada_wall": med(ada, "wall"),
         "speedup": med(seq, "wall") / med(ada, "wall"),
-        "seq_ttfa": med(seq, "ttfa"), "ada_ttfa": med(ada, "ttfa"),
-        "seq_tokens": med(seq, "tokens"), "ada_tokens": med(ada, "tokens"),
-        "seq_context": med(seq, "context"), "ada_context": med(ada, "context"),
-        "ada_calls": ada[-1]["calls"], "split": ada[-1]["split"],
+        "seq_ttfa": med(seq, "ttfa"),
+        "ada_ttfa": med(ada, "ttfa"),
+        "seq_tokens": med(seq, "tokens"),
+        "ada_tokens": med(ada, "tokens"),
+        "seq_context": med(seq, "context"),
+        "ada_context": med(ada, "context"),
+        "ada_calls": ada[-1]["calls"],
+        "split": ada[-1]["split"],
     }
 
 
@@ -177,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per case")
     args = ap.parse_args(argv)
     profiles = list(PROFILES) if args.profile == "both" else [args.profile]
-    print(f"# scripted length model: {args.part_tokens} tokens a part; sequential = k parts; "
-          f"planner={args.planner}; rate constant per stream", file=sys.stderr)
-    header = (f"{'profile':8} {'parts':>5} {'speed-up':>8} {'seq s':>7} {'apr s':>7} "
-              f"{'TTFA seq':>8} {'TTFA apr':>8} {'tok seq':>8} {'tok apr':>8} "
-              f"{'ctx seq':>7} {'ctx apr':>7}  target  calls")
+    print(
+        f"# scripted length model: {args.part_tokens} tokens a part; sequential = k parts; "
+        f"planner={args.planner}; rate constant per stream",
+        file=sys.stderr,
+    )
+    header = (
+        f"{'profile':8} {'parts':>5} {'speed-up':>8} {'seq s':>7} {'apr s':>7} "
+        f"{'TTFA seq':>8} {'TTFA apr':>8} {'tok seq':>8} {'tok apr':>8} "
+        f"{'ctx seq':>7} {'ctx apr':>7}  target  calls"
+    )
     if not args.json:
         print(header)
     ok = True
@@ -193,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(row))
                 continue
-            print(f"{profile:8} {parts:>5} {row['speedup']:>7.2f}x {row['seq_wall']:>7.2f} "
-                  f"{row['ada_wall']:>7.2f} {row['seq_ttfa']:>8.2f} {row['ada_ttfa']:>8.2f} "
-                  f"{row['seq_tokens']:>8.0f} {row['ada_tokens']:>8.0f} {row['seq_context']:>7.0f} "
-                  f"{row['ada_context']:>7.0f}  {'met' if met else 'MISSED':6} {row['ada_calls']}")
+            print(
+                f"{profile:8} {parts:>5} {row['speedup']:>7.2f}x {row['seq_wall']:>7.2f} "
+                f"{row['ada_wall']:>7.2f} {row['seq_ttfa']:>8.2f} {row['ada_ttfa']:>8.2f} "
+                f"{row['seq_tokens']:>8.0f} {row['ada_tokens']:>8.0f} {row['seq_context']:>7.0f} "
+                f"{row['ada_context']:>7.0f}  {'met' if met else 'MISSED':6} {row['ada_calls']}"
+            )
     return 0 if ok else 1
 
 

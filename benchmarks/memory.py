@@ -46,8 +46,11 @@ async def run(
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="apr-mem-") as tmp:
         settings = Settings(
-            backend="simulated", cache=cache, cache_dir=Path(tmp) / "cache",
-            sim_ttft_s=0.0, sim_tokens_per_s=1e9,
+            backend="simulated",
+            cache=cache,
+            cache_dir=Path(tmp) / "cache",
+            sim_ttft_s=0.0,
+            sim_tokens_per_s=1e9,
         )
         runtime = build_runtime(settings, run_store=RunStore(Path(tmp) / "runs"))
         try:

@@ -28,7 +28,8 @@ request, parsing) one after another on a single event loop, so a wave of ``c`` t
 ``c × CPU per thread`` after the model's latency: ratio ≈ 1 + c × CPU/thread ÷ latency.
 
     python -m benchmarks.overhead                     # 0.2 s and 1.0 s, subprocess + direct (~80 s)
-    python -m benchmarks.overhead --ttft 0.2 --repeat 5 --paths http-subprocess,http-inprocess,direct
+    python -m benchmarks.overhead --ttft 0.2 --repeat 5 --paths
+    http-subprocess,http-inprocess,direct
 """
 
 from __future__ import annotations

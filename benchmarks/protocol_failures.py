@@ -28,7 +28,14 @@ MARKERS = (
     "not json",
 )
 COLUMNS = [
-    "items", "errors", "empty", "partial", "threads", "threads_failed", "plan_fallback", "protocol"
+    "items",
+    "errors",
+    "empty",
+    "partial",
+    "threads",
+    "threads_failed",
+    "plan_fallback",
+    "protocol",
 ]
 
 

@@ -48,9 +48,12 @@ _WIRE = "".join(
     json.dumps(m) + "\n"
     for m in (
         {
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
             "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
                 "clientInfo": {"name": "startup-bench", "version": "0"},
             },
         },
@@ -128,10 +131,16 @@ def first_and_second_call(
                 if not times:
                     time.sleep(idle_s)
                 started = time.perf_counter()
-                question = ("Compare Python, Go and Rust for writing a command-line tool",
-                            "Compare Java, Kotlin and Scala for writing a web service")[len(times)]
-                call = {"jsonrpc": "2.0", "id": 3 + len(times), "method": "tools/call",
-                        "params": {"name": "decompose", "arguments": {"question": question}}}
+                question = (
+                    "Compare Python, Go and Rust for writing a command-line tool",
+                    "Compare Java, Kotlin and Scala for writing a web service",
+                )[len(times)]
+                call = {
+                    "jsonrpc": "2.0",
+                    "id": 3 + len(times),
+                    "method": "tools/call",
+                    "params": {"name": "decompose", "arguments": {"question": question}},
+                }
                 proc.stdin.write((json.dumps(call) + "\n").encode())
                 proc.stdin.flush()
         raise RuntimeError(f"{command} exited before answering the tool calls")
@@ -155,8 +164,12 @@ def run_command(command: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="spawns per server (default 15)")
-    parser.add_argument("--idle", type=float, default=1.0,
-                        help="seconds between tools/list and the first tool call (default 1)")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=1.0,
+        help="seconds between tools/list and the first tool call (default 1)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         minimal = Path(tmp) / "minimal_server.py"
@@ -197,19 +210,25 @@ def main() -> None:
     print(f"median of {args.runs} runs (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
     print("spawn → initialize → tools/list")
     for name in servers:
-        print(f"  {name:<22} wall {med[name] * 1000:5.0f} ms (min {min(times[name]) * 1000:.0f})"
-              f"   cpu {med_cpu[name] * 1000:5.0f} ms")
+        print(
+            f"  {name:<22} wall {med[name] * 1000:5.0f} ms (min {min(times[name]) * 1000:.0f})"
+            f"   cpu {med_cpu[name] * 1000:5.0f} ms"
+        )
     fastest = min(times["apr-mcp"]) / min(times["minimal"])
-    print(f"  ratio apr-mcp / minimal: wall {med['apr-mcp'] / med['minimal']:.2f} (fastest runs "
-          f"{fastest:.2f}), cpu {med_cpu['apr-mcp'] / max(med_cpu['minimal'], 1e-9):.2f}"
-          "  (target ≤ 1.10)")
+    print(
+        f"  ratio apr-mcp / minimal: wall {med['apr-mcp'] / med['minimal']:.2f} (fastest runs "
+        f"{fastest:.2f}), cpu {med_cpu['apr-mcp'] / max(med_cpu['minimal'], 1e-9):.2f}"
+        "  (target ≤ 1.10)"
+    )
     print("commands that must not import the MCP SDK")
     for name in cli:
         print(f"  {name:<22} wall {med[name] * 1000:5.0f} ms (min {min(times[name]) * 1000:.0f})")
     first = statistics.median(c[0] for c in calls)
     second = statistics.median(c[1] for c in calls)
-    print(f"apr-mcp decompose, {args.idle:g} s after tools/list: first call {first * 1000:.0f} ms, "
-          f"second {second * 1000:.0f} ms (the difference is set-up the first call paid)")
+    print(
+        f"apr-mcp decompose, {args.idle:g} s after tools/list: first call {first * 1000:.0f} ms, "
+        f"second {second * 1000:.0f} ms (the difference is set-up the first call paid)"
+    )
 
 
 if __name__ == "__main__":

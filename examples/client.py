@@ -1,7 +1,8 @@
 """Drive apr-mcp from Python over stdio.
 
     python examples/client.py "Compare Python, Go and Rust for writing a command-line tool"
-    python examples/client.py --parts "Assess Python for a CLI" "Assess Go for a CLI" -- "Python or Go?"
+    python examples/client.py --parts "Assess Python for a CLI" "Assess Go for a CLI" -- "Python or
+    Go?"
 
 The first form lets the server plan and merge: decompose → parallel_solve → merge, each stage's
 structured output passed unchanged to the next (the chaining contract a host model relies on).
@@ -61,7 +62,8 @@ async def chain(client: Client, question: str) -> None:
     results = run.structured_content["results"]
     metrics = run.structured_content["metrics"]
     print(
-        f"solved: {metrics['threads_done']}/{metrics['threads']} threads in {metrics['wall_s']:.2f} s"
+        f"solved: {metrics['threads_done']}/{metrics['threads']} threads in "
+        f"{metrics['wall_s']:.2f} s"
     )
 
     merged = await client.call_tool("merge", {"question": question, "results": results})
@@ -80,7 +82,9 @@ async def fast(client: Client, question: str, parts: list[str]) -> None:
         {"id": f"p{i}", "prompt": part} for i, part in enumerate(parts, 1)
     ]
     run = await client.call_tool(
-        "parallel_solve", {"question": question, "subtasks": subtasks}, progress_callback=show_progress
+        "parallel_solve",
+        {"question": question, "subtasks": subtasks},
+        progress_callback=show_progress,
     )
     if run.structured_content is None:
         sys.exit(f"parallel_solve failed: {run.content}")

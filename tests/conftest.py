@@ -52,7 +52,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         # APR_REQUIRE_* are CI switches (e.g. APR_REQUIRE_INSPECTOR), not product settings.
         if (name.startswith("APR_") and not name.startswith("APR_REQUIRE_")) or name in {
-            "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_BASE_URL",
         }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("APR_CACHE_DIR", str(tmp_path / "cache"))

@@ -49,11 +49,22 @@ class Gates:
             await self.block[name].wait()
 
 
-def answer(text: str = "ok", *, summary: str = "", confidence: float = 0.6,
-           settles: bool = False, follow_ups: list[str] | None = None) -> str:
+def answer(
+    text: str = "ok",
+    *,
+    summary: str = "",
+    confidence: float = 0.6,
+    settles: bool = False,
+    follow_ups: list[str] | None = None,
+) -> str:
     """A worker's reply in the thread protocol: free text, then the trailer."""
-    lines = [text, "", f"Summary: {summary or text}", f"Confidence: {confidence}",
-             f"Settles: {'yes' if settles else 'no'}"]
+    lines = [
+        text,
+        "",
+        f"Summary: {summary or text}",
+        f"Confidence: {confidence}",
+        f"Settles: {'yes' if settles else 'no'}",
+    ]
     lines += [f"Follow-up: {f}" for f in follow_ups or []]
     return "\n".join(lines)
 
@@ -70,8 +81,9 @@ def sim(*rules: SimRule, gates: Gates | None = None, ttft_s: float = 0.002) -> S
 
 def engine(model: Model, **kw: Any) -> Engine:
     run_store = kw.pop("run_store", None)
-    return Engine(settings=settings(**kw), planner=model, solver=model, merger=model,
-                  run_store=run_store)
+    return Engine(
+        settings=settings(**kw), planner=model, solver=model, merger=model, run_store=run_store
+    )
 
 
 class Recorder:
@@ -103,7 +115,9 @@ class Recording(WrapperModel):
 
     def contexts(self, purpose: str) -> list[int]:
         """Prompt plus output tokens of each call made for ``purpose``, in call order."""
-        return [r.usage.input_tokens + r.usage.output_tokens for p, r in self.responses if p == purpose]
+        return [
+            r.usage.input_tokens + r.usage.output_tokens for p, r in self.responses if p == purpose
+        ]
 
 
 def seconds(value: float | None) -> float:

@@ -7,7 +7,11 @@ the bundled ``routing_heldout`` dataset, which no rule or test is fitted to."""
 TUNED_SINGLE = [
     "What is the capital of Australia?",
     "Convert 72 degrees Fahrenheit to Celsius.",
-    "Take the year the Eiffel Tower was completed, add 50, then find what major event happened in that year.",
+    (
+        "Take the year the Eiffel Tower was completed, add 50, then find what major event "
+        "happened in "
+        "that year."
+    ),
     "Who directed the film that won Best Picture in the year the author of Dune was born?",
     "Translate 'good morning' into Spanish.",
     "First compute 17 * 23, then subtract 100, then divide the result by 3.",

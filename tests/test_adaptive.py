@@ -28,7 +28,8 @@ QUESTION = "Compare Python, Go and Rust for writing a command-line tool"
 
 
 class Hold:
-    """on_call hook: solver calls whose request matches ``pattern`` wait until ``release`` is set."""
+    """on_call hook: solver calls whose request matches ``pattern`` wait until ``release`` is
+    set."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = re.compile(pattern)
@@ -40,11 +41,17 @@ class Hold:
 
 
 #: The plan a planner gives QUESTION (the simulated planner writes placeholders, not these).
-PLAN = SimRule(purpose="planner", reply={
-    "should_split": True, "reason": "three languages to assess",
-    "subtasks": [{"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
-                 for k, lang in enumerate(("Python", "Go", "Rust"), 1)],
-})
+PLAN = SimRule(
+    purpose="planner",
+    reply={
+        "should_split": True,
+        "reason": "three languages to assess",
+        "subtasks": [
+            {"id": f"t{k}", "prompt": f"Assess {lang} for writing a command-line tool"}
+            for k, lang in enumerate(("Python", "Go", "Rust"), 1)
+        ],
+    },
+)
 
 
 def sim(*rules: SimRule, hold: Hold | None = None) -> SimulatedModel:
@@ -279,7 +286,8 @@ async def test_limit_changes_between_thread_events_are_coalesced() -> None:
 
 async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> None:
     # No controller_factory: the engine finds the limiter in the solver's wrapper chain itself.
-    # Only the merge (lead) call is refused (429), after every thread has ended, so the backoff can only
+    # Only the merge (lead) call is refused (429), after every thread has ended, so the backoff can
+    # only
     # be reported when the run ends.
     backend = SimulatedModel(
         ttft_s=0.002,
@@ -290,8 +298,9 @@ async def test_limit_change_during_the_merge_is_reported_by_a_plain_engine() -> 
     )
     limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0)
     stack = RetryingModel(LimitedModel(backend, limiter), base_delay=0.001, max_delay=0.05)
-    engine = Engine(settings=Settings(backend="simulated"), planner=stack, solver=stack,
-                    merger=stack)
+    engine = Engine(
+        settings=Settings(backend="simulated"), planner=stack, solver=stack, merger=stack
+    )
     events: list[str] = []
 
     async def on_event(event: Any) -> None:

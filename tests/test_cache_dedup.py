@@ -117,12 +117,17 @@ async def test_two_processes_asking_the_same_question_make_one_set_of_calls(
     question = "Compare PostgreSQL, MySQL and SQLite for a small web app"
     with anyio.fail_after(120):
         # ttft 0.3 s: every call lasts long enough for the two processes to overlap.
-        async with simulate_subprocess("--ttft", "0.3") as url, httpx.AsyncClient(
-            base_url=url
-        ) as client:
+        async with (
+            simulate_subprocess("--ttft", "0.3") as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
             env = {
-                **os.environ, "APR_BACKEND": "openai", "APR_BASE_URL": url, "APR_MODEL": "sim-1",
-                "APR_API_KEY": "sim", "APR_RUNS_DIR": str(tmp_path / "runs"),
+                **os.environ,
+                "APR_BACKEND": "openai",
+                "APR_BASE_URL": url,
+                "APR_MODEL": "sim-1",
+                "APR_API_KEY": "sim",
+                "APR_RUNS_DIR": str(tmp_path / "runs"),
             }
 
             async def solve(cache_dir: Path) -> None:

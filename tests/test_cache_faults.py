@@ -151,7 +151,8 @@ async def test_structured_reply_is_checked_against_its_schema_without_a_declared
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records
+        r.getMessage()
+        for r in caplog.records
         if r.levelno >= logging.WARNING and "cache off" in r.getMessage()
     ]
 
@@ -189,7 +190,11 @@ async def test_corrupt_cache_file_degrades_and_the_run_goes_on(
     ],
 )
 async def test_unwritable_cache_degrades(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, message: str, status: str, fix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    message: str,
+    status: str,
+    fix: str,
 ) -> None:
     # Tests run as root here, so chmod cannot make a directory read-only: fail the write itself.
     def broken_set(*_: object, **__: object) -> None:
@@ -243,8 +248,11 @@ async def test_cache_lock_held_by_another_process_does_not_block_the_server(tmp_
     directory = tmp_path / "cache"
     directory.mkdir()
     settings = Settings(
-        backend="simulated", cache_dir=directory, cache_lock_timeout=0.05,
-        sim_ttft_s=0.0, sim_tokens_per_s=1e6,
+        backend="simulated",
+        cache_dir=directory,
+        cache_lock_timeout=0.05,
+        sim_ttft_s=0.0,
+        sim_tokens_per_s=1e6,
     )
     server = create_server(settings, run_store=RunStore(tmp_path / "runs"))
     async with await anyio.open_process(

@@ -145,8 +145,14 @@ def test_sim_script_from_the_environment(
     script.write_text(json.dumps({"rules": [{"pattern": "capital of France", "reply": "Paris."}]}))
     monkeypatch.setenv("APR_SIM_SCRIPT", str(script))
     code, out, _ = run_main(
-        ["solve", "--backend", "simulated", "--strategy", "sequential",
-         "What is the capital of France?"],
+        [
+            "solve",
+            "--backend",
+            "simulated",
+            "--strategy",
+            "sequential",
+            "What is the capital of France?",
+        ],
         capsys,
     )
     assert code == 0 and out.startswith("Paris.")
@@ -214,8 +220,12 @@ def test_nothing_in_apr_mcp_imports_the_cli() -> None:
 # ----- exit codes, through the real CLI (a subprocess, the simulated backend, a fault script) -----
 
 
-async def _solve(tmp_path: Path, *args: str, script: list[dict[str, Any]] | None = None,
-                 env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def _solve(
+    tmp_path: Path,
+    *args: str,
+    script: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
     child_env = {**os.environ, "APR_MAX_RETRIES": "0", "APR_CACHE": "off", **(env or {})}
     if script is not None:
         path = tmp_path / "faults.json"
@@ -249,7 +259,14 @@ async def test_exit_1_when_every_thread_fails(tmp_path: Path) -> None:
 async def test_exit_1_when_the_endpoint_is_unreachable(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     code, _, err = await _solve(
-        tmp_path, "--backend", "openai", "--model", "m", "--base-url", url, QUESTION,
+        tmp_path,
+        "--backend",
+        "openai",
+        "--model",
+        "m",
+        "--base-url",
+        url,
+        QUESTION,
         env={"APR_API_KEY": "sk-test"},
     )
     assert code == 1, err
@@ -269,12 +286,24 @@ async def test_exit_3_for_a_partial_answer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "argv", "needle"),
     [
-        ({"APR_BACKEND": "bogus"}, [QUESTION],
-         "APR_BACKEND=bogus is not valid: expected one of openai, anthropic, sampling, simulated"),
-        ({"APR_MAX_CONCURRENCY": "abc"}, ["--backend", "simulated", QUESTION],
-         "APR_MAX_CONCURRENCY=abc is not valid: expected a whole number from 1 to 64"),
-        ({}, ["--backend", "simulated", "--max-subtasks", "0", QUESTION],
-         "argument --max-subtasks: '0': expected a whole number from 1 to 64"),
+        (
+            {"APR_BACKEND": "bogus"},
+            [QUESTION],
+            (
+                "APR_BACKEND=bogus is not valid: expected one of openai, anthropic, sampling, "
+                "simulated"
+            ),
+        ),
+        (
+            {"APR_MAX_CONCURRENCY": "abc"},
+            ["--backend", "simulated", QUESTION],
+            "APR_MAX_CONCURRENCY=abc is not valid: expected a whole number from 1 to 64",
+        ),
+        (
+            {},
+            ["--backend", "simulated", "--max-subtasks", "0", QUESTION],
+            "argument --max-subtasks: '0': expected a whole number from 1 to 64",
+        ),
         ({}, [QUESTION], "No model backend is configured"),
     ],
 )
@@ -407,7 +436,8 @@ async def test_streamed_answer_text_is_not_a_progress_line(
     assert out.err.splitlines() == ["[0/1] t1 started", "[1/1] t1 done"]
     assert out.out == "Paris is."
     assert ui.counter() == "[1/1]"
-    result = SolveResult(run_id="r", question="q", strategy="adaptive", answer="Paris is.",
-                         metrics=RunMetrics())
+    result = SolveResult(
+        run_id="r", question="q", strategy="adaptive", answer="Paris is.", metrics=RunMetrics()
+    )
     ui.print_result(result)
     assert "Paris is." not in capsys.readouterr().out  # streamed once, not twice

@@ -92,10 +92,19 @@ def test_masked_hides_secrets() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("APR_BACKEND", "bogus", ("APR_BACKEND=bogus is not valid: expected one of openai, "
-         "anthropic, sampling, simulated")),
-        ("APR_MAX_CONCURRENCY", "abc", ("APR_MAX_CONCURRENCY=abc is not valid: expected a whole "
-         "number from 1 to 64")),
+        (
+            "APR_BACKEND",
+            "bogus",
+            (
+                "APR_BACKEND=bogus is not valid: expected one of openai, "
+                "anthropic, sampling, simulated"
+            ),
+        ),
+        (
+            "APR_MAX_CONCURRENCY",
+            "abc",
+            ("APR_MAX_CONCURRENCY=abc is not valid: expected a whole number from 1 to 64"),
+        ),
         ("APR_CACHE", "maybe", "APR_CACHE=maybe is not valid: expected on or off"),
         ("APR_DEADLINE_S", "-1", "APR_DEADLINE_S=-1 is not valid: expected a number more than 0"),
     ],
@@ -123,7 +132,7 @@ def test_toml_values_are_validated_and_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('max_concurrency = 0\n')
+    cfg.write_text("max_concurrency = 0\n")
     monkeypatch.setenv("APR_CONFIG", str(cfg))
     with pytest.raises(ConfigError) as info:
         load_settings()

@@ -18,8 +18,14 @@ from apr_mcp.schemas import MergeStrategy, SolveResult, ThreadStatus
 
 HANG = 3600.0
 GRACE = 1.0  # seconds: event-loop and CI noise, never the hung call's hour
-PARTS = "Answer each of these parts: (1) the history of paper; (2) how ink is made; (3) why glue sticks."
-TRACEBACK = 'Traceback (most recent call last):\n  File "a.py", line 3, in f\n    x = d["k"]\nKeyError: \'k\''
+PARTS = (
+    "Answer each of these parts: (1) the history of paper; (2) how ink is made; (3) why glue "
+    "sticks."
+)
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "a.py", line 3, in f\n    x = '
+    "d[\"k\"]\nKeyError: 'k'"
+)
 
 
 async def _timed(
@@ -45,7 +51,9 @@ async def test_sequential_returns_what_streamed_at_the_deadline() -> None:
 
 async def test_unsplit_path_holds_its_deadline() -> None:
     model = sim(SimRule(pattern=".", purpose="sequential", ttft_s=HANG))
-    result, took = await _timed(engine(model).solve, "What is the capital of France?", deadline_s=0.5)
+    result, took = await _timed(
+        engine(model).solve, "What is the capital of France?", deadline_s=0.5
+    )
     assert took < 0.5 + GRACE
     assert result.partial and result.status == "failed"  # nothing streamed: no usable result
     assert model.calls_by_purpose == {"sequential": 1}
@@ -64,8 +72,10 @@ async def test_split_run_merges_what_finished_and_names_the_run_deadline() -> No
 
 
 async def test_a_hung_planner_and_a_hung_lead_still_answer_in_time() -> None:
-    model = sim(SimRule(pattern=".", purpose="planner", ttft_s=HANG),
-                SimRule(pattern=".", purpose="lead", ttft_s=HANG))
+    model = sim(
+        SimRule(pattern=".", purpose="planner", ttft_s=HANG),
+        SimRule(pattern=".", purpose="lead", ttft_s=HANG),
+    )
     result, took = await _timed(engine(model, planner="model").solve, PARTS, deadline_s=1.0)
     assert took < 1.0 + GRACE
     assert result.plan is not None and "planning took longer than 0.25s" in result.plan.reason
@@ -74,8 +84,10 @@ async def test_a_hung_planner_and_a_hung_lead_still_answer_in_time() -> None:
 
 async def test_debug_path_holds_its_deadline() -> None:
     assert parse_error(TRACEBACK).exc_type == "KeyError"
-    model = sim(SimRule(pattern=".", purpose="debug_hypotheses", ttft_s=HANG),
-                SimRule(pattern=".", purpose="debug_verdict", ttft_s=HANG))
+    model = sim(
+        SimRule(pattern=".", purpose="debug_hypotheses", ttft_s=HANG),
+        SimRule(pattern=".", purpose="debug_verdict", ttft_s=HANG),
+    )
     result, took = await _timed(engine(model).solve, TRACEBACK, mode="debug", deadline_s=1.0)
     assert took < 1.0 + GRACE
     assert result.strategy == "debug" and result.plan is not None

@@ -1,4 +1,5 @@
-"""Debug mode end to end on the simulated model: hypotheses → parallel investigations → ranked verdict."""
+"""Debug mode end to end on the simulated model: hypotheses → parallel investigations → ranked
+verdict."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ async def test_debug_falls_back_to_hypotheses_from_the_error_type() -> None:
 
 async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
     # Unscripted, the simulated model gives the whole mechanism placeholder hypotheses, placeholder
-    # investigations and a placeholder verdict: it does not read the code, so it never finds the fix.
+    # investigations and a placeholder verdict: it does not read the code, so it never finds the
+    # fix.
     engine, sim = engine_for()
     with anyio.fail_after(10):
         result = await engine.solve(TRACEBACK, context=CODE, mode="debug")
@@ -115,7 +117,9 @@ async def test_debug_runs_ranked_hypotheses_on_the_simulated_model() -> None:
         assert stages[name].max_context_tokens == stages[name].tokens_in + stages[name].tokens_out
     assert result.merge.max_context_tokens == stages["merge"].max_context_tokens
     assert result.merge.max_context_tokens > result.merge.context_tokens  # the prompt alone
-    assert stages["solve"].max_context_tokens == max(r.tokens_in + r.tokens_out for r in result.results)
+    assert stages["solve"].max_context_tokens == max(
+        r.tokens_in + r.tokens_out for r in result.results
+    )
     assert result.metrics.max_context_tokens == max(s.max_context_tokens for s in stages.values())
 
 
@@ -183,7 +187,9 @@ async def test_failed_investigation_and_failed_verdict_give_partial_ranking() ->
 
 
 async def test_planner_failure_falls_back_to_error_type_hypotheses() -> None:
-    engine, _ = engine_for(SimRule(pattern="Error or symptom", purpose="debug_hypotheses", fault="500"))
+    engine, _ = engine_for(
+        SimRule(pattern="Error or symptom", purpose="debug_hypotheses", fault="500")
+    )
     with anyio.fail_after(10):
         result = await engine.solve(
             "KeyError: 'user_id'",
@@ -282,12 +288,16 @@ async def test_traceback_in_context_instead_of_the_question() -> None:
 
 async def test_deadline_bounds_every_stage_and_returns_partial_results() -> None:
     engine, _ = engine_for(
-        SimRule(pattern="Error or symptom", purpose="debug_hypotheses", ttft_s=30.0),  # the planner hangs
+        SimRule(
+            pattern="Error or symptom", purpose="debug_hypotheses", ttft_s=30.0
+        ),  # the planner hangs
         SimRule(pattern=r"Hypothesis h2:", purpose="solver", ttft_s=30.0),  # so does one thread
     )
     start = anyio.current_time()
     with anyio.fail_after(10):
-        result = await engine.solve(TRACEBACK, context=CODE, mode="debug", deadline_s=0.6, max_subtasks=3)
+        result = await engine.solve(
+            TRACEBACK, context=CODE, mode="debug", deadline_s=0.6, max_subtasks=3
+        )
     assert anyio.current_time() - start < 1.5
     assert result.plan is not None and "planning took longer than" in result.plan.reason
     assert "hypotheses read from the error type" in result.plan.reason
@@ -308,15 +318,20 @@ async def test_debug_reports_limit_changes_of_the_hypothesis_and_verdict_calls()
         tokens_per_s=20_000,
         script=SimScript(
             rules=[
-                SimRule(pattern=".", purpose="debug_hypotheses", fault="429", times=1, retry_after=0.01),
-                SimRule(pattern=".", purpose="debug_verdict", fault="429", times=1, retry_after=0.01),
+                SimRule(
+                    pattern=".", purpose="debug_hypotheses", fault="429", times=1, retry_after=0.01
+                ),
+                SimRule(
+                    pattern=".", purpose="debug_verdict", fault="429", times=1, retry_after=0.01
+                ),
             ]
         ),
     )
     limiter = AdaptiveLimiter(4, max_limit=4, latency_floor_s=10.0, probe_windows=1)
     stack = RetryingModel(LimitedModel(backend, limiter), base_delay=0.001, max_delay=0.05)
-    engine = Engine(settings=Settings(backend="simulated"), planner=stack, solver=stack,
-                    merger=stack)
+    engine = Engine(
+        settings=Settings(backend="simulated"), planner=stack, solver=stack, merger=stack
+    )
     with anyio.fail_after(10):
         result = await engine.solve(TRACEBACK, context=CODE, mode="debug")
     kinds = [d.kind for d in result.decisions]

@@ -31,9 +31,7 @@ class LlamaLike:
     """What llama-cpp-python's server does: lists a file path as its model, refuses
     json_schema with a 500, streams one chunk per token. ``chat`` overrides every completion."""
 
-    def __init__(
-        self, *, chat: httpx.Response | None = None, finish: str | None = "stop"
-    ) -> None:
+    def __init__(self, *, chat: httpx.Response | None = None, finish: str | None = "stop") -> None:
         self.chat = chat
         self.finish = finish
         self.paths: list[str] = []

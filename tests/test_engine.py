@@ -71,8 +71,13 @@ async def test_planner_failure_falls_back_and_still_answers() -> None:
 
 
 async def test_sequential_baseline_is_one_free_text_call() -> None:
-    model = sim(SimRule(pattern=".", reply="Step 1: think.\nStep 2: more.\nFinal answer: **42**",
-                        purpose="sequential"))
+    model = sim(
+        SimRule(
+            pattern=".",
+            reply="Step 1: think.\nStep 2: more.\nFinal answer: **42**",
+            purpose="sequential",
+        )
+    )
     result = await engine(model).solve("What is six times seven?", strategy="sequential")
     assert result.answer == "42"
     assert model.calls == 1 and model.requests[0].json_schema is None
@@ -99,7 +104,9 @@ def test_final_answer_extraction() -> None:
 async def test_fixed_baseline_splits_to_max_threads() -> None:
     # A planner that will not split even when told to: the engine makes 4 attempts and votes.
     model = sim(SimRule(purpose="planner", reply={"should_split": False, "reason": "simple"}))
-    result = await engine(model, max_threads=4).solve("What is the capital of France?", strategy="fixed")
+    result = await engine(model, max_threads=4).solve(
+        "What is the capital of France?", strategy="fixed"
+    )
     assert result.plan is not None and result.plan.should_split
     assert len(result.results) == 4
     assert result.merge is not None and result.merge.strategy is MergeStrategy.vote
@@ -129,8 +136,13 @@ async def test_chaining_contract_through_json() -> None:
 async def test_host_subtasks_are_validated() -> None:
     eng = engine(sim())
     with pytest.raises(PlanError, match="dependency cycle"):
-        await eng.parallel_solve("q", [Subtask(id="a", prompt="A", depends_on=["b"]),
-                                       Subtask(id="b", prompt="B", depends_on=["a"])])
+        await eng.parallel_solve(
+            "q",
+            [
+                Subtask(id="a", prompt="A", depends_on=["b"]),
+                Subtask(id="b", prompt="B", depends_on=["a"]),
+            ],
+        )
     with pytest.raises(PlanError, match="subtasks is empty"):
         await eng.parallel_solve("q", [])
 
@@ -172,7 +184,10 @@ async def test_duplicate_host_subtasks_run_once() -> None:
     )
     by_id = {r.id: r for r in run.results}
     assert by_id["a"].status is ThreadStatus.done
-    assert by_id["b"].status is ThreadStatus.skipped and by_id["b"].reason == "duplicate of a; see its result"
+    assert (
+        by_id["b"].status is ThreadStatus.skipped
+        and by_id["b"].reason == "duplicate of a; see its result"
+    )
     assert model.calls_by_purpose["solver"] == 1
 
 
@@ -194,8 +209,12 @@ async def test_host_subtasks_width_decision_states_a_real_complexity() -> None:
 async def test_metrics_count_skipped_threads() -> None:
     # b is a duplicate of a, d depends on c which fails: two skipped threads, one failed.
     model = sim(solver_rule("C", fault="500"))
-    subs = [Subtask(id="a", prompt="A task"), Subtask(id="b", prompt="a task"),
-            Subtask(id="c", prompt="C task"), Subtask(id="d", prompt="D task", depends_on=["c"])]
+    subs = [
+        Subtask(id="a", prompt="A task"),
+        Subtask(id="b", prompt="a task"),
+        Subtask(id="c", prompt="C task"),
+        Subtask(id="d", prompt="D task", depends_on=["c"]),
+    ]
     run = await engine(model, max_retries=0).parallel_solve("q", subs)
     m = run.metrics
     assert (m.threads, m.threads_done, m.threads_failed, m.threads_skipped) == (4, 1, 1, 2)
@@ -205,11 +224,20 @@ async def test_metrics_count_skipped_threads() -> None:
 async def test_solve_deadline_still_merges_what_finished() -> None:
     gates = Gates()
     gates.block["HANG"] = anyio.Event()
-    plan = {"should_split": True, "reason": "r", "subtasks": [
-        {"id": "t1", "prompt": "FAST one"}, {"id": "t2", "prompt": "HANG forever"},
-        {"id": "t3", "prompt": "QUICK two"}]}
-    model = sim(SimRule(pattern=".", reply=plan, purpose="planner"),
-                solver_rule("FAST", answer("fast result")), gates=gates)
+    plan = {
+        "should_split": True,
+        "reason": "r",
+        "subtasks": [
+            {"id": "t1", "prompt": "FAST one"},
+            {"id": "t2", "prompt": "HANG forever"},
+            {"id": "t3", "prompt": "QUICK two"},
+        ],
+    }
+    model = sim(
+        SimRule(pattern=".", reply=plan, purpose="planner"),
+        solver_rule("FAST", answer("fast result")),
+        gates=gates,
+    )
     with anyio.fail_after(5):
         result = await engine(model, planner="model").solve(COMPARE, deadline_s=1.0)
     by_id = {r.id: r for r in result.results}
@@ -224,7 +252,8 @@ async def test_debug_mode_delegates_to_debug_engine(tmp_path: object) -> None:
     store = RunStore(tmp_path)  # type: ignore[arg-type]
     result = await engine(sim(), run_store=store).solve(
         "TypeError: unsupported operand type(s) for +: 'int' and 'str'",
-        context="def total(xs):\n    return sum(xs) + ' items'", mode="debug",
+        context="def total(xs):\n    return sum(xs) + ' items'",
+        mode="debug",
     )
     assert result.strategy == "debug" and len(result.results) >= 2
     assert store.load(result.run_id).strategy == "debug"  # type: ignore[union-attr]
@@ -284,8 +313,9 @@ async def test_merge_past_its_deadline_returns_the_most_relevant_result() -> Non
         ThreadResult(id="b", prompt="B", answer="answer B", confidence=0.9),
     ]
     with anyio.fail_after(5):
-        merged = await engine(model).merge("q", results, deadline_s=0.05,
-                                           strategy=MergeStrategy.synthesize)
+        merged = await engine(model).merge(
+            "q", results, deadline_s=0.05, strategy=MergeStrategy.synthesize
+        )
     assert merged.answer == "answer B" and merged.used == ["b"] and merged.dropped == ["a"]
     assert "merge ran past the deadline" in merged.note
 

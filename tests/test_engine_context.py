@@ -28,7 +28,9 @@ async def test_each_stage_reports_its_largest_prompt_plus_output() -> None:
     assert result.merge is not None and len(result.results) == 3
     assert m.stages["plan"].max_context_tokens == max(model.contexts("planner"))
     assert m.stages["solve"].max_context_tokens == max(model.contexts("solver"))
-    assert m.stages["solve"].max_context_tokens == max(r.tokens_in + r.tokens_out for r in result.results)
+    assert m.stages["solve"].max_context_tokens == max(
+        r.tokens_in + r.tokens_out for r in result.results
+    )
     [merge_context] = model.contexts("lead")
     assert m.stages["merge"].max_context_tokens == result.merge.max_context_tokens == merge_context
     # MergeResult.context_tokens stays what it says: the merge prompt alone.
@@ -40,7 +42,9 @@ async def test_each_stage_reports_its_largest_prompt_plus_output() -> None:
 
 
 async def test_sequential_context_grows_with_its_reasoning_parallel_threads_stay_smaller() -> None:
-    async def run(strategy: Literal["sequential", "adaptive"], scale: float) -> tuple[Recording, SolveResult]:
+    async def run(
+        strategy: Literal["sequential", "adaptive"], scale: float
+    ) -> tuple[Recording, SolveResult]:
         model = Recording(SimulatedModel(ttft_s=0.001, tokens_per_s=1e6, reasoning_scale=scale))
         return model, await engine(model).solve(COMPARE, strategy=strategy)
 
@@ -83,8 +87,9 @@ async def test_sequential_cut_by_the_deadline_counts_its_prompt_and_what_it_stre
         script=SimScript(rules=[SimRule(pattern=".", reply="step " * 400, purpose="sequential")]),
     )
     with anyio.fail_after(5):
-        result = await engine(model).solve("Think long about this.", strategy="sequential",
-                                           deadline_s=0.3)
+        result = await engine(model).solve(
+            "Think long about this.", strategy="sequential", deadline_s=0.3
+        )
     t = result.results[0]
     assert t.status is ThreadStatus.cancelled and result.partial
     assert t.tokens_in == count_messages(model.requests[0].messages)

@@ -27,7 +27,9 @@ from apr_mcp.llm.simulated import SimRule, SimScript, SimulatedModel
 # ----- exact / numeric / choice -----
 
 
-@pytest.mark.parametrize("answer", ["Oslo", "oslo.", "The answer: Oslo", "Answer: oslo\nBecause it is at 59.9°N"])
+@pytest.mark.parametrize(
+    "answer", ["Oslo", "oslo.", "The answer: Oslo", "Answer: oslo\nBecause it is at 59.9°N"]
+)
 def test_exact_accepts_normalised_matches(answer: str) -> None:
     assert grade_exact(answer, "Oslo").correct is True
 
@@ -43,8 +45,14 @@ def test_exact_accepts_any_listed_reference() -> None:
 
 @pytest.mark.parametrize(
     ("answer", "ref"),
-    [("The total is 1,234 apples.", 1234), ("Final answer: 48.6", 48.6), ("x = -7", -7),
-     ("It costs $24.725 each", 24.725), ("Answer: 3/4", 0.75), ("first 12, then 5", 5)],
+    [
+        ("The total is 1,234 apples.", 1234),
+        ("Final answer: 48.6", 48.6),
+        ("x = -7", -7),
+        ("It costs $24.725 each", 24.725),
+        ("Answer: 3/4", 0.75),
+        ("first 12, then 5", 5),
+    ],
 )
 def test_numeric_right(answer: str, ref: float) -> None:
     assert grade_numeric(answer, ref).correct is True
@@ -61,7 +69,9 @@ def test_numeric_tolerance() -> None:
     assert grade_numeric("3.2", 3.14159265, rel_tol=1e-4).correct is False
 
 
-@pytest.mark.parametrize("answer", ["C", "Answer: C", "The best plan is (C).", "C. $450 total", "answer is c"])
+@pytest.mark.parametrize(
+    "answer", ["C", "Answer: C", "The best plan is (C).", "C. $450 total", "answer is c"]
+)
 def test_choice_right(answer: str) -> None:
     assert grade_choice(answer, "C", ["A", "B", "C", "D"]).correct is True
 
@@ -124,8 +134,19 @@ def test_countdown_rejects_negative_and_zero_intermediates() -> None:
 
 @pytest.mark.parametrize(
     "expr",
-    ["__import__('os').system('echo hi')", "(lambda: 24)()", "2 ** 10", "-4 + 28", "24.0",
-     "open('/etc/passwd')", "[24][0]", "x", "4 * 6; import os", "4 if 1 else 6", "6 << 2"],
+    [
+        "__import__('os').system('echo hi')",
+        "(lambda: 24)()",
+        "2 ** 10",
+        "-4 + 28",
+        "24.0",
+        "open('/etc/passwd')",
+        "[24][0]",
+        "x",
+        "4 * 6; import os",
+        "4 if 1 else 6",
+        "6 << 2",
+    ],
 )
 def test_malicious_or_disallowed_input_is_rejected(expr: str) -> None:
     r = check_expression(expr, [4, 6, 2, 10, 28, 24, 1], 24, rules="countdown")
@@ -161,17 +182,26 @@ def test_generators_are_seeded_and_solvable() -> None:
     assert a == generate_24(4, seed=7)
     assert a != generate_24(4, seed=8)
     for p in a:
-        assert check_expression(str(p["solution"]), cast(list[int], p["numbers"]), 24, rules="24").ok
+        assert check_expression(
+            str(p["solution"]), cast(list[int], p["numbers"]), 24, rules="24"
+        ).ok
     c = generate_countdown(2, seed=3, n_numbers=5)
     for p in c:
-        assert check_expression(str(p["solution"]), cast(list[int], p["numbers"]), cast(int, p["target"])).ok
+        assert check_expression(
+            str(p["solution"]), cast(list[int], p["numbers"]), cast(int, p["target"])
+        ).ok
 
 
 # ----- the grade() dispatcher and the LLM judge -----
 
 
 async def test_grade_dispatches_by_item_grader() -> None:
-    item = Item(id="c1", question="make 24", grader="countdown", meta={"numbers": [4, 6, 1, 1], "target": 24, "rules": "countdown"})
+    item = Item(
+        id="c1",
+        question="make 24",
+        grader="countdown",
+        meta={"numbers": [4, 6, 1, 1], "target": 24, "rules": "countdown"},
+    )
     assert (await grade(item, "4 * 6")).correct is True
     assert (await grade(item, "4 + 6")).correct is False
     num = Item(id="n1", question="?", answer=12, grader="numeric")
@@ -179,10 +209,22 @@ async def test_grade_dispatches_by_item_grader() -> None:
 
 
 async def test_llm_judge_uses_the_model_and_reports_its_verdict() -> None:
-    model = SimulatedModel(ttft_s=0.001, tokens_per_s=100000, script=SimScript(rules=[
-        SimRule(pattern="Candidate answer:\\s*Paris", reply={"correct": True, "reason": "same city"}),
-        SimRule(pattern="Candidate answer:", reply={"correct": False, "reason": "different city"}),
-    ]))
+    model = SimulatedModel(
+        ttft_s=0.001,
+        tokens_per_s=100000,
+        script=SimScript(
+            rules=[
+                SimRule(
+                    pattern="Candidate answer:\\s*Paris",
+                    reply={"correct": True, "reason": "same city"},
+                ),
+                SimRule(
+                    pattern="Candidate answer:",
+                    reply={"correct": False, "reason": "different city"},
+                ),
+            ]
+        ),
+    )
     item = Item(id="j1", question="Capital of France?", answer="Paris", grader="llm_judge")
     right = await grade(item, "Paris", judge=model)
     wrong = await grade(item, "Lyon", judge=model)
@@ -225,8 +267,14 @@ def test_paired_compare_is_deterministic_and_sane() -> None:
 
 
 def _safe_eval(expr: str) -> float:
-    ops: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-                            ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+    ops: dict[type, Any] = {
+        ast.Add: operator.add,
+        ast.Sub: operator.sub,
+        ast.Mult: operator.mul,
+        ast.Div: operator.truediv,
+        ast.Mod: operator.mod,
+        ast.Pow: operator.pow,
+    }
 
     def ev(n: ast.expr) -> float:
         if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
@@ -263,8 +311,10 @@ def test_routing_labels_are_split_into_a_tuning_set_and_a_held_out_set() -> None
     assert labels.count(True) >= 15 and labels.count(False) >= 15
     kinds = {i.meta["kind"] for i in held.items}
     assert {"debug report", "list", "chain", "arithmetic", "arithmetic parts"} <= kinds
-    assert all(i.meta["provenance"] == "written for apr-mcp held-out set, not used to tune rules"
-               for i in held.items)
+    assert all(
+        i.meta["provenance"] == "written for apr-mcp held-out set, not used to tune rules"
+        for i in held.items
+    )
     tuned = {i.question for name in sets for i in load_dataset(name).items}
     assert not tuned & {i.question for i in held.items}
 
@@ -278,11 +328,15 @@ async def test_routing_only_items_are_never_graded() -> None:
 def test_bundled_references_are_right() -> None:
     for item in load_dataset("countdown").items:
         m = item.meta
-        assert check_expression(m["solution"], m["numbers"], m["target"], rules=m["rules"]).ok, item.id
+        assert check_expression(m["solution"], m["numbers"], m["target"], rules=m["rules"]).ok, (
+            item.id
+        )
     for name in ("arithmetic", "split_pays", "routing_heldout"):
         for item in load_dataset(name).items:
             if "solution" in item.meta and item.grader == "numeric":
-                assert _safe_eval(item.meta["solution"]) == pytest.approx(float(item.answer)), item.id
+                assert _safe_eval(item.meta["solution"]) == pytest.approx(float(item.answer)), (
+                    item.id
+                )
 
 
 def test_bundled_files_match_the_builder() -> None:
@@ -297,21 +351,32 @@ def test_bundled_files_match_the_builder() -> None:
 
 def test_user_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     good = tmp_path / "mine.jsonl"
-    good.write_text('{"id": "a", "question": "2+2?", "answer": 4, "grader": "numeric"}\n\n'
-                    '{"id": "b", "question": "Capital of Peru?", "answer": "Lima"}\n', encoding="utf-8")
+    good.write_text(
+        '{"id": "a", "question": "2+2?", "answer": 4, "grader": "numeric"}\n\n'
+        '{"id": "b", "question": "Capital of Peru?", "answer": "Lima"}\n',
+        encoding="utf-8",
+    )
     ds = load_dataset(str(good), limit=1)
     assert ds.info.name == "mine" and [i.id for i in ds.items] == ["a"]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "question": "q", "answer": 1}\n{"id": "a", "question": "q", "answer": 1}\n')
+    bad.write_text(
+        '{"id": "a", "question": "q", "answer": 1}\n{"id": "a", "question": "q", "answer": 1}\n'
+    )
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: duplicate id"):
         load_dataset(str(bad))
     bad.write_text('{"id": "a", "question": "q", "grader": "telepathy", "answer": 1}\n')
     with pytest.raises(ConfigError, match="bad.jsonl:1: invalid record"):
         load_dataset(str(bad))
-    bad.write_text('{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1, "2"], "target": 3}}\n')
+    bad.write_text(
+        '{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1, "2"], '
+        '"target": 3}}\n'
+    )
     with pytest.raises(ConfigError, match="meta.numbers must be"):
         load_dataset(str(bad))
-    bad.write_text('{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1], "target": 1, "rules": "go"}}\n')
+    bad.write_text(
+        '{"id": "a", "question": "q", "grader": "countdown", "meta": {"numbers": [1], "target": 1, '
+        '"rules": "go"}}\n'
+    )
     with pytest.raises(ConfigError, match="meta.rules"):
         load_dataset(str(bad))
     bad.write_text("not json\n")

@@ -24,7 +24,11 @@ SPLITS = [
     ("What are the pros and cons of PostgreSQL and MongoDB for an event store?", "comparison", 2),
     ("Which of Redis, Memcached or Hazelcast is best for session caching?", "comparison of 3", 3),
     (
-        "Plan the launch:\n1. Pricing strategy\n2. Marketing channels\n3. Hiring plan\n4. Legal review",
+        (
+            "Plan the launch:\n1. Pricing strategy\n2. Marketing channels\n3. Hiring plan\n4. "
+            "Legal "
+            "review"
+        ),
         "enumeration of 4 items",
         4,
     ),
@@ -41,7 +45,8 @@ SPLITS = [
     ),
     (
         (
-            "Our API latency doubled last week. It could be caused by the new ORM version, or by the "
+            "Our API latency doubled last week. It could be caused by the new ORM version, or "
+            "by the "
             "database index change. Which is it?"
         ),
         "competing hypotheses",
@@ -49,7 +54,8 @@ SPLITS = [
     ),
     (
         (
-            "One approach is to shard the table by tenant; another approach is to partition by time. "
+            "One approach is to shard the table by tenant; another approach is to partition by "
+            "time. "
             "Which should we choose?"
         ),
         "competing hypotheses",
@@ -83,7 +89,10 @@ NO_SPLITS = [
     ("Translate 'good morning' into French", "short single question"),
     # Adverbial "first … then" is still a chain; only the ordinal "the first four …" is not.
     (
-        "First list the three largest cities of Spain, then find the population of the largest one.",
+        (
+            "First list the three largest cities of Spain, then find the population of the "
+            "largest one."
+        ),
         "sequential",
     ),
     # The aggregation tail is set aside, but a real chain elsewhere still counts.
@@ -323,37 +332,68 @@ def test_heuristic_decisions_on_the_tuning_set_match_their_labels() -> None:
 # Phrasings beyond the bundled datasets that the rules were written against (tuning, not held
 # out): (question, signal substring, parts).
 TUNED_SPLITS = [
-    ("What are the pros and cons of Kafka, RabbitMQ and NATS for an event bus?",
-     "comparison of 3 entities: Kafka, RabbitMQ, NATS", 3),
-    ("Evaluate three ways to cache API responses: in-process LRU, Redis, and a CDN.",
-     "list of 3 entities: in-process LRU, Redis, CDN", 3),
-    ("For each of Paris, Tokyo and New York, estimate the monthly rent of a one-bedroom flat.",
-     "list of 3 entities: Paris, Tokyo, New York", 3),
-    ("Which of these sorting algorithms is stable: quicksort, mergesort, heapsort, insertion sort?",
-     "list of 4 entities", 4),
     (
-        ("My service returns 502s intermittently. It could be the load balancer timeout, or the "
-        "upstream pool exhaustion, or DNS flapping. Which is most likely?"),
+        "What are the pros and cons of Kafka, RabbitMQ and NATS for an event bus?",
+        "comparison of 3 entities: Kafka, RabbitMQ, NATS",
+        3,
+    ),
+    (
+        "Evaluate three ways to cache API responses: in-process LRU, Redis, and a CDN.",
+        "list of 3 entities: in-process LRU, Redis, CDN",
+        3,
+    ),
+    (
+        "For each of Paris, Tokyo and New York, estimate the monthly rent of a one-bedroom flat.",
+        "list of 3 entities: Paris, Tokyo, New York",
+        3,
+    ),
+    (
+        (
+            "Which of these sorting algorithms is stable: quicksort, mergesort, heapsort, "
+            "insertion "
+            "sort?"
+        ),
+        "list of 4 entities",
+        4,
+    ),
+    (
+        (
+            "My service returns 502s intermittently. It could be the load balancer timeout, or the "
+            "upstream pool exhaustion, or DNS flapping. Which is most likely?"
+        ),
         "competing hypotheses",
         3,
     ),
-    ("Summarise the licensing terms of MIT, Apache-2.0 and GPL-3.0 for a commercial SaaS.",
-     "list of 3 entities: MIT, Apache-2.0, GPL-3.0", 3),
     (
-        ("1) What is the boiling point of water at sea level? 2) What is the freezing point of "
-        "ethanol? 3) What is the melting point of iron?"),
+        "Summarise the licensing terms of MIT, Apache-2.0 and GPL-3.0 for a commercial SaaS.",
+        "list of 3 entities: MIT, Apache-2.0, GPL-3.0",
+        3,
+    ),
+    (
+        (
+            "1) What is the boiling point of water at sea level? 2) What is the freezing point of "
+            "ethanol? 3) What is the melting point of iron?"
+        ),
         "inline enumeration of 3 items",
         3,
     ),
     ("Compare PostgreSQL vs MySQL for a write-heavy workload.", "comparison of 2 entities", 2),
     (
-        ("List the trade-offs of monorepo versus polyrepo for a team of 40 engineers, and then "
-        "recommend one."),
+        (
+            "List the trade-offs of monorepo versus polyrepo for a team of 40 engineers, and then "
+            "recommend one."
+        ),
         "comparison of 2 entities: monorepo, polyrepo",
         2,
     ),
-    ("Find a four-digit number that is divisible by 7, has digits summing to 20, and is a palindrome.",
-     "search under 3 conditions", 3),
+    (
+        (
+            "Find a four-digit number that is divisible by 7, has digits summing to 20, and is a "
+            "palindrome."
+        ),
+        "search under 3 conditions",
+        3,
+    ),
 ]
 
 
@@ -382,6 +422,8 @@ def test_comma_steps_ending_in_then_are_a_chain_not_a_list() -> None:
 
 
 def test_a_list_of_bare_numbers_is_data_not_parts() -> None:
-    s = analyze("The average of five numbers is 14. Four of them are 10, 12, 15 and 18. What is the fifth?")
+    s = analyze(
+        "The average of five numbers is 14. Four of them are 10, 12, 15 and 18. What is the fifth?"
+    )
     assert not any(x.startswith("list of") for x in s.signals), s.signals
     assert s.should_split_hint is not True

@@ -1,4 +1,5 @@
-"""Streamable HTTP on loopback: the chain works, foreign Origins get 403, the bearer token is enforced."""
+"""Streamable HTTP on loopback: the chain works, foreign Origins get 403, the bearer token is
+enforced."""
 
 from __future__ import annotations
 

@@ -118,7 +118,11 @@ def test_allowed_hosts_setting_is_parsed_from_the_environment(
     s = load_settings(backend="simulated")
     assert s.http_allowed_hosts == ["myhost.lan:8765", "proxy.local"]
     assert allowed_hosts(s, "0.0.0.0") == [
-        "127.0.0.1", "localhost", "[::1]", "myhost.lan:8765", "proxy.local"
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "myhost.lan:8765",
+        "proxy.local",
     ]
     assert "10.0.0.5" in (allowed_hosts(s, "10.0.0.5") or [])  # the bound address itself
     sdk = transport_security(s, "0.0.0.0")

@@ -529,7 +529,10 @@ async def test_recovery_between_calls_returns_to_the_configured_level() -> None:
     t = FakeTime()
     changes: list[tuple[int, int, str]] = []
     limiter = AdaptiveLimiter(
-        8, max_limit=8, clock=t.clock, recover_after_s=10,
+        8,
+        max_limit=8,
+        clock=t.clock,
+        recover_after_s=10,
         on_change=lambda o, n, r: changes.append((o, n, r)),
     )
     slots = [await limiter.acquire() for _ in range(8)]

@@ -46,8 +46,9 @@ async def test_tool_input_schemas_use_the_shared_limits(tmp_path: Path) -> None:
     solve = props["parallel_solve"]
     assert bound(solve["subtasks"], "maxItems") == limits.MAX_SUBTASKS
     assert bound(solve["max_concurrency"], "maximum") == limits.MAX_CONCURRENCY
-    array = next(o for o in solve["subtasks"].get("anyOf", [solve["subtasks"]])
-                 if o.get("type") == "array")
+    array = next(
+        o for o in solve["subtasks"].get("anyOf", [solve["subtasks"]]) if o.get("type") == "array"
+    )
     assert array["items"]["properties"]["prompt"]["maxLength"] == limits.MAX_PROMPT_CHARS
     merge = props["merge"]
     assert bound(merge["results"], "maxItems") == limits.MAX_MERGE_RESULTS
@@ -103,10 +104,13 @@ def test_cli_deadline_bounds(capsys: pytest.CaptureFixture[str]) -> None:
 
 async def test_engine_takes_as_many_host_subtasks_as_the_tool_schema() -> None:
     model = SimulatedModel(ttft_s=0.0, tokens_per_s=1e9)
-    engine = Engine(settings=Settings(backend="simulated"), planner=model, solver=model,
-                    merger=model)
-    subtasks = [Subtask(id=f"s{i}", prompt=f"Assess option number {i}")
-                for i in range(limits.MAX_SUBTASKS + 1)]
+    engine = Engine(
+        settings=Settings(backend="simulated"), planner=model, solver=model, merger=model
+    )
+    subtasks = [
+        Subtask(id=f"s{i}", prompt=f"Assess option number {i}")
+        for i in range(limits.MAX_SUBTASKS + 1)
+    ]
     with pytest.raises(PlanError, match=str(limits.MAX_SUBTASKS)):
         await engine.parallel_solve("q", subtasks)
     run = await engine.parallel_solve("q", subtasks[:-1], deadline_s=60)

@@ -10,27 +10,47 @@ from apr_mcp.schemas import MergeStrategy, ThreadResult, ThreadStatus
 from apr_mcp.tokens import count_messages, count_tokens
 
 
-def _r(i: str, summary: str = "", *, conf: float | None = 0.5, settles: bool = False,
-       status: ThreadStatus = ThreadStatus.done, answer: str | None = None) -> ThreadResult:
+def _r(
+    i: str,
+    summary: str = "",
+    *,
+    conf: float | None = 0.5,
+    settles: bool = False,
+    status: ThreadStatus = ThreadStatus.done,
+    answer: str | None = None,
+) -> ThreadResult:
     return ThreadResult(
-        id=i, status=status, prompt=f"task {i}", summary=summary or f"summary of {i}",
-        answer=answer if answer is not None else (f"full answer of {i}" if status is ThreadStatus.done else None),
-        confidence=conf, settles_question=settles,
+        id=i,
+        status=status,
+        prompt=f"task {i}",
+        summary=summary or f"summary of {i}",
+        answer=answer
+        if answer is not None
+        else (f"full answer of {i}" if status is ThreadStatus.done else None),
+        confidence=conf,
+        settles_question=settles,
         error="boom" if status is ThreadStatus.failed else None,
         reason="deadline" if status is ThreadStatus.cancelled else None,
     )
 
 
 def test_relevance_order() -> None:
-    results = [_r("a", conf=0.9), _r("b", conf=0.4, settles=True), _r("c", conf=0.6), _r("d", conf=0.6),
-               _r("e", conf=None)]
+    results = [
+        _r("a", conf=0.9),
+        _r("b", conf=0.4, settles=True),
+        _r("c", conf=0.6),
+        _r("d", conf=0.6),
+        _r("e", conf=None),
+    ]
     ordered = relevance_order(results, {"d": 7})
     # settles first; then confidence; priority breaks the c/d tie; None counts as 0.5.
     assert [r.id for r in ordered] == ["b", "a", "d", "c", "e"]
 
 
 async def test_merge_uses_summaries_drops_unusable_and_reports_context_tokens() -> None:
-    model = sim(SimRule(pattern=".", reply={"answer": "merged!", "confidence": 0.7}, purpose="merger"))
+    model = sim(
+        SimRule(pattern=".", reply={"answer": "merged!", "confidence": 0.7}, purpose="merger")
+    )
     results = [
         _r("t1", "Python is slow", conf=0.6),
         _r("t2", status=ThreadStatus.failed),
@@ -91,8 +111,9 @@ async def test_one_usable_result_skips_the_merge_call() -> None:
 
 async def test_one_result_is_still_merged_when_voting() -> None:
     model = sim()
-    out = await merge(model, "q", [_r("t1")], strategy=MergeStrategy.vote, budget_tokens=4000,
-                      settings=settings())
+    out = await merge(
+        model, "q", [_r("t1")], strategy=MergeStrategy.vote, budget_tokens=4000, settings=settings()
+    )
     assert model.calls_by_purpose["merger"] == 1
     assert "Mode: vote" in model.requests[-1].messages[0].content
     assert out.strategy is MergeStrategy.vote

@@ -53,6 +53,9 @@ async def test_serve_on_serves_the_bound_socket_and_closes_it_after() -> None:
 
 def test_the_simulator_server_does_not_load_mcp() -> None:
     # simulate_server shares the helper with server.py without importing the MCP server.
-    code = "import sys, apr_mcp.simulate_server; print('apr_mcp.server' in sys.modules, 'mcp' in sys.modules)"
+    code = (
+        "import sys, apr_mcp.simulate_server; print('apr_mcp.server' in sys.modules, 'mcp' in "
+        "sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

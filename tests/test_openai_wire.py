@@ -171,7 +171,8 @@ async def test_max_completion_tokens_is_used_when_the_server_asks_for_it() -> No
         400,
         json={
             "error": {
-                "message": "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."
+                "message": "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' "
+                "instead."
             }
         },
     )

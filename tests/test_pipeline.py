@@ -13,10 +13,19 @@ from apr_mcp.llm.base import Model, ModelRequest, ModelResponse, TokenCallback, 
 from apr_mcp.llm.simulated import SimRule
 from apr_mcp.schemas import MergeStrategy, ThreadStatus
 
-PARTS = "Answer each of these parts: (1) the history of paper; (2) how ink is made; (3) why glue sticks."
-PLAN = {"should_split": True, "max_concurrency": 1, "subtasks": [
-    {"id": "t1", "prompt": "ALPHA part"}, {"id": "t2", "prompt": "BETA part"},
-    {"id": "t3", "prompt": "GAMMA part"}]}
+PARTS = (
+    "Answer each of these parts: (1) the history of paper; (2) how ink is made; (3) why glue "
+    "sticks."
+)
+PLAN = {
+    "should_split": True,
+    "max_concurrency": 1,
+    "subtasks": [
+        {"id": "t1", "prompt": "ALPHA part"},
+        {"id": "t2", "prompt": "BETA part"},
+        {"id": "t3", "prompt": "GAMMA part"},
+    ],
+}
 
 
 class Log(WrapperModel):
@@ -51,9 +60,10 @@ async def test_a_subtask_starts_before_the_plan_stream_ends() -> None:
     assert result.plan is not None and result.plan.source == "model"
 
 
-@pytest.mark.parametrize(("mode", "planner_calls", "source"),
-                         [("auto", 0, "heuristic"), ("heuristic", 0, "heuristic"),
-                          ("model", 1, "model")])
+@pytest.mark.parametrize(
+    ("mode", "planner_calls", "source"),
+    [("auto", 0, "heuristic"), ("heuristic", 0, "heuristic"), ("model", 1, "model")],
+)
 async def test_planner_mode_decides_who_plans(mode: str, planner_calls: int, source: str) -> None:
     model = sim(SimRule(pattern=".", purpose="planner", reply=PLAN))
     result = await engine(model, planner=mode).solve(PARTS)
@@ -65,8 +75,10 @@ async def test_planner_mode_decides_who_plans(mode: str, planner_calls: int, sou
 
 async def test_heuristic_mode_never_calls_the_planner_for_the_uncertain_middle() -> None:
     model = sim(SimRule(pattern=".", purpose="planner", reply=PLAN))
-    question = ("Our nightly data import has become slow over the last month and the team "
-                "disagrees about why; what should we look at first?")
+    question = (
+        "Our nightly data import has become slow over the last month and the team "
+        "disagrees about why; what should we look at first?"
+    )
     result = await engine(model, planner="heuristic").solve(question)
     assert model.calls_by_purpose.get("planner", 0) == 0
     assert result.plan is not None and "APR_PLANNER=heuristic" in result.plan.reason
@@ -121,10 +133,16 @@ async def test_an_unsplit_question_costs_exactly_the_sequential_call() -> None:
 async def test_a_streamed_plan_stops_with_the_run() -> None:
     # A settling first thread stops the run; a planner still writing is cancelled with it.
     settle = "42\nConfidence: 0.99\nSettles: yes"
-    plan: dict[str, Any] = {"should_split": True, "subtasks": [
-        {"id": f"t{i}", "prompt": f"ALPHA{i} part"} for i in range(1, 9)]}
-    model = Log(sim(SimRule(pattern=".", purpose="planner", reply=plan, tokens_per_s=100),
-                    SimRule(pattern=r"Your subtask:\s*ALPHA1\b", purpose="solver", reply=settle)))
+    plan: dict[str, Any] = {
+        "should_split": True,
+        "subtasks": [{"id": f"t{i}", "prompt": f"ALPHA{i} part"} for i in range(1, 9)],
+    }
+    model = Log(
+        sim(
+            SimRule(pattern=".", purpose="planner", reply=plan, tokens_per_s=100),
+            SimRule(pattern=r"Your subtask:\s*ALPHA1\b", purpose="solver", reply=settle),
+        )
+    )
     with anyio.fail_after(20):
         result = await engine(model, planner="model").solve(PARTS)
     assert any(d.kind == "early_stop" for d in result.decisions)

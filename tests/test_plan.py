@@ -71,7 +71,9 @@ def test_identical_prompts_are_merged_and_dependencies_repointed() -> None:
 
 async def test_planner_junk_falls_back_to_single_task() -> None:
     model = sim(SimRule(pattern=".", fault="junk", purpose="planner"))
-    plan, usage = await make_plan(model, "Compare Python and Go for CLIs", "", settings(planner="model"))
+    plan, usage = await make_plan(
+        model, "Compare Python and Go for CLIs", "", settings(planner="model")
+    )
     assert plan.source == "fallback"
     assert not plan.should_split
     assert [s.prompt for s in plan.subtasks] == ["Compare Python and Go for CLIs"]
@@ -82,19 +84,25 @@ async def test_planner_junk_falls_back_to_single_task() -> None:
 
 async def test_invalid_plan_is_reasked_once_with_the_error() -> None:
     cyclic = {
-        "should_split": True, "reason": "r",
-        "subtasks": [{"id": "a", "prompt": "A", "depends_on": ["b"]},
-                     {"id": "b", "prompt": "B", "depends_on": ["a"]}],
+        "should_split": True,
+        "reason": "r",
+        "subtasks": [
+            {"id": "a", "prompt": "A", "depends_on": ["b"]},
+            {"id": "b", "prompt": "B", "depends_on": ["a"]},
+        ],
     }
     fixed = {
-        "should_split": True, "reason": "fixed",
+        "should_split": True,
+        "reason": "fixed",
         "subtasks": [{"id": "a", "prompt": "A"}, {"id": "b", "prompt": "B", "depends_on": ["a"]}],
     }
     model = sim(
         SimRule(pattern="That plan is invalid: dependency cycle", reply=fixed, purpose="planner"),
         SimRule(pattern="Question:", reply=cyclic, purpose="planner"),
     )
-    plan, usage = await make_plan(model, "Compare Python and Go for CLIs", "", settings(planner="model"))
+    plan, usage = await make_plan(
+        model, "Compare Python and Go for CLIs", "", settings(planner="model")
+    )
     assert plan.source == "model"
     assert [s.id for s in plan.subtasks] == ["a", "b"]
     assert usage.calls == 2
@@ -102,10 +110,18 @@ async def test_invalid_plan_is_reasked_once_with_the_error() -> None:
 
 
 async def test_duplicate_ids_are_dropped_as_they_stream() -> None:
-    dup = {"should_split": True, "subtasks": [{"id": "a", "prompt": "A"}, {"id": "a", "prompt": "B"},
-                                              {"id": "c", "prompt": "C"}]}
+    dup = {
+        "should_split": True,
+        "subtasks": [
+            {"id": "a", "prompt": "A"},
+            {"id": "a", "prompt": "B"},
+            {"id": "c", "prompt": "C"},
+        ],
+    }
     model = sim(SimRule(pattern=".", reply=dup, purpose="planner"))
-    plan, _ = await make_plan(model, "Compare Python and Go for CLIs", "", settings(planner="model"))
+    plan, _ = await make_plan(
+        model, "Compare Python and Go for CLIs", "", settings(planner="model")
+    )
     assert [s.id for s in plan.subtasks] == ["a", "c"]
     assert "dropped a second subtask with id a" in plan.reason
 
@@ -122,10 +138,19 @@ async def test_confident_heuristics_skip_the_planner() -> None:
 
 async def test_signals_reach_the_prompt_and_the_plan() -> None:
     model = sim()
-    hints = SplitSignals(signals=["comparison of 2 entities: Python, Go"], should_split_hint=True,
-                         complexity=3, suggested_width=2)
-    plan, _ = await make_plan(model, "Compare Python and Go for writing CLI tools", "", settings(planner="model"),
-                              signals=hints)
+    hints = SplitSignals(
+        signals=["comparison of 2 entities: Python, Go"],
+        should_split_hint=True,
+        complexity=3,
+        suggested_width=2,
+    )
+    plan, _ = await make_plan(
+        model,
+        "Compare Python and Go for writing CLI tools",
+        "",
+        settings(planner="model"),
+        signals=hints,
+    )
     sent = model.requests[-1].messages[-1].content
     assert "comparison of 2 entities" in sent
     assert "suggested width 2" in sent
@@ -134,10 +159,14 @@ async def test_signals_reach_the_prompt_and_the_plan() -> None:
 
 
 async def test_split_plan_respects_max_subtasks() -> None:
-    wide = {"should_split": True, "subtasks": [{"id": f"t{i}", "prompt": f"part {i}", "priority": i}
-                                               for i in range(6)]}
+    wide = {
+        "should_split": True,
+        "subtasks": [{"id": f"t{i}", "prompt": f"part {i}", "priority": i} for i in range(6)],
+    }
     model = sim(SimRule(pattern=".", reply=wide, purpose="planner"))
-    plan, _ = await make_plan(model, "Compare A, B, C, D, E and F", "", settings(planner="model"), max_subtasks=4)
+    plan, _ = await make_plan(
+        model, "Compare A, B, C, D, E and F", "", settings(planner="model"), max_subtasks=4
+    )
     # Streamed plans are capped in plan order (the planner lists the important parts first).
     assert [s.id for s in plan.subtasks] == ["t0", "t1", "t2", "t3"]
     assert "fan-out capped at 4" in plan.reason

@@ -9,8 +9,10 @@ from apr_mcp.errors import ModelOutputError
 
 
 def test_full_trailer_is_parsed_and_removed_from_the_answer() -> None:
-    reply = ("Paris is the capital.\nIt has been since 987.\n\nSummary: Paris.\n"
-             "Confidence: 0.9\nSettles: yes\nFollow-up: When did it become the capital?")
+    reply = (
+        "Paris is the capital.\nIt has been since 987.\n\nSummary: Paris.\n"
+        "Confidence: 0.9\nSettles: yes\nFollow-up: When did it become the capital?"
+    )
     parsed = parse_thread_reply(reply)
     assert parsed.answer == "Paris is the capital.\nIt has been since 987."
     assert parsed.summary == "Paris." and parsed.confidence == 0.9 and parsed.settles_question
@@ -21,13 +23,22 @@ def test_missing_trailer_means_defaults_not_failure() -> None:
     parsed = parse_thread_reply("Just an answer, no trailer at all.")
     assert parsed.answer == "Just an answer, no trailer at all."
     assert (parsed.summary, parsed.confidence, parsed.settles_question, parsed.follow_ups) == (
-        "", 0.5, False, [])
+        "",
+        0.5,
+        False,
+        [],
+    )
 
 
 @pytest.mark.parametrize(
     ("line", "expected"),
-    [("**Confidence:** 85%", 0.85), ("- confidence: 0.3", 0.3), ("Confidence: high", 0.85),
-     ("CONFIDENCE : 7", 0.07), ("Confidence: 1.5", 0.015)],
+    [
+        ("**Confidence:** 85%", 0.85),
+        ("- confidence: 0.3", 0.3),
+        ("Confidence: high", 0.85),
+        ("CONFIDENCE : 7", 0.07),
+        ("Confidence: 1.5", 0.015),
+    ],
 )
 def test_confidence_is_read_leniently(line: str, expected: float) -> None:
     assert parse_thread_reply(f"An answer.\n{line}").confidence == pytest.approx(expected)
@@ -47,8 +58,9 @@ def test_template_placeholders_echoed_back_are_ignored() -> None:
     assert parsed.summary == "" and parsed.follow_ups == []
 
 
-@pytest.mark.parametrize("reply", ["", "   \n", "Confidence: 0.9\nSettles: no",
-                                   "<the answer, free text>"])
+@pytest.mark.parametrize(
+    "reply", ["", "   \n", "Confidence: 0.9\nSettles: no", "<the answer, free text>"]
+)
 def test_empty_or_template_only_replies_are_rejected(reply: str) -> None:
     with pytest.raises(ModelOutputError):
         parse_thread_reply(reply)

@@ -84,10 +84,19 @@ def _start_server(*, interrupt_requests: bool) -> Iterator[str]:
         _absent(f"no model file at {MODEL_FILE}")
     port = _free_port()
     args = [
-        str(SERVER_PYTHON), "-m", "llama_cpp.server",
-        "--model", str(MODEL_FILE), "--model_alias", ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "8192",
+        str(SERVER_PYTHON),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(MODEL_FILE),
+        "--model_alias",
+        ALIAS,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "8192",
     ]
     if not interrupt_requests:
         args += ["--interrupt_requests", "False"]
@@ -228,8 +237,7 @@ async def test_debug_mode(llama_url: str, tmp_path: Path) -> None:
         "ZeroDivisionError: division by zero"
     )
     code = (
-        "prices = load_prices()\n# load_prices may return []\n"
-        "total = sum(prices) / len(prices)\n"
+        "prices = load_prices()\n# load_prices may return []\ntotal = sum(prices) / len(prices)\n"
     )
     result = await _solve(settings_for(llama_url, tmp_path), error, context=code, mode="debug")
     assert_answered(result)
@@ -323,10 +331,19 @@ def test_cli_solve_sequential(llama_url: str, tmp_path: Path) -> None:
     }
     done = subprocess.run(
         [
-            sys.executable, "-m", "apr_mcp", "solve", "--strategy", "sequential",
+            sys.executable,
+            "-m",
+            "apr_mcp",
+            "solve",
+            "--strategy",
+            "sequential",
             "Name a prime number.",
         ],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()

@@ -209,8 +209,16 @@ async def test_a_canary_key_reaches_no_surface(tmp_path: Path) -> None:
             env = _env(tmp_path, port, userinfo=True)
 
             # The provider really does echo the key: the test would see a leak.
-            code, out = await _cli(env, "-vv", "solve", "--json", "--strategy", "fixed",
-                                   "Compare Python, Go and Rust for a CLI tool", cwd=tmp_path)
+            code, out = await _cli(
+                env,
+                "-vv",
+                "solve",
+                "--json",
+                "--strategy",
+                "fixed",
+                "Compare Python, Go and Rust for a CLI tool",
+                cwd=tmp_path,
+            )
             surfaces["solve -vv (stdout+stderr)"] = out
             assert "401" in out or "Incorrect API key" in out, out[-2000:]
 
@@ -221,9 +229,19 @@ async def test_a_canary_key_reaches_no_surface(tmp_path: Path) -> None:
             env = _env(tmp_path, port, userinfo=False)  # from here on the Bearer key is echoed
 
             bench = tmp_path / "bench"
-            code, out = await _cli(env, "bench", "--dataset", "arithmetic", "--limit", "1",
-                                   "--strategies", "sequential,fixed", "--out", str(bench),
-                                   cwd=tmp_path)
+            code, out = await _cli(
+                env,
+                "bench",
+                "--dataset",
+                "arithmetic",
+                "--limit",
+                "1",
+                "--strategies",
+                "sequential,fixed",
+                "--out",
+                str(bench),
+                cwd=tmp_path,
+            )
             surfaces["bench (stdout+stderr)"] = out
             for name in ("results.jsonl", "run.json", "report.md", "report.html"):
                 surfaces[f"bench {name}"] = (bench / name).read_text(encoding="utf-8")
@@ -291,8 +309,13 @@ async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Pat
     code = "password = get_password()\nclient = Client(api_key=os.environ['KEY'])"
     reply = f"Use this:\n{code}\nYour key {secret} is fine."
     # A ThreadAnswer-shaped reply; under the free-text thread protocol it is the answer text.
-    answer = {"answer": reply, "summary": "log in", "confidence": 0.9,
-              "settles_question": False, "follow_ups": []}
+    answer = {
+        "answer": reply,
+        "summary": "log in",
+        "confidence": 0.9,
+        "settles_question": False,
+        "follow_ups": [],
+    }
     script = SimScript(rules=[SimRule(pattern=".", reply=answer)])
     model = SimulatedModel(ttft_s=0.001, tokens_per_s=100_000, script=script)
     store = RunStore(tmp_path / "runs")

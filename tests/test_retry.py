@@ -252,8 +252,13 @@ async def test_retries_never_outlive_the_request_deadline() -> None:
         clock.now += delay
 
     model = RetryingModel(
-        inner, max_retries=10, base_delay=1.0, max_delay=1.0, sleep=sleep,
-        rng=random.Random(3), clock=clock,
+        inner,
+        max_retries=10,
+        base_delay=1.0,
+        max_delay=1.0,
+        sleep=sleep,
+        rng=random.Random(3),
+        clock=clock,
     )
     with pytest.raises(ServerError):
         await model.complete(REQ.model_copy(update={"timeout_s": 10.0}))

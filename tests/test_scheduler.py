@@ -17,8 +17,14 @@ def _subs(*specs: str | tuple[str, list[str]] | tuple[str, list[str], int]) -> l
     out = []
     for spec in specs:
         name, deps, prio = (spec, [], 0) if isinstance(spec, str) else (*spec, 0)[:3]
-        out.append(Subtask(id=name.lower(), prompt=f"{name} task", depends_on=[d.lower() for d in deps],
-                           priority=prio))
+        out.append(
+            Subtask(
+                id=name.lower(),
+                prompt=f"{name} task",
+                depends_on=[d.lower() for d in deps],
+                priority=prio,
+            )
+        )
     return out
 
 
@@ -40,7 +46,9 @@ async def test_dependent_starts_as_soon_as_its_dependency_is_done() -> None:
     assert all(x.status is ThreadStatus.done for x in run.results)
     assert seconds(r["gamma"].started_s) >= seconds(r["beta"].finished_s)
     assert seconds(r["gamma"].started_s) < seconds(r["alpha"].finished_s)
-    gamma_prompt = next(q for q in model.requests if "Your subtask:\nGAMMA" in q.messages[-1].content)
+    gamma_prompt = next(
+        q for q in model.requests if "Your subtask:\nGAMMA" in q.messages[-1].content
+    )
     assert "BETA SAYS 42" in gamma_prompt.messages[-1].content  # the distilled dependency result
 
 
@@ -117,7 +125,8 @@ async def test_cancelled_threads_count_the_tokens_they_spent() -> None:
     assert r["stream"].tokens_in > 0 and 0 < r["stream"].tokens_out < 200
     assert run.metrics.tokens_out == r["oracle"].tokens_out + r["stream"].tokens_out
     assert run.metrics.tokens_in == r["oracle"].tokens_in + r["stream"].tokens_in
-    # Each thread's context is its prompt plus what it generated, the cancelled one's streamed part too.
+    # Each thread's context is its prompt plus what it generated, the cancelled one's streamed part
+    # too.
     assert run.metrics.stages["solve"].max_context_tokens == max(
         x.tokens_in + x.tokens_out for x in run.results
     )
@@ -151,9 +160,17 @@ async def test_redundant_running_thread_is_cancelled() -> None:
 async def test_follow_ups_are_spawned_within_bounds() -> None:
     rec = Recorder()
     model = sim(
-        solver_rule("ROOT", answer("found things", follow_ups=[
-            "FOLLOW check the first lead", "FOLLOW check the second lead", "FOLLOW check a third lead",
-        ])),
+        solver_rule(
+            "ROOT",
+            answer(
+                "found things",
+                follow_ups=[
+                    "FOLLOW check the first lead",
+                    "FOLLOW check the second lead",
+                    "FOLLOW check a third lead",
+                ],
+            ),
+        ),
         solver_rule("FOLLOW", answer("deeper", follow_ups=["DEEPER go one level further"])),
     )
     run = await engine(model, max_followups=2, max_depth=1).parallel_solve(
@@ -221,8 +238,9 @@ async def test_token_budget_cancels_every_running_thread() -> None:
 async def test_token_budget_below_one_prompt_sends_nothing() -> None:
     model = sim()
     run = await engine(model, token_budget=50).parallel_solve("q", _subs("ONE", "TWO"))
-    assert all(r.status is ThreadStatus.cancelled and r.reason == "token budget"
-               for r in run.results)
+    assert all(
+        r.status is ThreadStatus.cancelled and r.reason == "token budget" for r in run.results
+    )
     assert model.calls == 0  # stopped before the first prompt went out
     assert run.metrics.tokens_in == 0 and run.partial
     assert run.metrics.threads_cancelled == 2
@@ -238,16 +256,22 @@ async def test_events_are_monotonic_and_complete() -> None:
     totals = [e.total for e in rec.events]
     assert completed == sorted(completed) and totals == sorted(totals)
     assert all(e.completed <= e.total for e in rec.events)
-    assert rec.events[-1].kind == "finished" and rec.events[-1].completed == 5 == run.metrics.threads
+    assert (
+        rec.events[-1].kind == "finished" and rec.events[-1].completed == 5 == run.metrics.threads
+    )
     done = [e for e in rec.events if e.kind == "done"]
     assert done and all("tokens" in e.message and e.message.endswith("s)") for e in done)
     for r in run.results:  # every thread ends with exactly one terminal event
-        terminal = [k for k in rec.kinds(r.id) if k in {"done", "cached", "failed", "cancelled", "skipped"}]
+        terminal = [
+            k for k in rec.kinds(r.id) if k in {"done", "cached", "failed", "cancelled", "skipped"}
+        ]
         assert terminal == [r.status.value]
 
 
 class _FromCache(WrapperModel):
-    async def complete(self, request: ModelRequest, *, on_token: TokenCallback | None = None) -> ModelResponse:
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
         response = await self.inner.complete(request, on_token=on_token)
         return response.model_copy(update={"cached": True})
 
@@ -273,6 +297,7 @@ async def test_outer_cancellation_propagates_and_closes_calls() -> None:
     finished = False
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
+
             async def run() -> None:
                 nonlocal finished
                 await eng.parallel_solve("q", _subs("A", "B"))
@@ -291,7 +316,14 @@ def test_critical_path_of_a_known_dag() -> None:
         return ThreadResult(id=i, latency_s=latency, depends_on=deps or [])
 
     # a(1) -> c(2) -> e(0.5); b(3) -> d(1); f(3.4) alone. Longest: a, c, e = 3.5 vs b, d = 4.
-    results = [r("a", 1), r("b", 3), r("c", 2, ["a"]), r("d", 1, ["b"]), r("e", 0.5, ["c"]), r("f", 3.4)]
+    results = [
+        r("a", 1),
+        r("b", 3),
+        r("c", 2, ["a"]),
+        r("d", 1, ["b"]),
+        r("e", 0.5, ["c"]),
+        r("f", 3.4),
+    ]
     assert critical_path(results) == pytest.approx(4.0)
     results.append(r("g", 1.0, ["e", "d"]))
     assert critical_path(results) == pytest.approx(5.0)
@@ -305,8 +337,10 @@ async def test_controller_review_hook_can_steer_the_run() -> None:
     class Narrow(Controller):
         async def review(self, state: RunState) -> list[Action]:
             if len(state.results) == 1:
-                return [SetConcurrency(limit=1, reason="provider looks busy"),
-                        Note(kind="meta", reason="meta: continue")]
+                return [
+                    SetConcurrency(limit=1, reason="provider looks busy"),
+                    Note(kind="meta", reason="meta: continue"),
+                ]
             return []
 
     gates = Gates()

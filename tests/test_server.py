@@ -570,7 +570,9 @@ async def test_sampling_cache_is_per_host_application(tmp_path: Path) -> None:
     async def ask(client_name: str) -> int:
         before = len(calls)
         async with Client(
-            server, mode="legacy", sampling_callback=_sim_sampler(host, calls),
+            server,
+            mode="legacy",
+            sampling_callback=_sim_sampler(host, calls),
             client_info=Implementation(name=client_name, version="1"),
         ) as client:
             result = await client.call_tool("solve", {"question": QUESTION})

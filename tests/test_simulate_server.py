@@ -103,8 +103,11 @@ async def test_json_schema_shape_selects_the_reply_and_purpose(server: Any) -> N
     client, model, _ = server
     request = body(
         {"role": "system", "content": "You are the planner."},
-        {"role": "user", "content": "Question:\nCompare Python, Go and Rust\n\n"
-         "Heuristic signals noticed: comparison; suggested width 3"},
+        {
+            "role": "user",
+            "content": "Question:\nCompare Python, Go and Rust\n\n"
+            "Heuristic signals noticed: comparison; suggested width 3",
+        },
         response_format={
             "type": "json_schema",
             "json_schema": {"name": "Plan", "schema": Plan.model_json_schema(), "strict": False},
@@ -130,7 +133,9 @@ async def test_every_reply_says_it_is_simulated_whatever_model_was_asked_for(ser
 
 async def test_rate_limit_and_server_error_are_real_http_errors(server: Any) -> None:
     client, _, stats = server
-    limited = await client.post("/chat/completions", json=body({"role": "user", "content": "ratelimit"}))
+    limited = await client.post(
+        "/chat/completions", json=body({"role": "user", "content": "ratelimit"})
+    )
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "0.25" and limited.headers["retry-after-ms"] == "250"
     assert limited.json()["error"]["type"] == "rate_limit_error"
@@ -145,10 +150,14 @@ async def test_content_faults(server: Any) -> None:
     client, _, _ = server
 
     async def ask(text: str, **extra: Any) -> dict[str, Any]:
-        response = await client.post("/chat/completions", json=body({"role": "user", "content": text}, **extra))
+        response = await client.post(
+            "/chat/completions", json=body({"role": "user", "content": text}, **extra)
+        )
         return response.json()["choices"][0]  # type: ignore[no-any-return]
 
-    junk = await ask("junk", response_format={"type": "json_schema", "json_schema": {"name": "Plan"}})
+    junk = await ask(
+        "junk", response_format={"type": "json_schema", "json_schema": {"name": "Plan"}}
+    )
     with pytest.raises(ValueError):
         json.loads(junk["message"]["content"])
     assert (await ask("empty"))["message"]["content"] == ""
@@ -168,7 +177,9 @@ async def test_cut_stream_ends_without_finish_reason_or_done(server: Any) -> Non
 
 async def test_cut_non_streamed_body_is_broken_json(server: Any) -> None:
     client, _, _ = server
-    response = await client.post("/chat/completions", json=body({"role": "user", "content": "cutme"}))
+    response = await client.post(
+        "/chat/completions", json=body({"role": "user", "content": "cutme"})
+    )
     with pytest.raises(json.JSONDecodeError):
         response.json()
 
@@ -176,7 +187,9 @@ async def test_cut_non_streamed_body_is_broken_json(server: Any) -> None:
 async def test_timeout_hangs_until_the_client_gives_up(server: Any) -> None:
     client, model, stats = server
     with pytest.raises(httpx.ReadTimeout):
-        await client.post("/chat/completions", json=body({"role": "user", "content": "hang"}), timeout=0.2)
+        await client.post(
+            "/chat/completions", json=body({"role": "user", "content": "hang"}), timeout=0.2
+        )
     with anyio.fail_after(5):
         await stats.wait_until(lambda s: s.streams_closed_early == 1)
     assert stats.active == 0 and model.active == 0
@@ -215,7 +228,13 @@ async def test_models_and_bad_requests(server: Any) -> None:
 
 def test_cli_parser_defaults_to_loopback_8799() -> None:
     args = build_parser().parse_args(["simulate", "--script", "s.json", "--ttft", "0.01"])
-    assert (args.port, args.host, args.ttft, args.tps, args.script) == (8799, "127.0.0.1", 0.01, None, "s.json")
+    assert (args.port, args.host, args.ttft, args.tps, args.script) == (
+        8799,
+        "127.0.0.1",
+        0.01,
+        None,
+        "s.json",
+    )
     assert callable(args.func)
 
 
@@ -249,7 +268,11 @@ async def test_subprocess_server_reads_the_script_from_the_environment_and_scale
     args = ("--ttft", "0.001", "--tps", "100000", "--reasoning-scale", "3")
     with anyio.fail_after(30):
         async with simulate_subprocess(*args) as url, httpx.AsyncClient(base_url=url) as client:
-            ping = (await client.post("/chat/completions", json=body({"role": "user", "content": "ping"}))).json()
+            ping = (
+                await client.post(
+                    "/chat/completions", json=body({"role": "user", "content": "ping"})
+                )
+            ).json()
             long = (await client.post("/chat/completions", json=body(question))).json()
     assert ping["choices"][0]["message"]["content"] == "pong from env"
     assert long["choices"][0]["message"]["content"] == expected.text

@@ -42,7 +42,10 @@ def planner_request(question: str, signals: str = "none") -> ModelRequest:
         question=question, context="", signals=signals, schema="{}", min_threads=2, max_threads=8
     )
     return ModelRequest(
-        messages=messages, schema_name="Plan", json_schema=Plan.model_json_schema(), purpose="planner"
+        messages=messages,
+        schema_name="Plan",
+        json_schema=Plan.model_json_schema(),
+        purpose="planner",
     )
 
 
@@ -69,9 +72,13 @@ async def plan_for(question: str, signals: str = "none") -> tuple[Plan, list[str
 
 
 async def test_plan_width_comes_from_the_heuristic_signals_not_from_phrases() -> None:
-    plan, _ = await plan_for(COMPARE, "comparison of 3 entities: Python, Go, Rust; suggested width 3")
+    plan, _ = await plan_for(
+        COMPARE, "comparison of 3 entities: Python, Go, Rust; suggested width 3"
+    )
     assert plan.should_split and [s.id for s in plan.subtasks] == ["t1", "t2", "t3"]
-    assert all(s.prompt.startswith(f"[sim] part {k} of 3: ") for k, s in enumerate(plan.subtasks, 1))
+    assert all(
+        s.prompt.startswith(f"[sim] part {k} of 3: ") for k, s in enumerate(plan.subtasks, 1)
+    )
     # Each part carries its share of the question's words, in order.
     assert " ".join(s.prompt.split(": ", 1)[1] for s in plan.subtasks) == COMPARE
     # The same question without a suggested width is not split: the simulator has no router.
@@ -80,8 +87,10 @@ async def test_plan_width_comes_from_the_heuristic_signals_not_from_phrases() ->
 
 
 async def test_an_instruction_for_exactly_n_subtasks_is_followed() -> None:
-    plan, _ = await plan_for("What is the capital of France?",
-                             "none\nINSTRUCTION: split this question into exactly 5 self-contained")
+    plan, _ = await plan_for(
+        "What is the capital of France?",
+        "none\nINSTRUCTION: split this question into exactly 5 self-contained",
+    )
     assert plan.should_split and len(plan.subtasks) == 5
 
 
@@ -99,11 +108,23 @@ async def test_a_plan_streams_a_chunk_boundary_after_every_subtask_object() -> N
 
 
 async def test_thread_json_is_a_placeholder_with_the_flags_a_script_asks_for() -> None:
-    model = SimulatedModel(**FAST, script=SimScript([
-        SimRule(r"Your subtask:\s*ALPHA", purpose="solver", confidence=0.95, settles=True,
-                follow_ups=["Check BETA on its own."]),
-    ]))
-    scripted = ThreadAnswer.model_validate_json((await model.complete(solver_request("ALPHA: 12 * 12?"))).text)
+    model = SimulatedModel(
+        **FAST,
+        script=SimScript(
+            [
+                SimRule(
+                    r"Your subtask:\s*ALPHA",
+                    purpose="solver",
+                    confidence=0.95,
+                    settles=True,
+                    follow_ups=["Check BETA on its own."],
+                ),
+            ]
+        ),
+    )
+    scripted = ThreadAnswer.model_validate_json(
+        (await model.complete(solver_request("ALPHA: 12 * 12?"))).text
+    )
     assert scripted.answer.startswith("[sim]") and "ALPHA: 12 * 12?" in scripted.answer
     assert "144" not in scripted.answer and "144" not in scripted.summary  # nothing is computed
     assert (scripted.confidence, scripted.settles_question) == (0.95, True)
@@ -113,13 +134,29 @@ async def test_thread_json_is_a_placeholder_with_the_flags_a_script_asks_for() -
 
 
 async def test_free_text_thread_ends_with_the_protocol_trailer() -> None:
-    model = SimulatedModel(**FAST, script=SimScript([
-        SimRule(r"ALPHA", purpose="solver", confidence=0.8, settles=True, follow_ups=["one", "two"]),
-    ]))
+    model = SimulatedModel(
+        **FAST,
+        script=SimScript(
+            [
+                SimRule(
+                    r"ALPHA",
+                    purpose="solver",
+                    confidence=0.8,
+                    settles=True,
+                    follow_ups=["one", "two"],
+                ),
+            ]
+        ),
+    )
     text = (await model.complete(solver_request("ALPHA task", json_answer=False))).text
     body, trailer = text.split("\n\nSummary: ", 1)
     assert body.startswith("[sim] solver placeholder; a real model was asked: ALPHA task")
-    assert trailer.splitlines()[1:] == ["Confidence: 0.8", "Settles: yes", "Follow-up: one", "Follow-up: two"]
+    assert trailer.splitlines()[1:] == [
+        "Confidence: 0.8",
+        "Settles: yes",
+        "Follow-up: one",
+        "Follow-up: two",
+    ]
     default = (await model.complete(solver_request("BETA task", json_answer=False))).text
     assert default.splitlines()[-2:] == ["Confidence: 0.5", "Settles: no"]
 
@@ -127,36 +164,65 @@ async def test_free_text_thread_ends_with_the_protocol_trailer() -> None:
 async def test_sequential_lead_and_merger_replies_are_placeholders() -> None:
     model = SimulatedModel(**FAST)
     sequential = (await model.complete(user("What is 6 * 7?", purpose="sequential"))).text
-    assert sequential.startswith("[sim]") and "\nFinal answer: [sim]" in sequential and "42" not in sequential
+    assert (
+        sequential.startswith("[sim]")
+        and "\nFinal answer: [sim]" in sequential
+        and "42" not in sequential
+    )
     lead = await model.complete(user("Worker results: ...", purpose="lead", max_tokens=100))
     assert lead.text.startswith("[sim]") and "\n" not in lead.text
     assert lead.usage.output_tokens <= 100 and lead.finish_reason == "stop"
-    schema = {"type": "object", "properties": {"answer": {"type": "string"},
-                                               "confidence": {"type": "number"}}, "required": ["answer"]}
-    merged = json.loads((await model.complete(user("Original question:\nWhy?\n\nWorker results:\nx",
-                                                   purpose="merger", json_schema=schema))).text)
-    assert merged["answer"].startswith("[sim] merged answer placeholder") and merged["confidence"] == 0.5
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
+        "required": ["answer"],
+    }
+    merged = json.loads(
+        (
+            await model.complete(
+                user(
+                    "Original question:\nWhy?\n\nWorker results:\nx",
+                    purpose="merger",
+                    json_schema=schema,
+                )
+            )
+        ).text
+    )
+    assert (
+        merged["answer"].startswith("[sim] merged answer placeholder")
+        and merged["confidence"] == 0.5
+    )
 
 
 async def test_a_bundled_countdown_item_gets_a_placeholder_not_a_solution() -> None:
-    item = next(i for i in load_dataset("countdown").items if i.meta.get("rules", "countdown") == "countdown")
+    item = next(
+        i
+        for i in load_dataset("countdown").items
+        if i.meta.get("rules", "countdown") == "countdown"
+    )
     model = SimulatedModel(**FAST)
     sequential = (await model.complete(user(item.question, purpose="sequential"))).text
-    thread = ThreadAnswer.model_validate_json((await model.complete(solver_request(item.question))).text)
+    thread = ThreadAnswer.model_validate_json(
+        (await model.complete(solver_request(item.question))).text
+    )
     for answer in (sequential, thread.answer):
         assert answer.startswith("[sim]")
         assert (await grade(item, answer)).correct is False
 
 
 def test_the_simulated_backend_imports_no_bench_code_and_no_code_parser() -> None:
-    code = ("import sys, apr_mcp.llm.simulated, apr_mcp.simulate_server; "
-            "print(sorted(m for m in sys.modules if m.startswith('apr_mcp.bench') or m == 'ast'))")
+    code = (
+        "import sys, apr_mcp.llm.simulated, apr_mcp.simulate_server; "
+        "print(sorted(m for m in sys.modules if m.startswith('apr_mcp.bench') or m == 'ast'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "apr_mcp.bench" not in out.stdout
     package = Path(__file__).resolve().parent.parent / "apr_mcp" / "llm"
     for path in package.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
-        assert "bench" not in "".join(line for line in source.splitlines() if "import" in line), path
+        assert "bench" not in "".join(line for line in source.splitlines() if "import" in line), (
+            path
+        )
     for path in (package / "simulated").glob("*.py"):
         assert "import ast" not in path.read_text(encoding="utf-8"), path
 
@@ -172,8 +238,12 @@ async def test_reply_length_follows_the_words_of_the_task_and_the_script() -> No
     assert 0.8 * (BASE + PER_WORD * words) <= body_tokens(long) <= 1.2 * (BASE + PER_WORD * words)
     assert body_tokens(long, scale=2.0) > body_tokens(long)
     model = SimulatedModel(**FAST, script=SimScript([SimRule("EXACT", output_tokens=123)]))
-    for request in (user("EXACT words"), solver_request("EXACT job"),
-                    solver_request("EXACT job", json_answer=False), user("EXACT", purpose="sequential")):
+    for request in (
+        user("EXACT words"),
+        solver_request("EXACT job"),
+        solver_request("EXACT job", json_answer=False),
+        user("EXACT", purpose="sequential"),
+    ):
         response = await model.complete(request)
         assert response.usage.output_tokens == count_tokens(response.text) == 123, request.purpose
 
@@ -206,7 +276,9 @@ async def test_unknown_schema_gets_a_minimal_valid_object() -> None:
 async def test_script_rules_override_replies_in_order_and_by_purpose() -> None:
     script = SimScript(
         [
-            SimRule(r"settle", reply={"answer": "done", "settles_question": True}, purpose="solver"),
+            SimRule(
+                r"settle", reply={"answer": "done", "settles_question": True}, purpose="solver"
+            ),
             SimRule(r"hello", reply="scripted hello", times=2),
             SimRule(r"hello", reply="later hello"),
         ]
@@ -214,7 +286,9 @@ async def test_script_rules_override_replies_in_order_and_by_purpose() -> None:
     model = SimulatedModel(**FAST, script=script)
     texts = [(await model.complete(user("say HELLO"))).text for _ in range(3)]
     assert texts == ["scripted hello", "scripted hello", "later hello"]
-    assert json.loads((await model.complete(user("please settle"))).text)["settles_question"] is True
+    assert (
+        json.loads((await model.complete(user("please settle"))).text)["settles_question"] is True
+    )
     # Same text, other purpose: the rule does not apply.
     other = await model.complete(user("please settle", purpose="merger"))
     assert "settles_question" not in other.text
@@ -224,14 +298,19 @@ async def test_script_rules_override_replies_in_order_and_by_purpose() -> None:
 
 def test_script_loads_from_file_and_reports_bad_scripts(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"rules": [{"pattern": "x", "fault": "429", "retry_after": 1.5, "times": 1}]}))
+    good.write_text(
+        json.dumps({"rules": [{"pattern": "x", "fault": "429", "retry_after": 1.5, "times": 1}]})
+    )
     rule = SimScript.from_file(good).rules[0]
     assert rule.fault == "429" and rule.retry_after == 1.5 and rule.times == 1
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps([{"pattern": "y", "reply": "z"}]))
     assert SimScript.from_file(bare).rules[0].reply == "z"
-    for name, body in [("regex", '[{"pattern": "("}]'), ("fault", '[{"pattern": "a", "fault": "boom"}]'),
-                       ("json", "{not json")]:
+    for name, body in [
+        ("regex", '[{"pattern": "("}]'),
+        ("fault", '[{"pattern": "a", "fault": "boom"}]'),
+        ("json", "{not json"),
+    ]:
         path = tmp_path / f"{name}.json"
         path.write_text(body)
         with pytest.raises(ConfigError, match=name + ".json"):
@@ -263,7 +342,9 @@ async def test_faults_raise_the_matching_error(fault: str, error: type[Exception
     if fault == "429":
         assert info.value.retry_after == 2.0  # type: ignore[attr-defined]
     # times=1: the next identical call succeeds.
-    assert (await model.complete(user("boom: Explain the history of the printing press in detail."))).text
+    assert (
+        await model.complete(user("boom: Explain the history of the printing press in detail."))
+    ).text
     assert model.active == 0
 
 
@@ -301,7 +382,9 @@ async def test_streaming_usage_and_async_callbacks() -> None:
         seen.append(piece)
 
     model = SimulatedModel(ttft_s=0.001, tokens_per_s=1e5, max_chunks=4)
-    response = await model.complete(user("Explain the history of the printing press."), on_token=on_token)
+    response = await model.complete(
+        user("Explain the history of the printing press."), on_token=on_token
+    )
     assert "".join(seen) == response.text and 1 <= len(seen) <= 4
     assert response.usage.reported and response.usage.input_tokens > 0
     assert response.usage.output_tokens > 0 and response.backend == "simulated"
@@ -314,7 +397,9 @@ def test_planned_latency_follows_ttft_and_tokens_per_second() -> None:
     assert reply.planned_latency_s == pytest.approx(0.2 + reply.output_tokens / 100)
     pieces = reply.pieces()
     assert 1 <= len(pieces) <= 8 and "".join(p for _, p in pieces) == reply.text
-    assert pieces[0][0] == pytest.approx(0.2) and pieces[-1][0] == pytest.approx(reply.planned_latency_s)
+    assert pieces[0][0] == pytest.approx(0.2) and pieces[-1][0] == pytest.approx(
+        reply.planned_latency_s
+    )
     assert [d for d, _ in pieces] == sorted(d for d, _ in pieces)
 
 
@@ -365,14 +450,21 @@ async def test_cancellation_stops_a_long_call_promptly() -> None:
 async def test_simulated_routing_is_the_engines_own_decision() -> None:
     # One router: where the heuristics are unsure, the simulated planner splits exactly as wide
     # as they suggest, and not at all when they suggest no width.
-    unsure = [i for i in load_dataset("arithmetic").items
-              if analyze(i.question, min_threads=2, max_threads=8).should_split_hint is None]
+    unsure = [
+        i
+        for i in load_dataset("arithmetic").items
+        if analyze(i.question, min_threads=2, max_threads=8).should_split_hint is None
+    ]
     assert unsure
     for item in unsure[:3]:
         hints = analyze(item.question, min_threads=2, max_threads=8)
         model = SimulatedModel(**FAST)
-        engine = Engine(settings=Settings(backend="simulated", cache=False), planner=model,
-                        solver=model, merger=model)
+        engine = Engine(
+            settings=Settings(backend="simulated", cache=False),
+            planner=model,
+            solver=model,
+            merger=model,
+        )
         plan = await engine.decompose(item.question)
         assert model.calls_by_purpose["planner"] == 1
         expected = max(1, hints.suggested_width)

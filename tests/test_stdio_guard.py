@@ -210,13 +210,14 @@ def exchange(srv: StdioServer, line: bytes) -> list[dict[str, Any]]:
 
 # ----- strategies -----
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(
-    max_size=20
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 ids = st.one_of(
@@ -454,7 +455,10 @@ async def test_tool_arguments_are_not_coerced(tmp_path: Path, arguments: dict[st
 
 async def test_whole_numbers_still_accepted(tmp_path: Path) -> None:
     settings_ = Settings(
-        backend="simulated", cache=False, cache_dir=tmp_path / "cache", sim_ttft_s=0.001,
+        backend="simulated",
+        cache=False,
+        cache_dir=tmp_path / "cache",
+        sim_ttft_s=0.001,
         sim_tokens_per_s=100_000,
     )
     server_ = create_server(settings_, run_store=RunStore(tmp_path / "runs"))

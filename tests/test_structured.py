@@ -1,4 +1,5 @@
-"""Structured output: native schema, prompt fallback, tolerant extraction, one repair, clear error."""
+"""Structured output: native schema, prompt fallback, tolerant extraction, one repair, clear
+error."""
 
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ async def test_response_format_rejection_falls_back_to_prompt_mode() -> None:
                 400,
                 json={
                     "error": {
-                        "message": "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model."
+                        "message": "Invalid parameter: 'response_format' of type 'json_schema' is "
+                        "not supported with this model."
                     }
                 },
             )
@@ -246,7 +248,9 @@ def test_json_schema_for_is_built_once_and_returns_a_copy(monkeypatch: pytest.Mo
     from apr_mcp.llm import structured
 
     assert json_schema_for(list[int]) == {
-        "type": "array", "items": {"type": "integer"}, "maxItems": DEFAULT_MAX_ITEMS
+        "type": "array",
+        "items": {"type": "integer"},
+        "maxItems": DEFAULT_MAX_ITEMS,
     }
     first = json_schema_for(Outer)
     built: list[object] = []

@@ -15,7 +15,9 @@ def test_tiktoken_loads_offline() -> None:
 
 def test_count_messages_adds_framing() -> None:
     msgs = [Message(role="system", content="be brief"), Message(role="user", content="hello world")]
-    assert count_messages(msgs) == 2 + 4 + count_tokens("be brief") + 4 + count_tokens("hello world")
+    assert count_messages(msgs) == 2 + 4 + count_tokens("be brief") + 4 + count_tokens(
+        "hello world"
+    )
 
 
 def test_truncate_to_tokens() -> None:

@@ -13,15 +13,26 @@ from apr_mcp.trace import RunStore, new_run_id
 
 def _run(run_id: str, question: str = "q") -> SolveRun:
     return SolveRun(
-        run_id=run_id, question=question,
-        results=[ThreadResult(id="t1", prompt="p", answer="a", started_s=0.0, finished_s=0.5, latency_s=0.5)],
+        run_id=run_id,
+        question=question,
+        results=[
+            ThreadResult(
+                id="t1", prompt="p", answer="a", started_s=0.0, finished_s=0.5, latency_s=0.5
+            )
+        ],
         metrics=RunMetrics(wall_s=0.6, threads=1, threads_done=1),
     )
 
 
 def _solve(run_id: str) -> SolveResult:
-    return SolveResult(run_id=run_id, question="why?", strategy="adaptive", answer="because",
-                       metrics=RunMetrics(wall_s=1.0), partial=True)
+    return SolveResult(
+        run_id=run_id,
+        question="why?",
+        strategy="adaptive",
+        answer="because",
+        metrics=RunMetrics(wall_s=1.0),
+        partial=True,
+    )
 
 
 def test_save_and_load_both_kinds(tmp_path: Path) -> None:

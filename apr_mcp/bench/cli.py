@@ -43,8 +43,10 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         for name in bundled_datasets():
             ds = load_dataset(name)
             role = f"routing: {ds.info.routing_set}" if ds.info.routing_set else "routing: -"
-            print(f"{name}\tv{ds.info.version}\t{len(ds.items)} items\t{role}\t{ds.info.licence}\t"
-                  f"{ds.info.description}")
+            print(
+                f"{name}\tv{ds.info.version}\t{len(ds.items)} items\t{role}\t{ds.info.licence}\t"
+                f"{ds.info.description}"
+            )
         return 0
     if args.routing_only:
         from .routing import heuristic_routing, render_routing
@@ -57,13 +59,20 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if not args.report_only:
         names = _dataset_names(args.dataset)
         if not names:
-            raise ConfigError("choose a dataset: --dataset NAME|all|path.jsonl (see --list-datasets)")
+            raise ConfigError(
+                "choose a dataset: --dataset NAME|all|path.jsonl (see --list-datasets)"
+            )
         datasets = [load_dataset(n, limit=args.limit) for n in names]
         config = BenchConfig(
-            datasets=datasets, strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
-            out_dir=out_dir, concurrency=args.concurrency, resume=args.resume, vote_k=args.vote_k,
+            datasets=datasets,
+            strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+            out_dir=out_dir,
+            concurrency=args.concurrency,
+            resume=args.resume,
+            vote_k=args.vote_k,
             vote_temperature=args.vote_temperature,
-            retry_errors=args.retry_errors, item_timeout_s=args.item_timeout,
+            retry_errors=args.retry_errors,
+            item_timeout_s=args.item_timeout,
         )
         _run_with_engine(settings, config)
     elif not (out_dir / "results.jsonl").is_file():
@@ -91,12 +100,17 @@ def _run_with_engine(settings: Settings, config: BenchConfig) -> None:
             mark = "done (simulated: not graded)"  # placeholders: right/wrong would mean nothing
         else:
             mark = {True: "✓", False: "✗", None: "ungraded"}[rec.get("correct")]
-        print(f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "
-              f"{rec['wall_s']:.2f}s", file=sys.stderr)
+        print(
+            f"[{done}/{total}] {rec['dataset']}/{rec['item_id']} {rec['strategy']}: {mark} "
+            f"{rec['wall_s']:.2f}s",
+            file=sys.stderr,
+        )
 
     async def go() -> None:
         # Bench runs are kept beside the results (not pruned at 200) so `trace view` finds them all.
-        runtime = build_runtime(settings, run_store=RunStore(config.out_dir / "runs", keep=1_000_000))
+        runtime = build_runtime(
+            settings, run_store=RunStore(config.out_dir / "runs", keep=1_000_000)
+        )
         try:
             await execute_bench(runtime.engine, config, on_record=progress)
         finally:
@@ -105,7 +119,10 @@ def _run_with_engine(settings: Settings, config: BenchConfig) -> None:
     try:
         anyio.run(go)
     except KeyboardInterrupt:
-        print(f"apr-mcp bench: interrupted; continue with --resume --out {config.out_dir}", file=sys.stderr)
+        print(
+            f"apr-mcp bench: interrupted; continue with --resume --out {config.out_dir}",
+            file=sys.stderr,
+        )
         raise
 
 
@@ -136,20 +153,26 @@ def run_trace(args: argparse.Namespace) -> int:
 
     if args.trace_command == "list":
         for s in RunStore(args.runs_dir).list(args.limit):
-            print(f"{s['run_id']}  {s.get('strategy', s['kind']):<10} {s['wall_s']:7.2f}s  "
-                  f"{s['threads']:>2} threads  {s['question']}")
+            print(
+                f"{s['run_id']}  {s.get('strategy', s['kind']):<10} {s['wall_s']:7.2f}s  "
+                f"{s['threads']:>2} threads  {s['question']}"
+            )
         return 0
     if args.trace_command != "view":
-        raise ConfigError("usage: apr-mcp trace view RUN [--html out.html] [--open] | apr-mcp trace list")
+        raise ConfigError(
+            "usage: apr-mcp trace view RUN [--html out.html] [--open] | apr-mcp trace list"
+        )
     run = _load_run(args.run, args.runs_dir)
     tl = timeline_from_result(run)
     print(render_text(tl))
     if args.html:
         import html as _html
 
-        body = (f"<h1>Run {_html.escape(tl.run_id)}</h1><p>{_html.escape(run.question[:500])}</p>"
-                f"<p class=\"muted\">{_html.escape(tl.title)} · wall {tl.wall_s:.3f}s · critical path "
-                f"{tl.critical_path_s:.3f}s</p>" + legend_html() + render_svg(tl))
+        body = (
+            f"<h1>Run {_html.escape(tl.run_id)}</h1><p>{_html.escape(run.question[:500])}</p>"
+            f'<p class="muted">{_html.escape(tl.title)} · wall {tl.wall_s:.3f}s · critical path '
+            f"{tl.critical_path_s:.3f}s</p>" + legend_html() + render_svg(tl)
+        )
         args.html.write_text(redact(html_page(f"apr-mcp run {tl.run_id}", body)), encoding="utf-8")
         print(f"apr-mcp trace: wrote {args.html}", file=sys.stderr)
         if args.open:

@@ -64,7 +64,12 @@ def extract_expression(text: str) -> str:
         line = re.sub(r"\*\*(?=\s*[A-Za-z])|(?<=[A-Za-z:])\*\*", "", raw).strip().strip("*").strip()
         line = re.sub(r"^(final answer|answer|expression)\s*[:=]\s*", "", line, flags=re.IGNORECASE)
         left = line.split("=")[0].strip() if "=" in line else line
-        if left and _EXPR_LINE.match(left) and re.search(r"\d", left) and re.search(r"[+\-*/×x÷−]", left):
+        if (
+            left
+            and _EXPR_LINE.match(left)
+            and re.search(r"\d", left)
+            and re.search(r"[+\-*/×x÷−]", left)
+        ):
             candidates.append(left)
     if candidates:
         return candidates[-1]
@@ -97,7 +102,9 @@ def check_expression(
     want = Counter(used)
     over = want - have
     if over:
-        return CheckResult(False, value, f"uses numbers not available (or too often): {sorted(over.elements())}")
+        return CheckResult(
+            False, value, f"uses numbers not available (or too often): {sorted(over.elements())}"
+        )
     if rules == "24" and want != have:
         missing = sorted((have - want).elements())
         return CheckResult(False, value, f"must use every number exactly once; unused: {missing}")

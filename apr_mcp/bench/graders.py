@@ -51,7 +51,7 @@ def final_answer_text(answer: str) -> str:
     """The part of ``answer`` after its last "Answer:" marker (or all of it)."""
     matches = list(re.finditer(r"(?:final answer|answer)\s*(?:is\s*)?[:=]", answer, re.IGNORECASE))
     if matches:
-        tail = answer[matches[-1].end():].strip()
+        tail = answer[matches[-1].end() :].strip()
         if tail:
             return tail
     return answer.strip()
@@ -102,8 +102,9 @@ def extract_number(answer: str) -> float | None:
     return _parse_number(tokens[-1])
 
 
-def grade_numeric(answer: str, reference: float | str, *, rel_tol: float = 1e-6,
-                  abs_tol: float = 1e-6) -> Grade:
+def grade_numeric(
+    answer: str, reference: float | str, *, rel_tol: float = 1e-6, abs_tol: float = 1e-6
+) -> Grade:
     """The last number of the answer equals ``reference`` within the tolerances."""
     ref = float(reference)
     got = extract_number(answer)
@@ -115,7 +116,10 @@ def grade_numeric(answer: str, reference: float | str, *, rel_tol: float = 1e-6,
 
 
 _CHOICE_PATTERNS = [
-    re.compile(r"(?:final answer|answer|option|choice)\s*(?:is\s*)?[:=]?\s*\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(
+        r"(?:final answer|answer|option|choice)\s*(?:is\s*)?[:=]?\s*\(?([A-Z])\)?(?![A-Za-z])",
+        re.IGNORECASE,
+    ),
     re.compile(r"^\s*\(?([A-Z])\)?\s*(?:[.):\-]|$)", re.MULTILINE),
     re.compile(r"\(([A-Z])\)"),
 ]
@@ -127,7 +131,9 @@ def grade_choice(answer: str, reference: str, choices: list[str] | None = None) 
     The letter is taken from "Answer: B"/"(B)"/a line starting with "B." — the last such mention.
     """
     ref = reference.strip().upper()[:1]
-    letters = set(string.ascii_uppercase[: len(choices)]) if choices else set(string.ascii_uppercase)
+    letters = (
+        set(string.ascii_uppercase[: len(choices)]) if choices else set(string.ascii_uppercase)
+    )
     for pattern in _CHOICE_PATTERNS:
         found = [m.upper() for m in pattern.findall(answer) if m.upper() in letters]
         if found:
@@ -139,7 +145,9 @@ def grade_choice(answer: str, reference: str, choices: list[str] | None = None) 
     return Grade(False, "no choice letter found in the answer")
 
 
-def grade_countdown(answer: str, numbers: list[int], target: int, rules: str = "countdown") -> Grade:
+def grade_countdown(
+    answer: str, numbers: list[int], target: int, rules: str = "countdown"
+) -> Grade:
     """The expression in the answer reaches ``target`` under the puzzle's rules
     (see :mod:`apr_mcp.bench.countdown`)."""
     if rules not in ("countdown", "24"):
@@ -152,7 +160,9 @@ def grade_countdown(answer: str, numbers: list[int], target: int, rules: str = "
 class JudgeVerdict(BaseModel):
     """What the LLM judge returns."""
 
-    correct: bool = Field(description="True if the answer is correct and complete given the reference.")
+    correct: bool = Field(
+        description="True if the answer is correct and complete given the reference."
+    )
     reason: str = Field(default="", description="One sentence why.")
 
 
@@ -193,17 +203,23 @@ async def grade(item: Item, answer: str, *, judge: Model | None = None) -> Grade
         return grade_exact(answer, item.answer)
     if item.grader == "numeric":
         return grade_numeric(
-            answer, item.answer,
-            rel_tol=float(meta.get("rel_tol", 1e-6)), abs_tol=float(meta.get("abs_tol", 1e-6)),
+            answer,
+            item.answer,
+            rel_tol=float(meta.get("rel_tol", 1e-6)),
+            abs_tol=float(meta.get("abs_tol", 1e-6)),
         )
     if item.grader == "choice":
         return grade_choice(answer, str(item.answer), meta.get("choices"))
     if item.grader == "countdown":
-        return grade_countdown(answer, list(meta["numbers"]), int(meta["target"]), str(meta.get("rules", "countdown")))
+        return grade_countdown(
+            answer, list(meta["numbers"]), int(meta["target"]), str(meta.get("rules", "countdown"))
+        )
     if item.grader == "none":
         return Grade(None, "not graded: a routing-only item with no reference answer")
     if item.grader == "llm_judge":
         if judge is None:
             return Grade(None, "llm_judge needs a model (none configured)")
         return await grade_llm_judge(judge, item.question, answer, str(item.answer))
-    raise ConfigError(f"item {item.id}: unknown grader {item.grader!r}; use one of {', '.join(GRADERS)}")
+    raise ConfigError(
+        f"item {item.id}: unknown grader {item.grader!r}; use one of {', '.join(GRADERS)}"
+    )

@@ -81,7 +81,8 @@ _JS = """
 def html_page(title: str, body_html: str) -> str:
     """A complete HTML document with the shared CSS and script inlined."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, '
+        f'initial-scale=1"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head>\n<body>\n{body_html}\n<script>{_JS}</script>\n</body></html>\n"
     )

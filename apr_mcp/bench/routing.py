@@ -34,14 +34,17 @@ class RoutingTally:
     wrong: list[str] = field(default_factory=list)
 
 
-def heuristic_routing(dataset: Dataset, *, min_threads: int = 2, max_threads: int = 8) -> RoutingTally:
+def heuristic_routing(
+    dataset: Dataset, *, min_threads: int = 2, max_threads: int = 8
+) -> RoutingTally:
     tally = RoutingTally(dataset.info.name, dataset.info.routing_set)
     for item in dataset.items:
         if item.should_split is None:
             continue
         tally.labelled += 1
-        hints = heuristics.analyze(item.question, item.context, min_threads=min_threads,
-                                   max_threads=max_threads)
+        hints = heuristics.analyze(
+            item.question, item.context, min_threads=min_threads, max_threads=max_threads
+        )
         if hints.should_split_hint is None:
             tally.undecided += 1
             tally.width_right += (hints.suggested_width > 1) == item.should_split
@@ -59,16 +62,26 @@ def _pct(right: int, n: int) -> str:
 
 
 def render_routing(tally: RoutingTally) -> str:
-    kind = {"held-out": "held-out set: no rule or test is fitted to these labels",
-            "tuning": "tuning set: the rules were written from these labels, an in-sample figure"}
+    kind = {
+        "held-out": "held-out set: no rule or test is fitted to these labels",
+        "tuning": "tuning set: the rules were written from these labels, an in-sample figure",
+    }
     lines = [
-        (f"routing by the heuristics alone on `{tally.dataset}` "
-        f"({kind.get(tally.routing_set or '', 'labels of unstated provenance')}), "
-        f"{tally.labelled} labelled items:"),
-        f"  decided by the heuristics: {tally.decided}, right {_pct(tally.decided_right, tally.decided)}",
+        (
+            f"routing by the heuristics alone on `{tally.dataset}` "
+            f"({kind.get(tally.routing_set or '', 'labels of unstated provenance')}), "
+            f"{tally.labelled} labelled items:"
+        ),
+        (
+            f"  decided by the heuristics: {tally.decided}, right "
+            f"{_pct(tally.decided_right, tally.decided)}"
+        ),
         f"  left to the model planner: {tally.undecided}",
-        (f"  heuristics + a planner that follows their suggested width (= the simulated planner): "
-        f"{_pct(tally.decided_right + tally.width_right, tally.labelled)}"),
+        (
+            "  heuristics + a planner that follows their suggested width (= the simulated "
+            "planner): "
+            f"{_pct(tally.decided_right + tally.width_right, tally.labelled)}"
+        ),
     ]
     if tally.wrong:
         lines.append(f"  decided wrongly: {', '.join(tally.wrong)}")

@@ -40,7 +40,15 @@ from .datasets import Dataset, Item
 from .graders import grade
 from .timeline import timeline_from_result
 
-__all__ = ["STRATEGIES", "BenchConfig", "execute_bench", "latest_records", "read_records", "record_key", "solve_vote"]
+__all__ = [
+    "STRATEGIES",
+    "BenchConfig",
+    "execute_bench",
+    "latest_records",
+    "read_records",
+    "record_key",
+    "solve_vote",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +64,9 @@ class BenchConfig:
     """What to run. ``datasets`` are loaded :class:`Dataset` objects (see ``load_dataset``)."""
 
     datasets: list[Dataset]
-    strategies: list[str] = field(default_factory=lambda: ["sequential", "adaptive", "fixed", "vote"])
+    strategies: list[str] = field(
+        default_factory=lambda: ["sequential", "adaptive", "fixed", "vote"]
+    )
     out_dir: Path = Path("apr-bench")
     concurrency: int = 4
     resume: bool = False
@@ -70,7 +80,9 @@ class BenchConfig:
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
-            raise ConfigError(f"unknown strategy {unknown[0]!r}; use some of {', '.join(STRATEGIES)}")
+            raise ConfigError(
+                f"unknown strategy {unknown[0]!r}; use some of {', '.join(STRATEGIES)}"
+            )
         if not self.strategies:
             raise ConfigError("no strategies to run")
         if self.concurrency < 1:
@@ -148,7 +160,10 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
         if model is None:
             return {}
         base = model.unwrap() if hasattr(model, "unwrap") else model
-        return {"backend": str(getattr(base, "backend", "")), "model": str(getattr(base, "model_name", ""))}
+        return {
+            "backend": str(getattr(base, "backend", "")),
+            "model": str(getattr(base, "model_name", "")),
+        }
 
     solver = ident(getattr(engine, "solver", None))
     settings = getattr(engine, "settings", None)
@@ -183,19 +198,27 @@ def _write_run_info(config: BenchConfig, engine: Any) -> dict[str, Any]:
         info = {"started": now, **identity}
     info.update(identity)
     info["apr_mcp_version"] = __version__
-    info["strategies"] = sorted(set(info.get("strategies", [])) | set(config.strategies), key=STRATEGIES.index)
+    info["strategies"] = sorted(
+        set(info.get("strategies", [])) | set(config.strategies), key=STRATEGIES.index
+    )
     info["vote_k"] = config.vote_k
     info["vote_temperature"] = config.vote_temperature
     info["concurrency"] = config.concurrency
     datasets = info.setdefault("datasets", {})
     for ds in config.datasets:
-        datasets[ds.info.name] = {**ds.info.model_dump(), "path": ds.path, "items_run": len(ds.items)}
+        datasets[ds.info.name] = {
+            **ds.info.model_dump(),
+            "path": ds.path,
+            "items_run": len(ds.items),
+        }
     info["updated"] = now
     path.write_text(json.dumps(redact_data(info), indent=2), encoding="utf-8")
     return info
 
 
-async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | None = None) -> SolveResult:
+async def solve_vote(
+    engine: Any, item: Item, k: int, *, temperature: float | None = None
+) -> SolveResult:
     """Self-consistency: ``k`` independent attempts in parallel, merged by majority vote.
 
     Attempts are sampled at ``temperature`` (an engine copy with that setting; models, limiter
@@ -203,8 +226,11 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
     cache from collapsing them into one call (identical prompts share a cache entry).
     """
     subtasks = [
-        Subtask(id=f"v{i + 1}", prompt=f"{item.question}\n\n(Independent attempt {i + 1} of {k}: "
-                "solve the whole question from scratch and end with 'Answer: ...'.)")
+        Subtask(
+            id=f"v{i + 1}",
+            prompt=f"{item.question}\n\n(Independent attempt {i + 1} of {k}: "
+            "solve the whole question from scratch and end with 'Answer: ...'.)",
+        )
         for i in range(k)
     ]
     t0 = time.perf_counter()
@@ -213,7 +239,9 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
         sampler = copy.copy(engine)
         sampler.settings = engine.settings.model_copy(update={"temperature": temperature})
     run = await sampler.parallel_solve(item.question, subtasks, context=item.context)
-    merged = await engine.merge(item.question, run.results, context=item.context, strategy=MergeStrategy.vote)
+    merged = await engine.merge(
+        item.question, run.results, context=item.context, strategy=MergeStrategy.vote
+    )
     wall = time.perf_counter() - t0
     m: RunMetrics = run.metrics.model_copy(deep=True)
     m.stages["merge"] = stage = merge_usage(merged)
@@ -225,9 +253,17 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
     m.critical_path_s += merged.latency_s
     m.wall_s = max(m.wall_s, wall)
     result = SolveResult(
-        run_id=run.run_id, question=item.question, strategy="vote", answer=merged.answer,
-        confidence=merged.confidence, plan=None, results=run.results, merge=merged, metrics=m,
-        decisions=run.decisions, partial=run.partial,
+        run_id=run.run_id,
+        question=item.question,
+        strategy="vote",
+        answer=merged.answer,
+        confidence=merged.confidence,
+        plan=None,
+        results=run.results,
+        merge=merged,
+        metrics=m,
+        decisions=run.decisions,
+        partial=run.partial,
     )
     store = getattr(engine, "run_store", None)
     if store is not None:  # so `apr-mcp trace view RUN` finds the vote run like any other
@@ -237,39 +273,51 @@ async def solve_vote(engine: Any, item: Item, k: int, *, temperature: float | No
     return result
 
 
-def _record(dataset: Dataset, item: Item, strategy: str, result: SolveResult | None,
-            wall_s: float) -> dict[str, Any]:
+def _record(
+    dataset: Dataset, item: Item, strategy: str, result: SolveResult | None, wall_s: float
+) -> dict[str, Any]:
     rec: dict[str, Any] = {
-        "dataset": dataset.info.name, "dataset_version": dataset.info.version,
-        "item_id": item.id, "strategy": strategy, "should_split": item.should_split,
-        "grader": item.grader, "reference": item.answer if item.grader != "countdown" else item.meta.get("target"),
+        "dataset": dataset.info.name,
+        "dataset_version": dataset.info.version,
+        "item_id": item.id,
+        "strategy": strategy,
+        "should_split": item.should_split,
+        "grader": item.grader,
+        "reference": item.answer if item.grader != "countdown" else item.meta.get("target"),
         "wall_s": round(wall_s, 6),
     }
     if result is None:
         return rec
     m = result.metrics
-    rec.update({
-        "run_id": result.run_id,
-        "answer": result.answer[:4000],
-        "critical_path_s": round(m.critical_path_s, 6),
-        "engine_wall_s": round(m.wall_s, 6),
-        "tokens_in": m.tokens_in, "tokens_out": m.tokens_out,
-        "stages": {name: s.model_dump() for name, s in m.stages.items()},
-        "max_context_tokens": m.max_context_tokens,
-        "cache_hits": m.cache_hits,
-        "model_calls": m.model_calls,
-        "split": result.plan.should_split if result.plan is not None else (False if strategy == "sequential" else None),
-        "threads": m.threads or len(result.results),
-        "threads_failed": m.threads_failed,
-        "threads_cancelled": m.threads_cancelled,
-        "partial": result.partial,
-        "decisions": [d.model_dump() for d in result.decisions][:50],
-        "timeline": timeline_from_result(result, title=strategy).model_dump(),
-    })
+    rec.update(
+        {
+            "run_id": result.run_id,
+            "answer": result.answer[:4000],
+            "critical_path_s": round(m.critical_path_s, 6),
+            "engine_wall_s": round(m.wall_s, 6),
+            "tokens_in": m.tokens_in,
+            "tokens_out": m.tokens_out,
+            "stages": {name: s.model_dump() for name, s in m.stages.items()},
+            "max_context_tokens": m.max_context_tokens,
+            "cache_hits": m.cache_hits,
+            "model_calls": m.model_calls,
+            "split": result.plan.should_split
+            if result.plan is not None
+            else (False if strategy == "sequential" else None),
+            "threads": m.threads or len(result.results),
+            "threads_failed": m.threads_failed,
+            "threads_cancelled": m.threads_cancelled,
+            "partial": result.partial,
+            "decisions": [d.model_dump() for d in result.decisions][:50],
+            "timeline": timeline_from_result(result, title=strategy).model_dump(),
+        }
+    )
     return rec
 
 
-async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig) -> dict[str, Any]:
+async def _run_one(
+    engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig
+) -> dict[str, Any]:
     served: set[str] = set()
     token = _SERVED.set(served)
     try:
@@ -281,30 +329,47 @@ async def _run_one(engine: Any, dataset: Dataset, item: Item, strategy: str, con
     return rec
 
 
-async def _run_graded(engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig,
-                      served: set[str]) -> dict[str, Any]:
+async def _run_graded(
+    engine: Any, dataset: Dataset, item: Item, strategy: str, config: BenchConfig, served: set[str]
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         with anyio.fail_after(config.item_timeout_s):
             if strategy == "vote":
-                result = await solve_vote(engine, item, config.vote_k, temperature=config.vote_temperature)
+                result = await solve_vote(
+                    engine, item, config.vote_k, temperature=config.vote_temperature
+                )
             else:
                 result = await engine.solve(item.question, context=item.context, strategy=strategy)
     except (AprError, TimeoutError) as exc:
         rec = _record(dataset, item, strategy, None, time.perf_counter() - t0)
         what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-        rec.update({"status": "error", "error": f"{type(exc).__name__}: {what}"[:500], "correct": False})
+        rec.update(
+            {"status": "error", "error": f"{type(exc).__name__}: {what}"[:500], "correct": False}
+        )
         return rec
     wall = time.perf_counter() - t0
     rec = _record(dataset, item, strategy, result, wall)
     if result.results and not any(_status(t.status) == "done" for t in result.results):
         # The engine degrades instead of raising; with no thread done there is no real answer.
         errors = [t.error or t.reason or _status(t.status) for t in result.results]
-        rec.update({"status": "error", "error": f"no thread succeeded: {errors[0]}"[:500], "correct": False})
+        rec.update(
+            {
+                "status": "error",
+                "error": f"no thread succeeded: {errors[0]}"[:500],
+                "correct": False,
+            }
+        )
         return rec
     if served:  # placeholders, not answers: grading them would report a meaningless accuracy
-        rec.update({"status": "ok", "correct": None,
-                    "grade_detail": f"not graded: served by a simulated model ({', '.join(sorted(served))})"})
+        rec.update(
+            {
+                "status": "ok",
+                "correct": None,
+                "grade_detail": "not graded: served by a simulated model "
+                f"({', '.join(sorted(served))})",
+            }
+        )
         return rec
     g = await grade(item, result.answer, judge=getattr(engine, "merger", None))
     rec.update({"status": "ok", "correct": g.correct, "grade_detail": g.detail})
@@ -315,7 +380,9 @@ def _status(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCallback | None = None) -> list[dict[str, Any]]:
+async def execute_bench(
+    engine: Any, config: BenchConfig, *, on_record: RecordCallback | None = None
+) -> list[dict[str, Any]]:
     """Run every (item, strategy) not yet in ``results.jsonl``; return all records of the file.
 
     Jobs run concurrently, at most ``config.concurrency`` at a time. Each record is appended and
@@ -325,12 +392,23 @@ async def execute_bench(engine: Any, config: BenchConfig, *, on_record: RecordCa
     engine = observed(engine)
     path = config.out_dir / RESULTS_FILE
     if not config.resume and path.is_file() and path.stat().st_size:
-        raise ConfigError(f"{path} already has results; pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"{path} already has results; pass --resume to continue it or choose another --out"
+        )
     _write_run_info(config, engine)
     _drop_torn_tail(path)
-    done = {record_key(r) for r in read_records(path) if not (config.retry_errors and r.get("status") == "error")}
-    jobs = [(ds, item, s) for ds in config.datasets for item in ds.items for s in config.strategies
-            if (ds.info.name, item.id, s) not in done]
+    done = {
+        record_key(r)
+        for r in read_records(path)
+        if not (config.retry_errors and r.get("status") == "error")
+    }
+    jobs = [
+        (ds, item, s)
+        for ds in config.datasets
+        for item in ds.items
+        for s in config.strategies
+        if (ds.info.name, item.id, s) not in done
+    ]
     log.info("bench: %d jobs to run (%d already done)", len(jobs), len(done))
     limiter = anyio.CapacityLimiter(config.concurrency)
     lock = anyio.Lock()

@@ -70,8 +70,10 @@ class PairedComparison:
     def describe(self) -> str:
         pct = f"{self.confidence:.0%}"
         return (
-            f"{self.diff:+.1%} (paired bootstrap {pct} CI {self.ci_low:+.1%} … {self.ci_high:+.1%}; "
-            f"{self.wins} wins / {self.losses} losses, exact McNemar p = {self.mcnemar_p:.3g}; n = {self.n})"
+            f"{self.diff:+.1%} (paired bootstrap {pct} CI {self.ci_low:+.1%} … "
+            f"{self.ci_high:+.1%}; "
+            f"{self.wins} wins / {self.losses} losses, exact McNemar p = {self.mcnemar_p:.3g}; n = "
+            f"{self.n})"
         )
 
 

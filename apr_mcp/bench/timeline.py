@@ -64,7 +64,9 @@ def timeline_from_result(result: Any, *, title: str = "") -> Timeline:
     finished = {r.id: r.finished_s for r in results}
     lanes: list[Lane] = []
     if getattr(result, "plan", None) is not None and plan_end > 0:
-        lanes.append(Lane(id="plan", kind="plan", status="stage", started_s=0.0, finished_s=plan_end))
+        lanes.append(
+            Lane(id="plan", kind="plan", status="stage", started_s=0.0, finished_s=plan_end)
+        )
     for r in results:
         status = "cached" if r.cached else _status(r.status)
         ready: float | None = plan_end
@@ -75,10 +77,16 @@ def timeline_from_result(result: Any, *, title: str = "") -> Timeline:
             ready = finished[r.spawned_from]
         if r.started_s is not None and ready is not None and ready > r.started_s:
             ready = r.started_s
-        lanes.append(Lane(
-            id=r.id, status=status, ready_s=ready, started_s=r.started_s, finished_s=r.finished_s,
-            note=(r.reason or r.error or r.summary or "")[:160],
-        ))
+        lanes.append(
+            Lane(
+                id=r.id,
+                status=status,
+                ready_s=ready,
+                started_s=r.started_s,
+                finished_s=r.finished_s,
+                note=(r.reason or r.error or r.summary or "")[:160],
+            )
+        )
     merge = getattr(result, "merge", None)
     if merge is not None:
         ends = [r.finished_s for r in results if r.finished_s is not None]
@@ -86,8 +94,16 @@ def timeline_from_result(result: Any, *, title: str = "") -> Timeline:
         end = max(start + float(merge.latency_s or 0.0), start)
         if wall and end > wall:
             end = wall
-        lanes.append(Lane(id="merge", kind="merge", status="stage", started_s=start, finished_s=end,
-                          note="cached" if merge.cached else ""))
+        lanes.append(
+            Lane(
+                id="merge",
+                kind="merge",
+                status="stage",
+                started_s=start,
+                finished_s=end,
+                note="cached" if merge.cached else "",
+            )
+        )
     if not wall:
         wall = max([lane.finished_s or 0.0 for lane in lanes] + [0.0])
     return Timeline(
@@ -111,7 +127,12 @@ def render_text(tl: Timeline, *, width: int = 60) -> str:
         return min(width, max(0, round(t * scale)))
 
     label_w = max([len(lane.id) for lane in tl.lanes] + [5])
-    out = [f"run {tl.run_id}  {tl.title}  wall {tl.wall_s:.3f}s  critical path {tl.critical_path_s:.3f}s"]
+    out = [
+        (
+            f"run {tl.run_id}  {tl.title}  wall {tl.wall_s:.3f}s  critical path "
+            f"{tl.critical_path_s:.3f}s"
+        )
+    ]
     out.append(f"{'':{label_w}}  0s{'':{max(0, width - 2 - len(f'{span:.2f}s'))}}{span:.2f}s")
     for lane in tl.lanes:
         row = [" "] * width
@@ -123,8 +144,11 @@ def render_text(tl: Timeline, *, width: int = 60) -> str:
             a, b = col(lane.started_s), max(col(lane.finished_s), col(lane.started_s) + 1)
             for i in range(a, min(b, width)):
                 row[i] = glyph
-        times = (f"{lane.started_s:.3f}–{lane.finished_s:.3f}s"
-                 if lane.started_s is not None and lane.finished_s is not None else "not started")
+        times = (
+            f"{lane.started_s:.3f}–{lane.finished_s:.3f}s"
+            if lane.started_s is not None and lane.finished_s is not None
+            else "not started"
+        )
         out.append(f"{lane.id:<{label_w}} |{''.join(row)}| {times} {lane.status}")
     out.append("legend: " + "  ".join(f"{v[3]} {v[2]}" for v in LEGEND.values()))
     return "\n".join(out)
@@ -137,13 +161,17 @@ _LABEL_W = 120
 _PAD = 24
 
 
-def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0, span_s: float | None = None) -> str:
+def render_svg(
+    tl: Timeline, *, width: int = 760, run_index: int = 0, span_s: float | None = None
+) -> str:
     """Inline SVG swimlanes (no external assets). Bars carry ``class="bar"`` and a tooltip.
 
     ``span_s`` fixes the time axis (e.g. the slowest strategy of an item) so that several runs
     drawn one above the other share a scale; by default the axis spans this run.
     """
-    span = max(span_s or 0.0, tl.wall_s, max([lane.finished_s or 0.0 for lane in tl.lanes] + [1e-9]))
+    span = max(
+        span_s or 0.0, tl.wall_s, max([lane.finished_s or 0.0 for lane in tl.lanes] + [1e-9])
+    )
     plot_w = width - _LABEL_W - 10
     height = _PAD + _LANE_H * max(1, len(tl.lanes)) + 22
 
@@ -151,22 +179,39 @@ def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0, span_s: fl
         return _LABEL_W + max(0.0, t) / span * plot_w
 
     esc = html.escape
-    parts = [(
-        f'<svg class="timeline" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" data-run="{esc(tl.run_id)}" data-index="{run_index}" '
-        f'aria-label="thread timeline of run {esc(tl.run_id)}">'
-    )]
+    parts = [
+        (
+            f'<svg class="timeline" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" data-run="{esc(tl.run_id)}" '
+            f'data-index="{run_index}" '
+            f'aria-label="thread timeline of run {esc(tl.run_id)}">'
+        )
+    ]
     for i in range(5):  # time axis
         t = span * i / 4
-        parts.append(f'<line class="grid" x1="{x(t):.1f}" y1="{_PAD - 6}" x2="{x(t):.1f}" y2="{height - 18}"/>')
-        parts.append(f'<text class="tick" x="{x(t):.1f}" y="{height - 4}" text-anchor="middle">{t:.2f}s</text>')
+        parts.append(
+            f'<line class="grid" x1="{x(t):.1f}" y1="{_PAD - 6}" x2="{x(t):.1f}" '
+            f'y2="{height - 18}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{x(t):.1f}" y="{height - 4}" '
+            f'text-anchor="middle">{t:.2f}s</text>'
+        )
     for row, lane in enumerate(tl.lanes):
         y = _PAD + row * _LANE_H
-        parts.append(f'<text class="lane" x="{_LABEL_W - 6}" y="{y + 12}" text-anchor="end">{esc(lane.id[:18])}</text>')
-        if lane.ready_s is not None and lane.started_s is not None and lane.started_s > lane.ready_s:
+        parts.append(
+            f'<text class="lane" x="{_LABEL_W - 6}" y="{y + 12}" '
+            f'text-anchor="end">{esc(lane.id[:18])}</text>'
+        )
+        if (
+            lane.ready_s is not None
+            and lane.started_s is not None
+            and lane.started_s > lane.ready_s
+        ):
             w = x(lane.started_s) - x(lane.ready_s)
             parts.append(
-                f'<rect class="seg-wait" x="{x(lane.ready_s):.1f}" y="{y + 4}" width="{max(w, 0.5):.1f}" height="{_LANE_H - 8}">'
+                f'<rect class="seg-wait" x="{x(lane.ready_s):.1f}" y="{y + 4}" '
+                f'width="{max(w, 0.5):.1f}" height="{_LANE_H - 8}">'
                 f"<title>{esc(lane.id)} waited {lane.started_s - lane.ready_s:.3f}s</title></rect>"
             )
         if lane.started_s is not None and lane.finished_s is not None:
@@ -176,20 +221,25 @@ def render_svg(tl: Timeline, *, width: int = 760, run_index: int = 0, span_s: fl
             if lane.note:
                 tip += f" — {lane.note}"
             parts.append(
-                f'<rect class="bar {cls}" data-status="{esc(lane.status)}" x="{x(lane.started_s):.1f}" y="{y + 2}" '
+                f'<rect class="bar {cls}" data-status="{esc(lane.status)}" '
+                f'x="{x(lane.started_s):.1f}" y="{y + 2}" '
                 f'width="{w:.1f}" height="{_LANE_H - 4}" rx="2"><title>{esc(tip)}</title></rect>'
             )
         elif lane.status in ("skipped", "cancelled", "failed"):
             at = lane.ready_s or 0.0
             cls = LEGEND.get(lane.status, LEGEND["skipped"])[0]
-            parts.append(f'<text class="mark {cls}" x="{x(at) + 2:.1f}" y="{y + 12}">{esc(lane.status)} before start</text>')
+            parts.append(
+                f'<text class="mark {cls}" x="{x(at) + 2:.1f}" y="{y + 12}">{esc(lane.status)} '
+                "before start</text>"
+            )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def legend_html() -> str:
     items = "".join(
-        f'<span class="key"><svg width="14" height="10"><rect class="{v[0]}" width="14" height="10" rx="2"/></svg>'
+        f'<span class="key"><svg width="14" height="10"><rect class="{v[0]}" width="14" '
+        'height="10" rx="2"/></svg>'
         f"{html.escape(v[2])}</span>"
         for v in LEGEND.values()
     )

@@ -95,7 +95,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--merger-model", help="model id of the merger (APR_MERGER_MODEL)")
     g.add_argument("--base-url", help="endpoint root (APR_BASE_URL)")
     g.add_argument(
-        "--max-concurrency", type=setting("max_concurrency"), metavar="N",
+        "--max-concurrency",
+        type=setting("max_concurrency"),
+        metavar="N",
         help="parallel model calls (APR_MAX_CONCURRENCY)",
     )
     g.add_argument("--no-cache", action="store_true", help="do not read or write the disk cache")

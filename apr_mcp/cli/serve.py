@@ -28,14 +28,19 @@ def register(subparsers: Subparsers) -> None:
         description="Run the apr-mcp MCP server. Without --http it speaks MCP over stdin/stdout, "
         "which is what Claude Desktop, Claude Code, VS Code and Cursor launch.",
     )
-    p.add_argument("--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    p.add_argument(
+        "--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp"
+    )
     p.add_argument("--host", help="HTTP bind address (default APR_HTTP_HOST or 127.0.0.1)")
     p.add_argument(
-        "--port", type=setting("http_port"), metavar="N",
+        "--port",
+        type=setting("http_port"),
+        metavar="N",
         help="HTTP port (default APR_HTTP_PORT or 8765; 0 = any free port)",
     )
     p.add_argument(
-        "--allow-insecure", action="store_true",
+        "--allow-insecure",
+        action="store_true",
         help="serve HTTP on a non-loopback --host without APR_HTTP_TOKEN (refused otherwise)",
     )
     p.add_argument("--backend", choices=BACKENDS)
@@ -55,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print(TTY_HINT, file=sys.stderr, flush=True)
     try:
         run_server(
-            settings, transport, getattr(args, "host", None), getattr(args, "port", None),
+            settings,
+            transport,
+            getattr(args, "host", None),
+            getattr(args, "port", None),
             allow_insecure=getattr(args, "allow_insecure", False),
         )
     except KeyboardInterrupt:

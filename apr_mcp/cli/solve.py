@@ -43,15 +43,27 @@ def register(subparsers: Subparsers) -> None:
     solve.add_argument("--context", default="", help="extra context passed to every thread")
     solve.add_argument("--context-file", type=Path, help="read context from a file (e.g. code)")
     solve.add_argument(
-        "--strategy", choices=["adaptive", "parallel", "sequential", "fixed"], default="adaptive",
+        "--strategy",
+        choices=["adaptive", "parallel", "sequential", "fixed"],
+        default="adaptive",
         help="adaptive/parallel = plan, fan out, merge; sequential = one chain-of-thought call",
     )
-    solve.add_argument("--mode", choices=["general", "debug"], default="general",
-                       help="debug: the question is an error; investigate competing hypotheses")
-    solve.add_argument("--max-subtasks", type=setting("max_threads"), metavar="N",
-                       help="cap on the fan-out (same bounds as APR_MAX_THREADS)")
     solve.add_argument(
-        "--deadline", type=arg_deadline, metavar="SECONDS",
+        "--mode",
+        choices=["general", "debug"],
+        default="general",
+        help="debug: the question is an error; investigate competing hypotheses",
+    )
+    solve.add_argument(
+        "--max-subtasks",
+        type=setting("max_threads"),
+        metavar="N",
+        help="cap on the fan-out (same bounds as APR_MAX_THREADS)",
+    )
+    solve.add_argument(
+        "--deadline",
+        type=arg_deadline,
+        metavar="SECONDS",
         help="seconds before returning partial results (default APR_DEADLINE_S=55; inf for none)",
     )
     solve.add_argument("--json", action="store_true", help="print the full result as JSON")

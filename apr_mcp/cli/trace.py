@@ -17,8 +17,11 @@ def register(subparsers: Subparsers) -> None:
     view.add_argument("run", help="run id (see `apr-mcp trace list`) or a path to a run JSON file")
     view.add_argument("--html", type=Path, help="write a self-contained HTML timeline to this file")
     view.add_argument("--open", action="store_true", help="open the HTML file in a browser")
-    view.add_argument("--runs-dir", type=Path,
-                      help="run store directory (default: APR_RUNS_DIR or the user data dir)")
+    view.add_argument(
+        "--runs-dir",
+        type=Path,
+        help="run store directory (default: APR_RUNS_DIR or the user data dir)",
+    )
     lst = sub.add_parser("list", help="the newest saved runs")
     lst.add_argument("--limit", type=count(1), default=20, metavar="N")
     lst.add_argument("--runs-dir", type=Path)

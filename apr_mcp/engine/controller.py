@@ -14,7 +14,8 @@ so a user can check them against the trace:
   their parent (so they receive its summary), bounded by ``settings.max_followups`` per run and
   ``settings.max_depth`` levels; duplicates of known subtasks are not spawned.
 * **token budget** — ``settings.token_budget`` caps the tokens planning and the threads spend
-  (prompts plus streamed output; the merge of what was found still runs). The scheduler counts streamed tokens as they arrive and stops the run the moment
+  (prompts plus streamed output; the merge of what was found still runs). The scheduler counts
+  streamed tokens as they arrive and stops the run the moment
   the budget is crossed: nothing new is launched, running threads are cancelled, the results so far
   are kept and the run is partial. This rule is the backstop after each result (exact counts).
 
@@ -140,7 +141,78 @@ class RunState:
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that carry no content when comparing what two subtasks ask.
 _STOP = frozenset(
-    ["a", "an", "the", "of", "in", "on", "for", "to", "and", "or", "with", "by", "from", "at", "as", "is", "are", "be", "was", "were", "it", "its", "this", "that", "these", "those", "what", "which", "who", "whom", "how", "why", "when", "where", "does", "do", "did", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "about", "into", "than", "then", "so", "such", "their", "there", "them", "they", "we", "you", "your", "our", "i", "me", "my", "please", "explain", "describe", "give", "list", "find", "determine"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "for",
+        "to",
+        "and",
+        "or",
+        "with",
+        "by",
+        "from",
+        "at",
+        "as",
+        "is",
+        "are",
+        "be",
+        "was",
+        "were",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "why",
+        "when",
+        "where",
+        "does",
+        "do",
+        "did",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "about",
+        "into",
+        "than",
+        "then",
+        "so",
+        "such",
+        "their",
+        "there",
+        "them",
+        "they",
+        "we",
+        "you",
+        "your",
+        "our",
+        "i",
+        "me",
+        "my",
+        "please",
+        "explain",
+        "describe",
+        "give",
+        "list",
+        "find",
+        "determine",
+    ]
 )
 
 
@@ -215,7 +287,9 @@ class Controller:
             return []
         if (result.confidence or 0.0) < self.settings.early_stop_confidence:
             return []  # only a confident answer may make other work unnecessary
-        done_prompt = state.subtasks[result.id].prompt if result.id in state.subtasks else result.prompt
+        done_prompt = (
+            state.subtasks[result.id].prompt if result.id in state.subtasks else result.prompt
+        )
         done_norm = normalise_prompt(done_prompt)
         done_words = content_words(done_prompt)
         actions: list[Action] = []
@@ -246,7 +320,8 @@ class Controller:
                 Note(
                     kind="spawn",
                     thread_id=result.id,
-                    reason=f"{result.id} proposed {len(result.follow_ups)} follow-up(s); not spawned: "
+                    reason=f"{result.id} proposed {len(result.follow_ups)} follow-up(s); not "
+                    "spawned: "
                     f"depth {depth} exceeds max_depth {self.settings.max_depth}",
                 )
             ]

@@ -2,7 +2,8 @@
 
 From an error (message, stack trace or wrong behaviour) plus code context:
 
-1. **Hypotheses** — the planner model proposes competing explanations (``prompts/debug_hypotheses``);
+1. **Hypotheses** — the planner model proposes competing explanations
+(``prompts/debug_hypotheses``);
    when it gives fewer than two usable ones, hypotheses derived from the exception type and the
    failing frame top the list up (so a weak model or the simulated one still yields a real run).
 2. **Investigation** — each hypothesis is one subtask (``prompts/debug_investigate``) run by
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
 
 
 class Hypothesis(BaseModel):
@@ -151,16 +151,23 @@ def parse_error(error: str) -> ErrorInfo:
 _CAUSES: dict[str, list[tuple[str, str]]] = {
     "IndexError": [
         (
-            "Off-by-one in a loop bound or index arithmetic at {where}: the loop runs one step too far",
+            (
+                "Off-by-one in a loop bound or index arithmetic at {where}: the loop runs one step "
+                "too far"
+            ),
             "Compute the largest index the loop reaches and compare it with len() of the sequence",
         ),
         (
-            "The input is shorter than the code assumes (empty, or fewer items than the window/offset)",
+            (
+                "The input is shorter than the code assumes (empty, or fewer items than the "
+                "window/offset)"
+            ),
             "Print len() of the sequence and the offending index just before the failing line",
         ),
         (
             (
-                "The wrong variable or a stale length is used as the index (e.g. the list changed size "
+                "The wrong variable or a stale length is used as the index (e.g. the list changed "
+                "size "
                 "while being iterated)"
             ),
             "Check which names feed the index and whether the list is mutated",
@@ -183,7 +190,8 @@ _CAUSES: dict[str, list[tuple[str, str]]] = {
     "TypeError": [
         (
             (
-                "A value is None because a function returned nothing (missing return, or an in-place "
+                "A value is None because a function returned nothing (missing return, or an "
+                "in-place "
                 "method such as list.sort())"
             ),
             "Find where the None value was produced",
@@ -311,26 +319,42 @@ class DebugStrategy(Strategy):
         return f"Find the root cause of this error and how to fix it:\n{self.error.strip()}"
 
     async def plan(
-        self, planner: Model, settings: Settings, question: str, context: str, *,
-        max_subtasks: int | None, force_width: int | None,
-        on_subtask: Callable[[Subtask], None], on_tokens: Callable[[int], None],
+        self,
+        planner: Model,
+        settings: Settings,
+        question: str,
+        context: str,
+        *,
+        max_subtasks: int | None,
+        force_width: int | None,
+        on_subtask: Callable[[Subtask], None],
+        on_tokens: Callable[[int], None],
     ) -> tuple[Plan, StageUsage]:
         from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
-        signals = analyze(self.error, self.code, min_threads=settings.min_threads,
-                          max_threads=settings.max_threads)
+        signals = analyze(
+            self.error,
+            self.code,
+            min_threads=settings.min_threads,
+            max_threads=settings.max_threads,
+        )
         cap = self._cap(settings, max_subtasks, signals.suggested_width)
         usage = StageUsage(calls=1)
         prompt = load_prompt("debug_hypotheses")
         request = ModelRequest(
             messages=prompt.render(
-                min_hypotheses=min(3, cap), max_hypotheses=cap,
+                min_hypotheses=min(3, cap),
+                max_hypotheses=cap,
                 schema=json.dumps(DebugHypotheses.model_json_schema()),
-                error=self.error, code=self.code or "(none)", context="(none)",
+                error=self.error,
+                code=self.code or "(none)",
+                context="(none)",
                 signals="; ".join(signals.signals) or "none",
             ),
-            max_tokens=max(settings.max_tokens, 1024), temperature=settings.temperature,
-            purpose="debug_hypotheses", prompt_version=prompt.key,
+            max_tokens=max(settings.max_tokens, 1024),
+            temperature=settings.temperature,
+            purpose="debug_hypotheses",
+            prompt_version=prompt.key,
         )
         proposed: list[Hypothesis] = []
         problem = ""
@@ -355,30 +379,55 @@ class DebugStrategy(Strategy):
         signals = analyze(self.error, self.code)
         cap = self._cap(settings, None, signals.suggested_width)
         hypotheses = fallback_hypotheses(self.error, self.code, limit=cap)
-        return self._plan(hypotheses, "heuristic", f"{reason}; hypotheses read from the error type",
-                          signals.complexity, signals.signals)
+        return self._plan(
+            hypotheses,
+            "heuristic",
+            f"{reason}; hypotheses read from the error type",
+            signals.complexity,
+            signals.signals,
+        )
 
     @staticmethod
     def _cap(settings: Settings, max_subtasks: int | None, width: int) -> int:
         return max(2, min(max_subtasks or max(3, width), settings.max_threads, 8))
 
-    def _plan(self, hypotheses: list[Hypothesis], source: str, problem: str, complexity: int,
-              signals: list[str]) -> Plan:
+    def _plan(
+        self,
+        hypotheses: list[Hypothesis],
+        source: str,
+        problem: str,
+        complexity: int,
+        signals: list[str],
+    ) -> Plan:
         subtasks = [_subtask(f"h{i}", h) for i, h in enumerate(hypotheses, start=1)]
         self.titles = {s.id: h.title for s, h in zip(subtasks, hypotheses, strict=True)}
         reason = f"{len(subtasks)} competing hypotheses, each investigated in its own thread"
         if problem:
             reason += f" ({problem})"
-        return Plan(should_split=True, reason=reason, complexity=complexity, subtasks=subtasks,
-                    source=source, signals=signals)  # type: ignore[arg-type]
+        return Plan(
+            should_split=True,
+            reason=reason,
+            complexity=complexity,
+            subtasks=subtasks,
+            source=source,  # type: ignore[arg-type]
+            signals=signals,
+        )
 
     def merge_strategy(self, plan: Plan, requested: MergeStrategy | None) -> MergeStrategy:
         return MergeStrategy.rank  # a debug verdict always ranks
 
     async def merge(
-        self, merger: Model, settings: Settings, question: str, context: str,
-        results: Sequence[ThreadResult], *, strategy: MergeStrategy, seconds: float,
-        priorities: Mapping[str, int], on_token: Callable[[str], None],
+        self,
+        merger: Model,
+        settings: Settings,
+        question: str,
+        context: str,
+        results: Sequence[ThreadResult],
+        *,
+        strategy: MergeStrategy,
+        seconds: float,
+        priorities: Mapping[str, int],
+        on_token: Callable[[str], None],
     ) -> MergeResult:
         from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
@@ -392,13 +441,16 @@ class DebugStrategy(Strategy):
             prompt = load_prompt("debug_verdict")
             request = ModelRequest(
                 messages=prompt.render(
-                    schema=json.dumps(DebugVerdict.model_json_schema()), error=self.error,
+                    schema=json.dumps(DebugVerdict.model_json_schema()),
+                    error=self.error,
                     code=truncate_to_tokens(self.code, settings.merge_budget_tokens // 2)
                     or "(none)",
                     results=_investigations(done, self.titles, settings.merge_budget_tokens),
                 ),
-                max_tokens=max(settings.max_tokens, 1024), temperature=settings.temperature,
-                purpose="debug_verdict", prompt_version=prompt.key,
+                max_tokens=max(settings.max_tokens, 1024),
+                temperature=settings.temperature,
+                purpose="debug_verdict",
+                prompt_version=prompt.key,
             )
             context_tokens = count_messages(request.messages)
             usage.calls += 1
@@ -409,8 +461,10 @@ class DebugStrategy(Strategy):
                 except ModelError as exc:
                     note = f"verdict call failed ({exc}); ranked by the investigators' confidence"
             if scope.cancelled_caught:
-                note = (f"{MERGE_LATE}: the verdict call ran out of time; ranked by the "
-                        "investigators' confidence")
+                note = (
+                    f"{MERGE_LATE}: the verdict call ran out of time; ranked by the "
+                    "investigators' confidence"
+                )
         else:
             note = "no hypothesis could be investigated; nothing to rank"
         ranking = _rank(done, verdict)
@@ -418,12 +472,19 @@ class DebugStrategy(Strategy):
         on_token(answer)
         return MergeResult(
             answer=answer,
-            confidence=verdict.confidence if verdict else (ranking[0].likelihood if ranking else None),
-            strategy=MergeStrategy.rank, used=[r.id for r in ranking],
+            confidence=verdict.confidence
+            if verdict
+            else (ranking[0].likelihood if ranking else None),
+            strategy=MergeStrategy.rank,
+            used=[r.id for r in ranking],
             dropped=[r.id for r in results if r.status is not ThreadStatus.done],
-            context_tokens=context_tokens, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-            max_context_tokens=usage.max_context_tokens, cached=usage.cached_calls > 0,
-            latency_s=round(anyio.current_time() - started, 6), note=note,
+            context_tokens=context_tokens,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+            max_context_tokens=usage.max_context_tokens,
+            cached=usage.cached_calls > 0,
+            latency_s=round(anyio.current_time() - started, 6),
+            note=note,
         )
 
 
@@ -471,7 +532,8 @@ def _investigations(done: list[ThreadResult], titles: dict[str, str], budget: in
 
 
 def _rank(done: list[ThreadResult], verdict: DebugVerdict | None) -> list[RankedHypothesis]:
-    """The verdict's ranking restricted to investigated ids, completed with the rest by confidence."""
+    """The verdict's ranking restricted to investigated ids, completed with the rest by
+    confidence."""
     by_id = {r.id: r for r in done}
     ranked: list[RankedHypothesis] = []
     for item in verdict.ranking if verdict else []:

@@ -41,11 +41,18 @@ class EventSink:
         self.total += n
 
     def emit(
-        self, kind: EventKind, message: str, *, thread_id: str | None = None, completes: bool = False
+        self,
+        kind: EventKind,
+        message: str,
+        *,
+        thread_id: str | None = None,
+        completes: bool = False,
     ) -> RunEvent:
         """Queue one event; ``completes=True`` counts a thread as finished first."""
         if completes:
-            self.completed = min(self.total, self.completed + 1) if self.total else self.completed + 1
+            self.completed = (
+                min(self.total, self.completed + 1) if self.total else self.completed + 1
+            )
         event = RunEvent(
             kind=kind,  # type: ignore[arg-type]
             thread_id=thread_id,

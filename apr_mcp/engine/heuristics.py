@@ -11,7 +11,8 @@ A, or B, or C``), errors with stack traces (debugging → hypotheses), lists of 
 entities (``for each of A, B and C``; names may hold dots, hyphens and digits, but bare numbers are
 data), searches under several conditions (``find a … that is …, has …, and is …``).
 Negative signals: short factual questions, inherently sequential work (``first … then``,
-``using that result``, comma-separated steps ending in ``then``), multi-hop chains (``the X of the Y of Z``) where each hop needs the last.
+``using that result``, comma-separated steps ending in ``then``), multi-hop chains (``the X of the Y
+of Z``) where each hop needs the last.
 Neither vetoes independent parts when it only concerns them from the inside or the end: a chain
 inside one enumerated part ("(b) the sum of the digits of 2^20") or a last step that aggregates
 the parts ("…, then give the sum of all parts", "then recommend one") — the merge does that.
@@ -77,7 +78,8 @@ def concurrency_for(width: int, max_concurrency: int) -> int:
 def _check_bounds(min_threads: int, max_threads: int) -> None:
     if min_threads < 1 or max_threads < min_threads:
         raise ConfigError(
-            f"thread bounds must satisfy 1 <= min_threads <= max_threads, got {min_threads}..{max_threads}"
+            "thread bounds must satisfy 1 <= min_threads <= max_threads, got "
+            f"{min_threads}..{max_threads}"
         )
 
 
@@ -95,8 +97,10 @@ _COMPARE = re.compile(
     _I,
 )
 _HYPOTHESES = re.compile(
-    r"\b(?:one (?:approach|option|way|explanation|possibility|theory) is|another (?:approach|option|way|"
-    r"explanation|possibility|theory) is|alternatively|could be (?:caused|due) |might be (?:caused|due) |"
+    r"\b(?:one (?:approach|option|way|explanation|possibility|theory) is|another "
+    r"(?:approach|option|way|"
+    r"explanation|possibility|theory) is|alternatively|could be (?:caused|due) |might be "
+    r"(?:caused|due) |"
     r"may be (?:caused|due) |possible (?:causes|reasons|explanations)|hypothes[ie]s|root cause|"
     r"competing (?:explanations|theories)|either\b.{1,80}\bor\b|"
     # "It could be A, or B, or C": candidates listed after a modal.
@@ -124,7 +128,8 @@ _CODE = re.compile(
 _SEQUENTIAL = re.compile(
     r"(?<!\bthe )(?<!\bits )(?<!\btheir )(?<!\ba )\bfirst\b(?!\s+(?:\d|one|two|three|four|five|six|"
     r"seven|eight|nine|ten|few|several|half|of\b))"
-    r".{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) (?:result|answer|value|output)\b|"
+    r".{1,200}?\bthen\b|\bstep by step\b|\busing (?:that|this|the) "
+    r"(?:result|answer|value|output)\b|"
     r"\bbased on (?:that|this|the previous)\b|\b(?:after|once) (?:that|you have)\b|\band then\b|"
     r"\bplug (?:it|that) into\b|\bfrom (?:the )?(?:previous|last) step\b|\bthe result of step\b|"
     # "Take the year X, add 50, then find …": comma-separated steps ending in "then".
@@ -154,14 +159,16 @@ _FACTUAL = re.compile(
 )
 _CONSTRAINT = re.compile(
     r"\b(?:must|must not|should(?: not)?|needs? to|has to|have to|at (?:most|least)|no more than|"
-    r"fewer than|less than|more than|without|within|under \$?\d|budget|deadline|required|cannot|can't)\b",
+    r"fewer than|less than|more than|without|within|under "
+    r"\$?\d|budget|deadline|required|cannot|can't)\b",
     _I,
 )
 _PRONOUN_START = re.compile(
     r"^\W*(?:\w+\s+){0,3}?(?:it|its|that|this|they|them|those|these|the result)\b", _I
 )
 _CLAUSE_END = re.compile(
-    r"[.?!;:\n]|\s(?:for|in terms of|when|regarding|with respect to|to decide|to pick|to choose|so that|"
+    r"[.?!;:\n]|\s(?:for|in terms of|when|regarding|with respect to|to decide|to pick|to choose|so "
+    r"that|"
     r"because|if|on|as|is|are|would|will|should|better|best)\s",
     _I,
 )
@@ -171,14 +178,17 @@ _LIST_SPLIT = re.compile(
 )
 # "A, B and C" or "A, B, C": names may hold dots, hyphens, digits, + and # (Apache-2.0, C++).
 _ITEM = r"[\w.+#/'-]*[\w+#](?:\s[\w.+#/'-]*[\w+#]){0,2}"
-_INLINE_LIST = re.compile(rf"({_ITEM}(?:,\s+{_ITEM})+,?\s+(?:and|or)\s+{_ITEM}|{_ITEM}(?:,\s+{_ITEM}){{2,}})", _I)
+_INLINE_LIST = re.compile(
+    rf"({_ITEM}(?:,\s+{_ITEM})+,?\s+(?:and|or)\s+{_ITEM}|{_ITEM}(?:,\s+{_ITEM}){{2,}})", _I
+)
 # Where the last listed item ends and the rest of the sentence (its aspect or task) begins.
 _ITEM_TAIL = re.compile(r"\s(?:for|in|to|when|with|as|on|under|is|are|would|will|using)\s.*$", _I)
 _STEP_ITEM = re.compile(r"^(?:and\s+)?(?:then|after that|finally|next)\b", _I)
 # "Find a four-digit number that is divisible by 7, has digits summing to 20, and is a palindrome":
 # a search under several conditions, each checkable on its own.
 _SEARCH = re.compile(
-    r"^\s*find\s+(?:a|an|any|all|every|the (?:smallest|largest|least|greatest|first|lowest|highest))"
+    r"^\s*find\s+(?:a|an|any|all|every|the "
+    r"(?:smallest|largest|least|greatest|first|lowest|highest))"
     r"\s+[^.?!]{1,60}?\s+(?:that|which|such that|whose)\s+(?P<conds>[^.?!]+)",
     _I,
 )
@@ -362,8 +372,16 @@ def analyze(
         signals.append(f"{n_questions} independent sub-questions")
         parts.append(n_questions)
         strong.append("questions")
-        found.append(("questions", [q.strip() for q in re.split(r"(?<=\?)\s+", text.strip())
-                                    if q.strip().endswith("?")]))
+        found.append(
+            (
+                "questions",
+                [
+                    q.strip()
+                    for q in re.split(r"(?<=\?)\s+", text.strip())
+                    if q.strip().endswith("?")
+                ],
+            )
+        )
 
     hyp = _HYPOTHESES.search(text)
     if hyp:

@@ -25,8 +25,15 @@ from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from .protocol import strip_trailer
 from .schema_text import schema_text
 
-__all__ = ["MERGE_LATE", "MergeOutput", "bounded_merge", "compose", "merge", "merge_usage",
-           "relevance_order"]
+__all__ = [
+    "MERGE_LATE",
+    "MergeOutput",
+    "bounded_merge",
+    "compose",
+    "merge",
+    "merge_usage",
+    "relevance_order",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,9 @@ def _distilled(result: ThreadResult) -> str:
 
 
 def _entry(result: ThreadResult, text: str) -> str:
-    conf = f"confidence {result.confidence:.2f}" if result.confidence is not None else "confidence ?"
+    conf = (
+        f"confidence {result.confidence:.2f}" if result.confidence is not None else "confidence ?"
+    )
     flag = ", settles the question" if result.settles_question else ""
     task = " ".join(result.prompt.split())
     task = task if len(task) <= 160 else task[:159] + "…"
@@ -126,8 +135,11 @@ def _composable(result: ThreadResult) -> bool:
 def _heading(result: ThreadResult) -> str:
     task = " ".join(result.prompt.split()).split("\n")[0]
     task = task if len(task) <= 100 else task[:99] + "…"
-    cut = " (cut short: " + (result.reason or "stopped") + ")" if (
-        result.status is ThreadStatus.cancelled) else ""
+    cut = (
+        " (cut short: " + (result.reason or "stopped") + ")"
+        if (result.status is ThreadStatus.cancelled)
+        else ""
+    )
     return f"**[{result.id}] {task}**{cut}"
 
 
@@ -158,8 +170,12 @@ async def compose(
     if len(ordered) == 1:
         only = ordered[0]
         return MergeResult(
-            answer=strip_trailer(only.answer or only.summary), confidence=only.confidence,
-            strategy=MergeStrategy.compose, used=[only.id], dropped=dropped, cached=only.cached,
+            answer=strip_trailer(only.answer or only.summary),
+            confidence=only.confidence,
+            strategy=MergeStrategy.compose,
+            used=[only.id],
+            dropped=dropped,
+            cached=only.cached,
             note=f"one usable result ({only.id}): returned as is, no merge call",
         )
     share = max(MIN_PARTIAL_TOKENS, budget_tokens // len(ordered))
@@ -171,16 +187,22 @@ async def compose(
         if count_tokens(body) > share:
             shorter = r.summary if r.summary and count_tokens(r.summary) <= share else ""
             body = shorter or truncate_to_tokens(body, share)
-            notes.append(f"{r.id} {'summarised' if shorter else 'trimmed'} to fit {budget_tokens} tokens")
+            notes.append(
+                f"{r.id} {'summarised' if shorter else 'trimmed'} to fit {budget_tokens} tokens"
+            )
         sections.append(f"{_heading(r)}\n{body.strip()}")
         used.append(r.id)
     prompt = load_prompt("lead")
     entries = [_entry(r, _distilled(r)) for r in ordered]
-    messages = prompt.render(question=question, results=truncate_to_tokens(
-        "\n\n".join(entries), max(256, budget_tokens)))
+    messages = prompt.render(
+        question=question, results=truncate_to_tokens("\n\n".join(entries), max(256, budget_tokens))
+    )
     request = ModelRequest(
-        messages=messages, max_tokens=settings.lead_tokens, temperature=settings.temperature,
-        purpose="lead", prompt_version=prompt.key,
+        messages=messages,
+        max_tokens=settings.lead_tokens,
+        temperature=settings.temperature,
+        purpose="lead",
+        prompt_version=prompt.key,
     )
     started = anyio.current_time()
     lead = ""
@@ -215,13 +237,18 @@ async def compose(
     confidences = [r.confidence for r in ordered if r.confidence is not None]
     answer = "\n\n".join([lead, *sections] if lead else sections)
     if on_token is not None:  # the rest of the answer, for a caller that streams it
-        on_token(answer[len(lead):] if lead else answer)
+        on_token(answer[len(lead) :] if lead else answer)
     return MergeResult(
         answer=answer,
         confidence=round(min(confidences), 4) if confidences else None,
-        strategy=MergeStrategy.compose, used=used, dropped=dropped,
-        context_tokens=count_messages(messages), tokens_in=tokens_in, tokens_out=tokens_out,
-        max_context_tokens=context, latency_s=round(anyio.current_time() - started, 6),
+        strategy=MergeStrategy.compose,
+        used=used,
+        dropped=dropped,
+        context_tokens=count_messages(messages),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        max_context_tokens=context,
+        latency_s=round(anyio.current_time() - started, 6),
         cached=cached,
         note="; ".join([f"composed {len(used)} part(s) with a {tokens_out}-token lead", *notes]),
     )
@@ -253,8 +280,15 @@ async def merge(
     from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
     if strategy is MergeStrategy.compose:
-        return await compose(merger, question, results, budget_tokens=budget_tokens,
-                             settings=settings, priorities=priorities, on_token=on_token)
+        return await compose(
+            merger,
+            question,
+            results,
+            budget_tokens=budget_tokens,
+            settings=settings,
+            priorities=priorities,
+            on_token=on_token,
+        )
     usable = [r for r in results if _usable(r)]
     dropped = [r.id for r in results if not _usable(r)]
     if not usable:
@@ -370,18 +404,34 @@ async def bounded_merge(
     """:func:`merge` within ``seconds``. Composing needs no call, so only its lead is bounded;
     a rewriting merge that runs out of time gives the most relevant result with a note."""
     if strategy is MergeStrategy.compose:
-        return await compose(merger, question, results, budget_tokens=budget_tokens,
-                             settings=settings, priorities=priorities, on_token=on_token,
-                             lead_seconds=seconds)
+        return await compose(
+            merger,
+            question,
+            results,
+            budget_tokens=budget_tokens,
+            settings=settings,
+            priorities=priorities,
+            on_token=on_token,
+            lead_seconds=seconds,
+        )
     with anyio.move_on_after(max(0.0, seconds)):
-        return await merge(merger, question, results, context=context, strategy=strategy,
-                           budget_tokens=budget_tokens, settings=settings, priorities=priorities)
+        return await merge(
+            merger,
+            question,
+            results,
+            context=context,
+            strategy=strategy,
+            budget_tokens=budget_tokens,
+            settings=settings,
+            priorities=priorities,
+        )
     done = [r for r in results if r.status is ThreadStatus.done]
     best = max(done, key=lambda r: (r.settles_question, r.confidence or 0.0), default=None)
     return MergeResult(
         answer=(best.answer or best.summary) if best else "No thread finished before the deadline.",
         confidence=best.confidence if best else 0.0,
-        strategy=strategy, used=[best.id] if best else [],
+        strategy=strategy,
+        used=[best.id] if best else [],
         dropped=[r.id for r in results if best is None or r.id != best.id],
         note=f"{MERGE_LATE}; returned the most relevant result",
     )

@@ -74,8 +74,12 @@ MERGE_SHARE = 0.2
 MERGE_RESERVE_MAX_S = 10.0
 
 #: Who made a plan, as the decisions say it.
-_SOURCE_NAME = {"model": "planner", "heuristic": "heuristics", "fallback": "fallback",
-                "host": "host"}
+_SOURCE_NAME = {
+    "model": "planner",
+    "heuristic": "heuristics",
+    "fallback": "fallback",
+    "host": "host",
+}
 #: Where a plan's complexity came from, as the width decision says it.
 _COMPLEXITY_BY = {
     "model": "estimated by the planner",
@@ -145,8 +149,9 @@ class Engine:
 
         A planner slower than the deadline (default ``settings.deadline_s``) gives a one-task
         fallback plan that says so, never a timeout."""
-        plan, _ = await self._plan(question, context, max_subtasks, self._deadline(deadline_s),
-                                   _Clock(), share=PLAN_SHARE)
+        plan, _ = await self._plan(
+            question, context, max_subtasks, self._deadline(deadline_s), _Clock(), share=PLAN_SHARE
+        )
         return plan
 
     # ----- stage 2 -----
@@ -179,9 +184,17 @@ class Engine:
         controller = self.controller_factory(self.settings, self.controller)
         async with event_sink(on_event) as sink:
             _, plan_usage, outcome, plan_latency = await self._plan_and_run(
-                question, context, sink, clock, decisions, controller, host=host,
-                max_subtasks=None, max_concurrency=max_concurrency,
-                plan_until=PLAN_SHARE * deadline, threads_until=deadline,
+                question,
+                context,
+                sink,
+                clock,
+                decisions,
+                controller,
+                host=host,
+                max_subtasks=None,
+                max_concurrency=max_concurrency,
+                plan_until=PLAN_SHARE * deadline,
+                threads_until=deadline,
                 complexity_by="given by the caller" if complexity is not None else None,
             )
             if plan_usage is not None:
@@ -191,7 +204,8 @@ class Engine:
             critical = plan_latency + outcome.critical_path_s
             if not results:  # not split: one call, in the same form as the sequential baseline
                 thread, stages["solve"], _ = await self._single_call(
-                    question, context, deadline - clock(), sink, clock, label="unsplit")
+                    question, context, deadline - clock(), sink, clock, label="unsplit"
+                )
                 results, partial = [thread], thread.status is ThreadStatus.cancelled
                 critical = plan_latency + thread.latency_s
             else:
@@ -201,8 +215,13 @@ class Engine:
             sink.emit("finished", _finished_message(results, clock()))
         metrics = _metrics(results, stages, clock(), partial, critical)
         run = SolveRun(
-            run_id=new_run_id(), status=run_status(results, partial), question=question,
-            results=results, metrics=metrics, decisions=decisions, partial=partial,
+            run_id=new_run_id(),
+            status=run_status(results, partial),
+            question=question,
+            results=results,
+            metrics=metrics,
+            decisions=decisions,
+            partial=partial,
         )
         await self._save(run)
         return run
@@ -225,9 +244,15 @@ class Engine:
         A merge call slower than the deadline (default ``settings.deadline_s``) gives the most
         relevant result with a note instead of a timeout."""
         return await bounded_merge(
-            self.merger, question, results, context=context, strategy=strategy,
+            self.merger,
+            question,
+            results,
+            context=context,
+            strategy=strategy,
             budget_tokens=context_budget_tokens or self.settings.merge_budget_tokens,
-            settings=self.settings, seconds=self._deadline(deadline_s), priorities=priorities,
+            settings=self.settings,
+            seconds=self._deadline(deadline_s),
+            priorities=priorities,
         )
 
     # ----- the whole pipeline -----
@@ -250,16 +275,23 @@ class Engine:
         if mode == "debug":
             if not question.strip():
                 raise PlanError(
-                    "nothing to debug: pass the error message, stack trace or wrong behaviour")
+                    "nothing to debug: pass the error message, stack trace or wrong behaviour"
+                )
             plan_strategy = DebugStrategy(error=question, code=context)
             strategy = "adaptive"
         if strategy == "sequential":
             result = await self._sequential(question, context, deadline_s, on_event)
         elif strategy in ("adaptive", "fixed"):
             result = await self._pipeline(
-                question, context, strategy, plan_strategy, max_subtasks=max_subtasks,
-                max_concurrency=max_concurrency, deadline_s=deadline_s,
-                merge_strategy=merge_strategy, on_event=on_event,
+                question,
+                context,
+                strategy,
+                plan_strategy,
+                max_subtasks=max_subtasks,
+                max_concurrency=max_concurrency,
+                deadline_s=deadline_s,
+                merge_strategy=merge_strategy,
+                on_event=on_event,
             )
         else:
             raise AprError(f"unknown strategy {strategy!r}: use adaptive, sequential or fixed")
@@ -288,43 +320,76 @@ class Engine:
         async with event_sink(on_event) as sink:
             force = self.settings.max_threads if strategy == "fixed" else None
             plan, plan_usage, outcome, plan_latency = await self._plan_and_run(
-                question, context, sink, clock, decisions, controller, host=None,
-                max_subtasks=max_subtasks, max_concurrency=max_concurrency,
-                plan_until=PLAN_SHARE * deadline, threads_until=deadline - reserve,
-                force_width=force, plan_strategy=plan_strategy, run_deadline=deadline,
+                question,
+                context,
+                sink,
+                clock,
+                decisions,
+                controller,
+                host=None,
+                max_subtasks=max_subtasks,
+                max_concurrency=max_concurrency,
+                plan_until=PLAN_SHARE * deadline,
+                threads_until=deadline - reserve,
+                force_width=force,
+                plan_strategy=plan_strategy,
+                run_deadline=deadline,
             )
             stages["plan"] = plan_usage or StageUsage()
             if not outcome.results:
                 # Not split: exactly one call, the same as the sequential strategy's.
                 thread, stages["solve"], answer = await self._single_call(
-                    question, context, deadline - clock(), sink, clock, label="unsplit")
+                    question, context, deadline - clock(), sink, clock, label="unsplit"
+                )
                 _record_notes(controller.pending_notes(), decisions, sink, clock)
                 sink.emit("finished", _finished_message([thread], clock()))
                 partial = thread.status is ThreadStatus.cancelled
-                metrics = _metrics([thread], stages, clock(), partial,
-                                   plan_latency + thread.latency_s)
+                metrics = _metrics(
+                    [thread], stages, clock(), partial, plan_latency + thread.latency_s
+                )
                 return SolveResult(
-                    run_id=new_run_id(), status=run_status([thread], partial), question=question,
-                    strategy=plan_strategy.name or strategy, answer=answer,
-                    confidence=thread.confidence, plan=plan,
-                    results=[thread], metrics=metrics, decisions=decisions, partial=partial,
-                    backend=self.solver.backend, model=self.solver.model_name,
+                    run_id=new_run_id(),
+                    status=run_status([thread], partial),
+                    question=question,
+                    strategy=plan_strategy.name or strategy,
+                    answer=answer,
+                    confidence=thread.confidence,
+                    plan=plan,
+                    results=[thread],
+                    metrics=metrics,
+                    decisions=decisions,
+                    partial=partial,
+                    backend=self.solver.backend,
+                    model=self.solver.model_name,
                 )
             stages["solve"] = outcome.usage
-            if merge_strategy is None and force is not None and plan.reason.startswith("fixed baseline"):
+            if (
+                merge_strategy is None
+                and force is not None
+                and plan.reason.startswith("fixed baseline")
+            ):
                 merge_strategy = MergeStrategy.vote
             merge_strategy = plan_strategy.merge_strategy(plan, merge_strategy)
             priorities = {s.id: s.priority for s in outcome.state.subtasks.values()}
             merge_started = clock()
-            sink.emit("merging", f"merging {sum(r.status is ThreadStatus.done for r in outcome.results)} "
-                      f"result(s) ({merge_strategy.value})")
+            sink.emit(
+                "merging",
+                f"merging {sum(r.status is ThreadStatus.done for r in outcome.results)} "
+                f"result(s) ({merge_strategy.value})",
+            )
 
             def stream_answer(delta: str) -> None:
                 sink.emit("answer", delta)
 
             merged = await plan_strategy.merge(
-                self.merger, self.settings, question, context, outcome.results,
-                strategy=merge_strategy, seconds=deadline - clock(), priorities=priorities,
+                self.merger,
+                self.settings,
+                question,
+                context,
+                outcome.results,
+                strategy=merge_strategy,
+                seconds=deadline - clock(),
+                priorities=priorities,
                 on_token=stream_answer,
             )
             merge_latency = clock() - merge_started if merged.context_tokens else 0.0
@@ -333,14 +398,28 @@ class Engine:
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message(outcome.results, clock()))
         partial = outcome.partial or merged.note.startswith(MERGE_LATE)
-        metrics = _metrics(outcome.results, stages, clock(), partial,
-                           plan_latency + outcome.critical_path_s + merge_latency)
+        metrics = _metrics(
+            outcome.results,
+            stages,
+            clock(),
+            partial,
+            plan_latency + outcome.critical_path_s + merge_latency,
+        )
         return SolveResult(
-            run_id=new_run_id(), status=run_status(outcome.results, partial), question=question,
-            strategy=plan_strategy.name or strategy, answer=merged.answer,
-            confidence=merged.confidence, plan=plan, results=outcome.results, merge=merged,
-            metrics=metrics, decisions=decisions, partial=partial,
-            backend=self.solver.backend, model=self.solver.model_name,
+            run_id=new_run_id(),
+            status=run_status(outcome.results, partial),
+            question=question,
+            strategy=plan_strategy.name or strategy,
+            answer=merged.answer,
+            confidence=merged.confidence,
+            plan=plan,
+            results=outcome.results,
+            merge=merged,
+            metrics=metrics,
+            decisions=decisions,
+            partial=partial,
+            backend=self.solver.backend,
+            model=self.solver.model_name,
         )
 
     # ----- pieces -----
@@ -355,16 +434,27 @@ class Engine:
         return deadline
 
     async def _plan(
-        self, question: str, context: str, max_subtasks: int | None, deadline: float,
-        clock: _Clock, *, force_width: int | None = None, share: float = PLAN_SHARE,
+        self,
+        question: str,
+        context: str,
+        max_subtasks: int | None,
+        deadline: float,
+        clock: _Clock,
+        *,
+        force_width: int | None = None,
+        share: float = PLAN_SHARE,
     ) -> tuple[Plan, StageUsage]:
         """Plan with no consumer of streamed subtasks (``decompose``), within ``share`` of the
         deadline: the same planning budget ``solve`` has."""
         seconds = share * deadline
         with anyio.move_on_after(seconds) as scope:
             return await make_plan(
-                self.planner, question, context, self.settings,
-                max_subtasks=max_subtasks, force_width=force_width,
+                self.planner,
+                question,
+                context,
+                self.settings,
+                max_subtasks=max_subtasks,
+                force_width=force_width,
             )
         assert scope.cancelled_caught
         plan = single_task_plan(
@@ -378,14 +468,28 @@ class Engine:
         cap = self.settings.max_concurrency
         if max_concurrency is not None:
             return max(1, min(max_concurrency, MAX_CONCURRENCY)), "requested by the caller"
-        return max(1, min(cap, MAX_CONCURRENCY)), f"one per subtask, capped by max_concurrency {cap}"
+        return max(
+            1, min(cap, MAX_CONCURRENCY)
+        ), f"one per subtask, capped by max_concurrency {cap}"
 
     async def _plan_and_run(
-        self, question: str, context: str, sink: EventSink, clock: _Clock,
-        decisions: list[Decision], controller: Controller, *, host: Plan | None,
-        max_subtasks: int | None, max_concurrency: int | None, plan_until: float,
-        threads_until: float, force_width: int | None = None, complexity_by: str | None = None,
-        plan_strategy: Strategy | None = None, run_deadline: float | None = None,
+        self,
+        question: str,
+        context: str,
+        sink: EventSink,
+        clock: _Clock,
+        decisions: list[Decision],
+        controller: Controller,
+        *,
+        host: Plan | None,
+        max_subtasks: int | None,
+        max_concurrency: int | None,
+        plan_until: float,
+        threads_until: float,
+        force_width: int | None = None,
+        complexity_by: str | None = None,
+        plan_strategy: Strategy | None = None,
+        run_deadline: float | None = None,
     ) -> tuple[Plan, StageUsage | None, DagOutcome, float]:
         """Plan and run the threads as one pipeline: each subtask of a streaming plan starts the
         moment its JSON object is complete, while the planner is still writing the rest.
@@ -396,12 +500,19 @@ class Engine:
         limit, why = self._concurrency(max_concurrency)
         mode = plan_strategy or GeneralStrategy()
         scheduler = Scheduler(
-            solver=self.solver, settings=self.settings, question=mode.thread_question(question),
+            solver=self.solver,
+            settings=self.settings,
+            question=mode.thread_question(question),
             context=mode.thread_context(context),
-            subtasks=host.subtasks if host is not None else [], max_concurrency=limit,
-            sink=sink, elapsed=clock, controller=controller,
-            deadline_s=max(0.0, threads_until - clock()), decisions=decisions,
-            open_input=host is None, deadline_label=_deadline_label(threads_until, run_deadline),
+            subtasks=host.subtasks if host is not None else [],
+            max_concurrency=limit,
+            sink=sink,
+            elapsed=clock,
+            controller=controller,
+            deadline_s=max(0.0, threads_until - clock()),
+            decisions=decisions,
+            open_input=host is None,
+            deadline_label=_deadline_label(threads_until, run_deadline),
         )
         box: dict[str, Any] = {}
 
@@ -409,8 +520,11 @@ class Engine:
             width = len(plan.subtasks)
             if width > 1:
                 by = complexity_by or _COMPLEXITY_BY[plan.source]
-                scheduler.decide("width", f"{width} {mode.parts_name}, up to {min(limit, width)} at once "
-                                 f"({why}); complexity {plan.complexity}/10 ({by})")
+                scheduler.decide(
+                    "width",
+                    f"{width} {mode.parts_name}, up to {min(limit, width)} at once "
+                    f"({why}); complexity {plan.complexity}/10 ({by})",
+                )
 
         async def planning() -> None:
             seconds = max(0.0, plan_until - clock())
@@ -418,20 +532,33 @@ class Engine:
             usage = StageUsage()
             with anyio.move_on_after(seconds):
                 plan, usage = await mode.plan(
-                    self.planner, self.settings, question, context, max_subtasks=max_subtasks,
-                    force_width=force_width, on_subtask=scheduler.add_subtask,
+                    self.planner,
+                    self.settings,
+                    question,
+                    context,
+                    max_subtasks=max_subtasks,
+                    force_width=force_width,
+                    on_subtask=scheduler.add_subtask,
                     on_tokens=scheduler.charge_planning,
                 )
             if plan is None:
                 usage.calls = max(usage.calls, 1)
                 streamed = list(scheduler.state.subtasks.values())
                 if streamed:
-                    plan = Plan(should_split=True, source="model", subtasks=streamed,
-                                reason=f"planning took longer than {plan_until:.3g}s; kept the "
-                                f"{len(streamed)} subtask(s) that streamed before it")
+                    plan = Plan(
+                        should_split=True,
+                        source="model",
+                        subtasks=streamed,
+                        reason=f"planning took longer than {plan_until:.3g}s; kept the "
+                        f"{len(streamed)} subtask(s) that streamed before it",
+                    )
                 else:
-                    plan = mode.fallback_plan(question, context, f"planning took longer than "
-                                              f"{plan_until:.3g}s", self.settings)
+                    plan = mode.fallback_plan(
+                        question,
+                        context,
+                        f"planning took longer than {plan_until:.3g}s",
+                        self.settings,
+                    )
             if force_width is not None and not plan.should_split:
                 plan = _attempts_plan(question, force_width, plan)
             box.update(plan=plan, usage=usage, at=clock())
@@ -455,14 +582,28 @@ class Engine:
             tg.cancel_scope.cancel()  # the run stopped (early stop, deadline) before the plan ended
         if "plan" not in box:
             subs = list(scheduler.state.subtasks.values())
-            box.update(usage=StageUsage(calls=1), at=clock(), plan=Plan(
-                should_split=True, source="model", subtasks=subs,
-                reason=f"the run stopped before the planner finished; {len(subs)} subtask(s) ran"))
+            box.update(
+                usage=StageUsage(calls=1),
+                at=clock(),
+                plan=Plan(
+                    should_split=True,
+                    source="model",
+                    subtasks=subs,
+                    reason=f"the run stopped before the planner finished; {len(subs)} "
+                    "subtask(s) ran",
+                ),
+            )
         return box["plan"], box["usage"], outcome, box["at"]
 
     async def _single_call(
-        self, question: str, context: str, seconds: float, sink: EventSink, clock: _Clock,
-        *, label: str,
+        self,
+        question: str,
+        context: str,
+        seconds: float,
+        sink: EventSink,
+        clock: _Clock,
+        *,
+        label: str,
     ) -> tuple[ThreadResult, StageUsage, str]:
         """One chain-of-thought call answering the whole question (the sequential baseline, and
         the unsplit path, which is the same call). At the deadline, what streamed is kept as a
@@ -484,6 +625,7 @@ class Engine:
         text: str | None = None
         error: str | None = None
         response = None
+
         def on_token(delta: str) -> None:
             streamed.append(delta)
             sink.emit("answer", delta, thread_id="t1")
@@ -495,21 +637,38 @@ class Engine:
             except ModelError as exc:
                 error = str(exc)
         finished = clock()
-        common: dict[str, Any] = {"id": "t1", "prompt": question[:MAX_PROMPT_CHARS] or "-",
-                                  "started_s": round(started, 6), "finished_s": round(finished, 6),
-                                  "latency_s": round(finished - started, 6)}
+        common: dict[str, Any] = {
+            "id": "t1",
+            "prompt": question[:MAX_PROMPT_CHARS] or "-",
+            "started_s": round(started, 6),
+            "finished_s": round(finished, 6),
+            "latency_s": round(finished - started, 6),
+        }
         if response is not None and text is not None:
-            usage.tokens_in, usage.tokens_out = response.usage.input_tokens, response.usage.output_tokens
+            usage.tokens_in, usage.tokens_out = (
+                response.usage.input_tokens,
+                response.usage.output_tokens,
+            )
             usage.cached_calls = int(response.cached)
             usage.max_context_tokens = response.max_context_tokens
             answer = final_answer(text)
-            thread = ThreadResult(status=ThreadStatus.done, answer=text, summary=answer,
-                                  tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-                                  cached=response.cached, **common)
-            sink.emit("cached" if response.cached else "done",
-                      "t1 served from cache" if response.cached else
-                      f"t1 done ({usage.tokens_in + usage.tokens_out} tokens, {finished:.1f}s)",
-                      thread_id="t1", completes=True)
+            thread = ThreadResult(
+                status=ThreadStatus.done,
+                answer=text,
+                summary=answer,
+                tokens_in=usage.tokens_in,
+                tokens_out=usage.tokens_out,
+                cached=response.cached,
+                **common,
+            )
+            sink.emit(
+                "cached" if response.cached else "done",
+                "t1 served from cache"
+                if response.cached
+                else f"t1 done ({usage.tokens_in + usage.tokens_out} tokens, {finished:.1f}s)",
+                thread_id="t1",
+                completes=True,
+            )
         elif error is not None:
             answer = f"No answer: {error}"
             if streamed:  # as for a thread: a failed call's prompt counts only if it streamed
@@ -519,11 +678,17 @@ class Engine:
         else:
             _spent(usage, common, count_messages(request.messages), streamed)
             partial_text = "".join(streamed).strip()
-            answer = (f"{partial_text}\n\n[cut at the deadline after {finished:.1f}s]"
-                      if partial_text else "No answer: the deadline passed before the model "
-                      "wrote anything.")
-            thread = ThreadResult(status=ThreadStatus.cancelled, reason="deadline",
-                                  answer=partial_text or None, **common)
+            answer = (
+                f"{partial_text}\n\n[cut at the deadline after {finished:.1f}s]"
+                if partial_text
+                else "No answer: the deadline passed before the model wrote anything."
+            )
+            thread = ThreadResult(
+                status=ThreadStatus.cancelled,
+                reason="deadline",
+                answer=partial_text or None,
+                **common,
+            )
             sink.emit("cancelled", "t1 cancelled: deadline", thread_id="t1", completes=True)
         return thread, usage, answer
 
@@ -537,36 +702,54 @@ class Engine:
                 "subtasks is empty: pass at least one subtask, or omit it to let the planner split"
             )
         if len(subtasks) > HOST_MAX_SUBTASKS:
-            raise PlanError(
-                f"{len(subtasks)} subtasks given; at most {HOST_MAX_SUBTASKS} per call"
-            )
+            raise PlanError(f"{len(subtasks)} subtasks given; at most {HOST_MAX_SUBTASKS} per call")
         subs = [Subtask.model_validate(s) if not isinstance(s, Subtask) else s for s in subtasks]
         if complexity is not None and not 1 <= complexity <= 10:
             raise PlanError(f"complexity must be between 1 and 10, got {complexity}")
         plan = validate_plan(
-            Plan(should_split=len(subs) > 1, reason="subtasks given by the host", subtasks=subs,
-                 source="host",
-                 complexity=complexity or estimate_complexity(question, context, self.settings)),
+            Plan(
+                should_split=len(subs) > 1,
+                reason="subtasks given by the host",
+                subtasks=subs,
+                source="host",
+                complexity=complexity or estimate_complexity(question, context, self.settings),
+            ),
             max_subtasks=HOST_MAX_SUBTASKS,
         )
         extra = [
-            ThreadResult(id=dup, status=ThreadStatus.skipped, prompt=s.prompt,
-                         reason=f"duplicate of {kept}; see its result",
-                         depends_on=list(s.depends_on))
+            ThreadResult(
+                id=dup,
+                status=ThreadStatus.skipped,
+                prompt=s.prompt,
+                reason=f"duplicate of {kept}; see its result",
+                depends_on=list(s.depends_on),
+            )
             for dup, kept in find_duplicates(subs).items()
-            for s in subs if s.id == dup
+            for s in subs
+            if s.id == dup
         ]
         return plan, extra
 
     def _plan_decisions(
-        self, plan: Plan, decisions: list[Decision], sink: EventSink, clock: _Clock,
+        self,
+        plan: Plan,
+        decisions: list[Decision],
+        sink: EventSink,
+        clock: _Clock,
         parts: str = "subtasks",
     ) -> None:
         kind: Literal["fallback", "split", "no_split"] = (
-            "fallback" if plan.source == "fallback" else "split" if plan.should_split else "no_split"
+            "fallback"
+            if plan.source == "fallback"
+            else "split"
+            if plan.should_split
+            else "no_split"
         )
-        what = (f"split into {len(plan.subtasks)} {parts}" if plan.should_split
-                else "answering with one call")
+        what = (
+            f"split into {len(plan.subtasks)} {parts}"
+            if plan.should_split
+            else "answering with one call"
+        )
         by = _SOURCE_NAME[plan.source]
         # The plan's reason is written to stand alone; here it follows "<what> (<by>):".
         why = (plan.reason or "no reason given").removeprefix(f"{by}: ")
@@ -588,16 +771,24 @@ class Engine:
         decisions: list[Decision] = []
         async with event_sink(on_event) as sink:
             thread, usage, answer = await self._single_call(
-                question, context, deadline, sink, clock, label="sequential baseline")
+                question, context, deadline, sink, clock, label="sequential baseline"
+            )
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message([thread], clock()))
         partial = thread.status is ThreadStatus.cancelled
         metrics = _metrics([thread], {"solve": usage}, clock(), partial, thread.latency_s)
         return SolveResult(
-            run_id=new_run_id(), status=run_status([thread], partial), question=question,
-            strategy="sequential", answer=answer,
-            results=[thread], metrics=metrics, decisions=decisions, partial=partial,
-            backend=self.solver.backend, model=self.solver.model_name,
+            run_id=new_run_id(),
+            status=run_status([thread], partial),
+            question=question,
+            strategy="sequential",
+            answer=answer,
+            results=[thread],
+            metrics=metrics,
+            decisions=decisions,
+            partial=partial,
+            backend=self.solver.backend,
+            model=self.solver.model_name,
         )
 
     async def _save(self, run: SolveResult | SolveRun) -> None:
@@ -620,22 +811,28 @@ def final_answer(text: str) -> str:
     matches = list(_FINAL.finditer(text))
     if not matches:
         return text.strip()
-    tail = text[matches[-1].end():].strip().strip("*_ ").strip()
+    tail = text[matches[-1].end() :].strip().strip("*_ ").strip()
     return tail or text.strip()
 
 
 def _attempts_plan(question: str, width: int, original: Plan) -> Plan:
     subtasks = [
-        Subtask(id=f"a{k}", prompt=f"Attempt {k} of {width}: answer independently, checking your "
-                f"own work.\n\n{question}"[:MAX_PROMPT_CHARS])
+        Subtask(
+            id=f"a{k}",
+            prompt=f"Attempt {k} of {width}: answer independently, checking your "
+            f"own work.\n\n{question}"[:MAX_PROMPT_CHARS],
+        )
         for k in range(1, width + 1)
     ]
     return Plan(
         should_split=True,
         reason=f"fixed baseline: the planner did not split ({original.reason}); running {width} "
         "independent attempts merged by vote",
-        complexity=original.complexity, subtasks=subtasks, max_concurrency=width,
-        source="heuristic", signals=original.signals,
+        complexity=original.complexity,
+        subtasks=subtasks,
+        max_concurrency=width,
+        source="heuristic",
+        signals=original.signals,
     )
 
 
@@ -645,8 +842,12 @@ _DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
 def note_decision(note: Note, at_s: float) -> Decision:
     """A controller's :class:`Note` as a recorded :class:`Decision` (unknown kinds → meta)."""
     kind = note.kind if note.kind in _DECISION_KINDS else "meta"
-    return Decision(at_s=round(at_s, 6), kind=kind,  # type: ignore[arg-type]
-                    thread_id=note.thread_id, reason=note.reason)
+    return Decision(
+        at_s=round(at_s, 6),
+        kind=kind,  # type: ignore[arg-type]
+        thread_id=note.thread_id,
+        reason=note.reason,
+    )
 
 
 def _record_notes(
@@ -663,11 +864,15 @@ def _deadline_label(threads_until: float, run_deadline: float | None) -> str:
     leave time for the merge, that too."""
     if run_deadline is None or abs(run_deadline - threads_until) < 1e-9:
         return f"the deadline of {threads_until:.3g}s"
-    return (f"the run's deadline of {run_deadline:.3g}s (threads stop at {threads_until:.3g}s "
-            "to leave time for the merge)")
+    return (
+        f"the run's deadline of {run_deadline:.3g}s (threads stop at {threads_until:.3g}s "
+        "to leave time for the merge)"
+    )
 
 
-def _spent(usage: StageUsage, common: dict[str, Any], prompt_tokens: int, streamed: list[str]) -> None:
+def _spent(
+    usage: StageUsage, common: dict[str, Any], prompt_tokens: int, streamed: list[str]
+) -> None:
     """Count a call that ended without a response: its prompt and what it had streamed."""
     usage.tokens_in = prompt_tokens
     usage.tokens_out = count_tokens("".join(streamed)) if streamed else 0
@@ -684,7 +889,10 @@ def _finished_message(results: Sequence[ThreadResult], wall: float) -> str:
 
 
 def _metrics(
-    results: Sequence[ThreadResult], stages: dict[str, StageUsage], wall: float, partial: bool,
+    results: Sequence[ThreadResult],
+    stages: dict[str, StageUsage],
+    wall: float,
+    partial: bool,
     critical_path_s: float,
 ) -> RunMetrics:
     by = {s: sum(r.status is s for r in results) for s in ThreadStatus}

@@ -49,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 class SplitHints(Protocol):
     """What :func:`apr_mcp.engine.heuristics.analyze` returns (only these fields are used)."""
 
@@ -132,7 +131,7 @@ class PlanStream:
             self._take([d.model_dump() for d in draft.subtasks], final=True)
 
     def _take(self, items: list[object], *, final: bool = False) -> None:
-        for item in items[self._seen:]:
+        for item in items[self._seen :]:
             self._seen += 1
             try:
                 draft = DraftSubtask.model_validate(item)
@@ -251,7 +250,9 @@ def validate_plan(plan: Plan, *, max_subtasks: int) -> Plan:
     if dups:
         subtasks = [s for s in subtasks if s.id not in dups]
         for s in subtasks:
-            s.depends_on = list(dict.fromkeys(dups.get(d, d) for d in s.depends_on if dups.get(d, d) != s.id))
+            s.depends_on = list(
+                dict.fromkeys(dups.get(d, d) for d in s.depends_on if dups.get(d, d) != s.id)
+            )
         notes.append(
             "merged identical subtasks: " + ", ".join(f"{d} = {k}" for d, k in dups.items())
         )
@@ -278,7 +279,7 @@ def _find_cycle(subtasks: list[Subtask]) -> list[str] | None:
         path.append(node)
         for dep in deps.get(node, []):
             if state.get(dep) == 1:
-                return [*path[path.index(dep):], dep]
+                return [*path[path.index(dep) :], dep]
             if dep not in state:
                 found = visit(dep)
                 if found:
@@ -315,8 +316,14 @@ def _trim(subtasks: list[Subtask], cap: int) -> tuple[list[Subtask], list[str]]:
     return kept, [s.id for s in subtasks if s.id not in keep]
 
 
-def single_task_plan(question: str, *, reason: str, source: str = "fallback", complexity: int = 1,
-                     signals: list[str] | None = None) -> Plan:
+def single_task_plan(
+    question: str,
+    *,
+    reason: str,
+    source: str = "fallback",
+    complexity: int = 1,
+    signals: list[str] | None = None,
+) -> Plan:
     """A plan that answers the question with one call (one subtask ``t1``: the question)."""
     return Plan(
         should_split=False,
@@ -395,8 +402,11 @@ async def make_plan(
         if hints.should_split_hint is False:
             why = "; ".join(hint_signals) or "simple question"
             return single_task_plan(
-                question, reason=f"heuristics: not worth splitting ({why}); answering with one call",
-                source="heuristic", complexity=complexity, signals=hint_signals,
+                question,
+                reason=f"heuristics: not worth splitting ({why}); answering with one call",
+                source="heuristic",
+                complexity=complexity,
+                signals=hint_signals,
             ), usage
         if hints.should_split_hint:
             plan = heuristic_plan(question, hints, cap=cap)
@@ -405,9 +415,12 @@ async def make_plan(
     if mode == "heuristic":
         why = "; ".join(hint_signals) or "no countable parts"
         return single_task_plan(
-            question, reason=f"heuristics: no countable independent parts ({why}); "
+            question,
+            reason=f"heuristics: no countable independent parts ({why}); "
             "APR_PLANNER=heuristic never asks the model; answering with one call",
-            source="heuristic", complexity=complexity, signals=hint_signals,
+            source="heuristic",
+            complexity=complexity,
+            signals=hint_signals,
         ), usage
 
     if force_width is not None:
@@ -455,8 +468,14 @@ async def make_plan(
         add_usage(usage, response)
         stream.finish(draft)
         reason = "; ".join([draft.reason.strip() or "planner", *stream.notes])
-        plan = Plan(should_split=draft.should_split, reason=reason, complexity=complexity,
-                    subtasks=list(stream.emitted), source="model", signals=hint_signals)
+        plan = Plan(
+            should_split=draft.should_split,
+            reason=reason,
+            complexity=complexity,
+            subtasks=list(stream.emitted),
+            source="model",
+            signals=hint_signals,
+        )
         if stream.emitted and on_subtask is not None:
             # Already running: dependencies on unknown ids are the scheduler's to skip.
             return plan, usage
@@ -486,14 +505,21 @@ async def make_plan(
 
     log.info("planning fell back to a single task: %s", problem)
     plan = single_task_plan(
-        question, reason=f"{problem}; answering with one call", complexity=complexity,
+        question,
+        reason=f"{problem}; answering with one call",
+        complexity=complexity,
         signals=hint_signals,
     )
     if stream.emitted:
         # Some subtasks were already handed on (and may be running): they are the plan.
-        plan = Plan(should_split=True, reason=f"{problem}; kept the {len(stream.emitted)} "
-                    "subtask(s) that streamed before it", complexity=complexity,
-                    subtasks=list(stream.emitted), source="model", signals=hint_signals)
+        plan = Plan(
+            should_split=True,
+            reason=f"{problem}; kept the {len(stream.emitted)} subtask(s) that streamed before it",
+            complexity=complexity,
+            subtasks=list(stream.emitted),
+            source="model",
+            signals=hint_signals,
+        )
     return plan, usage
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import get_args
 
 import anyio
@@ -55,7 +55,8 @@ _DECISION_KINDS = frozenset(get_args(Decision.model_fields["kind"].annotation))
 #: How much of a dependency's full answer is passed on when it has no summary.
 _DEP_FALLBACK_TOKENS = 300
 #: Streamed text is counted against the token budget as ``len(text) / CHARS_PER_TOKEN`` while it
-#: arrives (tiktoken per delta would cost more than the check is worth); finished threads count exactly.
+#: arrives (tiktoken per delta would cost more than the check is worth); finished threads count
+#: exactly.
 CHARS_PER_TOKEN = 4
 
 
@@ -176,8 +177,9 @@ class Scheduler:
         for sid in sorted(st.pending, key=self._order.__getitem__):
             unknown = [d for d in st.subtasks[sid].depends_on if d not in st.subtasks]
             if unknown:
-                self._end_unstarted(sid, ThreadStatus.skipped,
-                                    f"depends on unknown subtask {', '.join(unknown)}")
+                self._end_unstarted(
+                    sid, ThreadStatus.skipped, f"depends on unknown subtask {', '.join(unknown)}"
+                )
         self._notify()
 
     # ----- public -----
@@ -268,7 +270,8 @@ class Scheduler:
             for sid in sorted(st.pending, key=self._order.__getitem__):
                 sub = st.subtasks[sid]
                 bad = [
-                    d for d in sub.depends_on
+                    d
+                    for d in sub.depends_on
                     if d in st.results and st.results[d].status is not ThreadStatus.done
                 ]
                 if bad:
@@ -295,7 +298,9 @@ class Scheduler:
             depends_on=list(sub.depends_on),
             spawned_from=sub.spawned_from,
         )
-        self.sink.emit(status.value, f"{sid} {status.value}: {reason}", thread_id=sid, completes=True)
+        self.sink.emit(
+            status.value, f"{sid} {status.value}: {reason}", thread_id=sid, completes=True
+        )
 
     async def _deadline_watch(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
@@ -465,8 +470,10 @@ class Scheduler:
             # it is often most of an answer.
             text = strip_trailer("".join(streamed)).strip() if streamed else ""
             return ThreadResult(
-                status=ThreadStatus.cancelled, reason=self._cancel_reasons[sid],
-                answer=text or None, **common,  # type: ignore[arg-type]
+                status=ThreadStatus.cancelled,
+                reason=self._cancel_reasons[sid],
+                answer=text or None,
+                **common,  # type: ignore[arg-type]
             )
         if error is None:  # cancelled without a recorded reason (should not happen)
             return ThreadResult(status=ThreadStatus.cancelled, reason="cancelled", **common)  # type: ignore[arg-type]
@@ -492,14 +499,22 @@ class Scheduler:
         elif result.status is ThreadStatus.done:
             tokens = result.tokens_in + result.tokens_out
             self.sink.emit(
-                "done", f"{sid} done ({tokens} tokens, {result.latency_s:.1f}s)",
-                thread_id=sid, completes=True,
+                "done",
+                f"{sid} done ({tokens} tokens, {result.latency_s:.1f}s)",
+                thread_id=sid,
+                completes=True,
             )
         elif result.status is ThreadStatus.failed:
-            self.sink.emit("failed", f"{sid} failed: {_short(result.error or '', 160)}",
-                           thread_id=sid, completes=True)
+            self.sink.emit(
+                "failed",
+                f"{sid} failed: {_short(result.error or '', 160)}",
+                thread_id=sid,
+                completes=True,
+            )
         else:
-            self.sink.emit("cancelled", f"{sid} cancelled: {result.reason}", thread_id=sid, completes=True)
+            self.sink.emit(
+                "cancelled", f"{sid} cancelled: {result.reason}", thread_id=sid, completes=True
+            )
         self._settle()
         try:
             actions = await self.controller.on_result(st, result)
@@ -515,7 +530,10 @@ class Scheduler:
         if kind not in _DECISION_KINDS:
             kind = "meta"
         decision = Decision(
-            at_s=round(self.state.elapsed(), 6), kind=kind, thread_id=thread_id, reason=reason  # type: ignore[arg-type]
+            at_s=round(self.state.elapsed(), 6),
+            kind=kind,  # type: ignore[arg-type]
+            thread_id=thread_id,
+            reason=reason,
         )
         self.state.decisions.append(decision)
         self.sink.emit("decision", reason, thread_id=thread_id)
@@ -559,7 +577,8 @@ class Scheduler:
                 st.followups_spawned += 1
                 self.sink.add_threads(1)
                 self.sink.emit(
-                    "spawned", f"{sub.id} spawned from {sub.spawned_from}: {_short(sub.prompt)}",
+                    "spawned",
+                    f"{sub.id} spawned from {sub.spawned_from}: {_short(sub.prompt)}",
                     thread_id=sub.id,
                 )
                 self.decide("spawn", action.reason, sub.spawned_from)

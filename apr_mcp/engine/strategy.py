@@ -36,13 +36,26 @@ class Strategy:
         return context
 
     async def plan(
-        self, planner: Model, settings: Settings, question: str, context: str, *,
-        max_subtasks: int | None, force_width: int | None,
-        on_subtask: Callable[[Subtask], None], on_tokens: Callable[[int], None],
+        self,
+        planner: Model,
+        settings: Settings,
+        question: str,
+        context: str,
+        *,
+        max_subtasks: int | None,
+        force_width: int | None,
+        on_subtask: Callable[[Subtask], None],
+        on_tokens: Callable[[int], None],
     ) -> tuple[Plan, StageUsage]:
         return await make_plan(
-            planner, question, context, settings, max_subtasks=max_subtasks,
-            force_width=force_width, on_subtask=on_subtask, on_tokens=on_tokens,
+            planner,
+            question,
+            context,
+            settings,
+            max_subtasks=max_subtasks,
+            force_width=force_width,
+            on_subtask=on_subtask,
+            on_tokens=on_tokens,
         )
 
     def fallback_plan(self, question: str, context: str, reason: str, settings: Settings) -> Plan:
@@ -53,14 +66,29 @@ class Strategy:
         return requested or MergeStrategy.compose
 
     async def merge(
-        self, merger: Model, settings: Settings, question: str, context: str,
-        results: Sequence[ThreadResult], *, strategy: MergeStrategy, seconds: float,
-        priorities: Mapping[str, int], on_token: Callable[[str], None],
+        self,
+        merger: Model,
+        settings: Settings,
+        question: str,
+        context: str,
+        results: Sequence[ThreadResult],
+        *,
+        strategy: MergeStrategy,
+        seconds: float,
+        priorities: Mapping[str, int],
+        on_token: Callable[[str], None],
     ) -> MergeResult:
         return await bounded_merge(
-            merger, question, results, context=context, strategy=strategy,
-            budget_tokens=settings.merge_budget_tokens, settings=settings, seconds=seconds,
-            priorities=priorities, on_token=on_token,
+            merger,
+            question,
+            results,
+            context=context,
+            strategy=strategy,
+            budget_tokens=settings.merge_budget_tokens,
+            settings=settings,
+            seconds=seconds,
+            priorities=priorities,
+            on_token=on_token,
         )
 
 

@@ -308,7 +308,8 @@ async def finish_stream(events: AsyncGenerator[SSEEvent, None]) -> None:
 
 
 async def emit(on_token: TokenCallback | None, delta: str) -> None:
-    """Pass a non-empty ``delta`` to ``on_token`` (see :func:`~apr_mcp.llm.base.call_token_callback`)."""
+    """Pass a non-empty ``delta`` to ``on_token`` (see
+    :func:`~apr_mcp.llm.base.call_token_callback`)."""
     if delta:
         await call_token_callback(on_token, delta)
 

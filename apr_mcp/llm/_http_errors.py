@@ -229,7 +229,9 @@ def stream_error(payload: object, *, backend: str, model: str) -> ModelError:
         return RateLimitError(f"stream error: {message}", retry_after=None, **kw)
     if isinstance(code, int) and 400 <= code < 500:
         return ModelHTTPError(
-            f"stream error: {message}", status_code=code, **kw  # type: ignore[arg-type]
+            f"stream error: {message}",
+            status_code=code,
+            **kw,  # type: ignore[arg-type]
         )
     # Unknown or api_error mid-stream: the provider failed while generating; retrying may help.
     return ServerError(f"stream error: {message}", **kw)  # type: ignore[arg-type]

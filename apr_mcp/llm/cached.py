@@ -68,7 +68,8 @@ def _usable(request: ModelRequest, check: TextCheck | None) -> Callable[[ModelRe
         # The caller says what it can use. That may include a reply cut at max_tokens (a lead
         # line bounded on purpose); cut JSON never passes a structured check anyway.
         return lambda response: (
-            bool(response.text.strip()) and response.finish_reason not in _NEVER
+            bool(response.text.strip())
+            and response.finish_reason not in _NEVER
             and check(response.text)
         )
     schema = request.json_schema

@@ -12,7 +12,8 @@ Two kinds of pushback look alike on the wire and need opposite answers:
 
 The limiter tells them apart by what it has seen the provider serve. Each success records how
 many calls were in flight when it ended, its *served level* (the limiter uses the second highest
-of the last 32 within a quiet period, so one coincidence cannot raise it and an old one expires). A refusal while fewer calls ran than that is
+of the last 32 within a quiet period, so one coincidence cannot raise it and an old one expires). A
+refusal while fewer calls ran than that is
 not explained by load. Two such refusals among the last eight put the limiter in **policy mode**:
 a backoff made since the limit last stood high is undone at once (a visible ``recover``), and
 refusals leave the limit alone until none has come for a quiet period. Any other refusal is load,
@@ -151,7 +152,8 @@ class AdaptiveLimiter:
     ) -> None:
         if min_limit < 1 or max_limit < min_limit:
             raise ConfigError(
-                f"limiter bounds must satisfy 1 <= min_limit <= max_limit, got {min_limit}..{max_limit}"
+                "limiter bounds must satisfy 1 <= min_limit <= max_limit, got "
+                f"{min_limit}..{max_limit}"
             )
         if not 0.0 < decrease_factor < 1.0:
             raise ConfigError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
@@ -256,7 +258,8 @@ class AdaptiveLimiter:
     def subscribe(
         self, callback: ChangeCallback, *, weak: bool = False, replay: bool = False
     ) -> Callable[[], None]:
-        """Call ``callback(old, new, reason)`` on each limit change; returns an unsubscribe function.
+        """Call ``callback(old, new, reason)`` on each limit change; returns an unsubscribe
+        function.
 
         A run subscribes for its lifetime and turns changes into ``backoff``/``recover`` decisions
         (new < old is a backoff, new > old a recovery). With ``weak=True`` the limiter holds only a
@@ -266,9 +269,7 @@ class AdaptiveLimiter:
         level with the reason of the last decrease, so a run that starts throttled says why.
         """
         if replay and self._limit < self._configured:
-            last = next(
-                (h.reason for h in reversed(self._history) if h.limit == self._limit), ""
-            )
+            last = next((h.reason for h in reversed(self._history) if h.limit == self._limit), "")
             callback(self._configured, self._limit, f"still lowered by earlier pushback ({last})")
         ref: Callable[[], ChangeCallback | None]
         if not weak:
@@ -378,7 +379,8 @@ class AdaptiveLimiter:
             return
         safe = self._safe
         if safe is not None and self._limit < safe:
-            # Back to a level the provider was sustaining when it refused more: one step per success.
+            # Back to a level the provider was sustaining when it refused more: one step per
+            # success.
             needed, why = 1, f"recovering towards {safe}, the concurrency the provider sustained"
         elif safe is not None and self._limit == safe:
             # One above is where it refused: probe rarely, and more rarely after each failed probe.

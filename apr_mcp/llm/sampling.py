@@ -47,7 +47,8 @@ _NO_BACKCHANNEL_VERSION = "2026-07-28"
 ALTERNATIVES = (
     "Configure a model of your own instead: APR_BACKEND=openai (OpenAI or any OpenAI-compatible "
     "server such as Ollama, with APR_MODEL and OPENAI_API_KEY or APR_BASE_URL), "
-    "APR_BACKEND=anthropic (APR_MODEL, ANTHROPIC_API_KEY), or APR_BACKEND=simulated to try it offline."
+    "APR_BACKEND=anthropic (APR_MODEL, ANTHROPIC_API_KEY), or APR_BACKEND=simulated to try it "
+    "offline."
 )
 
 
@@ -101,7 +102,8 @@ def sampling_problem(ctx: _SamplingContext) -> str | None:
 class SamplingModel(Model):
     """A :class:`Model` that sends each request to the host through ``sampling/createMessage``.
 
-    The host may show each request to the user for approval, pick any model it likes (``request.model``
+    The host may show each request to the user for approval, pick any model it likes
+    (``request.model``
     is passed only as a hint) and does not stream, so ``on_token`` receives the whole text once.
     Token counts are estimated with tiktoken because hosts do not report usage.
     """
@@ -174,7 +176,8 @@ class SamplingModel(Model):
         content = result.content
         if not isinstance(content, TextContent):
             raise ModelOutputError(
-                f"the host answered with {getattr(content, 'type', type(content).__name__)} content, not text",
+                f"the host answered with {getattr(content, 'type', type(content).__name__)} "
+                "content, not text",
                 backend=self.backend,
                 model=result.model,
             )

@@ -1,4 +1,5 @@
-"""The ``simulated`` backend: a deterministic, latency-faithful fake that models behaviour, not answers.
+"""The ``simulated`` backend: a deterministic, latency-faithful fake that models behaviour, not
+answers.
 
 Like pydantic-ai's ``TestModel``/``FunctionModel`` it returns schema-shaped placeholders and
 whatever a script says; it never solves a task, reads code or calls bench code, and every text it

@@ -68,17 +68,24 @@ class SimReply:
         return self.ttft_s + self.output_tokens / self.tokens_per_s
 
     def pieces(self) -> list[tuple[float, str]]:
-        """``(due seconds after start, text)`` for each chunk; the last is due at the full latency."""
+        """``(due seconds after start, text)`` for each chunk; the last is due at the full
+        latency."""
         text = self.text
         if not text:
             return []
         count = min(self.max_chunks, max(1, math.ceil(self.output_tokens / 4)))
         size = math.ceil(len(text) / count)
-        cuts = sorted({*range(size, len(text), size), *(b for b in self.breaks if 0 < b < len(text))})
+        cuts = sorted(
+            {*range(size, len(text), size), *(b for b in self.breaks if 0 < b < len(text))}
+        )
         out: list[tuple[float, str]] = []
         start = 0
         for end in [*cuts, len(text)]:
-            due = self.ttft_s if not out else self.ttft_s + self.output_tokens * end / len(text) / self.tokens_per_s
+            due = (
+                self.ttft_s
+                if not out
+                else self.ttft_s + self.output_tokens * end / len(text) / self.tokens_per_s
+            )
             out.append((due, text[start:end]))
             start = end
         return out
@@ -139,9 +146,13 @@ class SimulatedModel(Model):
         self.requests: deque[ModelRequest] = deque(maxlen=1000)
         # Cache keys must tell apart replies of another simulator release, script or seed.
         script_id = (
-            hashlib.sha256(TypeAdapter(SimScript).dump_json(script)).hexdigest()[:12] if script else "-"
+            hashlib.sha256(TypeAdapter(SimScript).dump_json(script)).hexdigest()[:12]
+            if script
+            else "-"
         )
-        self.revision = f"{SIMULATOR_REVISION}/seed={seed}/scale={reasoning_scale}/script={script_id}"
+        self.revision = (
+            f"{SIMULATOR_REVISION}/seed={seed}/scale={reasoning_scale}/script={script_id}"
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> SimulatedModel:
@@ -155,7 +166,9 @@ class SimulatedModel(Model):
         }
         script = getattr(settings, "sim_script", None)
         if script is not None:
-            kwargs["script"] = script if isinstance(script, SimScript) else SimScript.from_file(script)
+            kwargs["script"] = (
+                script if isinstance(script, SimScript) else SimScript.from_file(script)
+            )
         scale = getattr(settings, "sim_reasoning_scale", None)
         if scale is not None:
             kwargs["reasoning_scale"] = float(scale)
@@ -236,14 +249,19 @@ class SimulatedModel(Model):
             where: dict[str, Any] = {"backend": self.backend, "model": reply.model}
             if reply.fault == "429":
                 raise RateLimitError(
-                    "rate limited (simulated)", retry_after=reply.retry_after, status_code=429, **where
+                    "rate limited (simulated)",
+                    retry_after=reply.retry_after,
+                    status_code=429,
+                    **where,
                 )
             if reply.fault == "500":
                 raise ServerError("internal error (simulated)", status_code=500, **where)
             if reply.fault in ("timeout", "empty"):
                 await anyio.sleep(reply.ttft_s)
                 if reply.fault == "timeout":
-                    raise ModelTimeoutError(f"no response within {reply.ttft_s:g}s (simulated)", **where)
+                    raise ModelTimeoutError(
+                        f"no response within {reply.ttft_s:g}s (simulated)", **where
+                    )
                 raise ModelOutputError("empty content (simulated)", **where)
             ttft: float | None = None
             async for piece in reply.stream():
@@ -253,11 +271,15 @@ class SimulatedModel(Model):
             if reply.fault == "cut":
                 raise StreamInterrupted("stream cut mid-answer (simulated)", **where)
             if reply.fault == "length":
-                raise ModelOutputError("answer truncated: finish_reason length (simulated)", **where)
+                raise ModelOutputError(
+                    "answer truncated: finish_reason length (simulated)", **where
+                )
             return ModelResponse(
                 text=reply.text,
                 usage=Usage(
-                    input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, reported=True
+                    input_tokens=reply.input_tokens,
+                    output_tokens=reply.output_tokens,
+                    reported=True,
                 ),
                 model=reply.model,
                 backend=self.backend,

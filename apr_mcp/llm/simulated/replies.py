@@ -245,7 +245,9 @@ def structured(request: ModelRequest, rule: SimRule | None, *, seed: int, scale:
         if user_text(request).lstrip().startswith("Your previous answer:"):
             return build(LEAD_TOKENS)  # a repair re-sends a short, valid answer
         # A merger writes a synthesis, not a chain of thought: reasoning_scale does not apply.
-        return build(body_tokens(task, seed=seed, scale=1.0 if request.purpose == "merger" else scale))
+        return build(
+            body_tokens(task, seed=seed, scale=1.0 if request.purpose == "merger" else scale)
+        )
     return json_text(value)
 
 
@@ -273,7 +275,11 @@ def plan_reply(request: ModelRequest) -> tuple[str, list[int]]:
     breaks: list[int] = []
     for k in range(width):
         part = " ".join(words[k * size : (k + 1) * size]) or head(question, 60)
-        subtask = {"id": f"t{k + 1}", "prompt": f"[sim] part {k + 1} of {width}: {part}", "depends_on": []}
+        subtask = {
+            "id": f"t{k + 1}",
+            "prompt": f"[sim] part {k + 1} of {width}: {part}",
+            "depends_on": [],
+        }
         text += (", " if k else "") + json_text(subtask)
         breaks.append(len(text))
     return text + "]}", breaks
