@@ -60,7 +60,7 @@ from .plan import (
     single_task_plan,
     validate_plan,
 )
-from .scheduler import DagOutcome, Scheduler
+from .scheduler import TIMEOUT_GRACE_S, DagOutcome, Scheduler
 from .strategy import GeneralStrategy, Strategy
 
 __all__ = ["Engine", "EventCallback"]
@@ -613,7 +613,7 @@ class Engine:
             messages=prompt.render(question=question, context=context),
             max_tokens=min(8192, self.settings.max_tokens * 2),
             temperature=self.settings.temperature,
-            timeout_s=None if seconds == math.inf else max(seconds, 1e-3),
+            timeout_s=None if seconds == math.inf else max(seconds, 0.0) + TIMEOUT_GRACE_S,
             purpose="sequential",
             prompt_version=prompt.key,
         )

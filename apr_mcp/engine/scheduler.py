@@ -591,9 +591,15 @@ class Scheduler:
         self._notify()
 
 
+#: A request's own timeout runs this much past the deadline, so the deadline's cancellation (which
+#: keeps what streamed and marks the run partial) wins; the timeout only stops retries from
+#: outliving the run.
+TIMEOUT_GRACE_S = 0.5
+
+
 def _remaining(seconds: float) -> float | None:
     """A request's ``timeout_s`` for ``seconds`` left: None when there is no deadline."""
-    return None if seconds == math.inf else max(seconds, 1e-3)
+    return None if seconds == math.inf else max(seconds, 0.0) + TIMEOUT_GRACE_S
 
 
 def _parses(text: str, *, prompt: str) -> bool:
