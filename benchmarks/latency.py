@@ -97,11 +97,12 @@ class ScriptedModel(Model):
                     "reason": "independent parts",
                 }
             )
+        # " word" is one token: the lengths below are token counts.
         if request.purpose == "sequential":
-            return " [sim]" * (n * self.lengths.parts) + "\nFinal answer: [sim]"
+            return "[sim]" + " word" * (n * self.lengths.parts) + "\nFinal answer: [sim]"
         if request.purpose == "lead":
-            return " [sim]" * request.max_tokens
-        body = " [sim]" * n
+            return "[sim]" + " word" * request.max_tokens
+        body = "[sim]" + " word" * n
         return body + "\nSummary: [sim]\nConfidence: 0.7\nSettles: no"
 
     async def complete(
