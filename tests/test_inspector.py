@@ -101,7 +101,10 @@ async def test_inspector_cli_runs_the_chain(inspector: str, tmp_path: Path) -> N
             out = merged["structuredContent"]
             assert out["answer"].strip() and set(out["used"]) <= {r["id"] for r in run["results"]}
 
-    # Every model call went over HTTP to the loopback server (planner, one per thread, merger).
-    assert model.calls_by_purpose["planner"] >= 1
-    assert model.calls_by_purpose["solver"] >= len(plan["subtasks"])
-    assert model.calls_by_purpose["merger"] >= 1
+    # Every model call went over HTTP to the loopback server (one per thread, the lead).
+    # Countable parts are planned by the heuristics (no planner call) unless the model planned.
+    planned_by_model = plan.get("source", "model") == "model"
+    assert (model.calls_by_purpose["planner"] >= 1) == planned_by_model
+    # Over HTTP the endpoint sees free text only: the threads and the composed merge's one short
+    # lead call both count as "solver".
+    assert model.calls_by_purpose["solver"] >= len(plan["subtasks"]) + 1
