@@ -279,13 +279,15 @@ async def merge(
     """
     from ..llm.structured import complete_structured  # helper module; imported late on purpose
 
-    if strategy is MergeStrategy.compose:
-        return await compose(
+    if strategy is MergeStrategy.compose:  # no merge call to bound, only its short lead
+        return await bounded_merge(
             merger,
             question,
             results,
+            strategy=strategy,
             budget_tokens=budget_tokens,
             settings=settings,
+            seconds=math.inf,
             priorities=priorities,
             on_token=on_token,
         )

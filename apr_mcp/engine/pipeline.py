@@ -343,24 +343,16 @@ class Engine:
                 )
                 _record_notes(controller.pending_notes(), decisions, sink, clock)
                 sink.emit("finished", _finished_message([thread], clock()))
-                partial = thread.status is ThreadStatus.cancelled
-                metrics = _metrics(
-                    [thread], stages, clock(), partial, plan_latency + thread.latency_s
-                )
-                return SolveResult(
-                    run_id=new_run_id(),
-                    status=run_status([thread], partial),
-                    question=question,
-                    strategy=plan_strategy.name or strategy,
-                    answer=answer,
-                    confidence=thread.confidence,
+                return self._one_call_result(
+                    question,
+                    plan_strategy.name or strategy,
+                    thread,
+                    answer,
+                    stages,
+                    clock,
+                    decisions,
+                    plan_latency + thread.latency_s,
                     plan=plan,
-                    results=[thread],
-                    metrics=metrics,
-                    decisions=decisions,
-                    partial=partial,
-                    backend=self.solver.backend,
-                    model=self.solver.model_name,
                 )
             stages["solve"] = outcome.usage
             if (
@@ -775,16 +767,42 @@ class Engine:
             )
             _record_notes(controller.pending_notes(), decisions, sink, clock)
             sink.emit("finished", _finished_message([thread], clock()))
+        return self._one_call_result(
+            question,
+            "sequential",
+            thread,
+            answer,
+            {"solve": usage},
+            clock,
+            decisions,
+            thread.latency_s,
+        )
+
+    def _one_call_result(
+        self,
+        question: str,
+        strategy: str,
+        thread: ThreadResult,
+        answer: str,
+        stages: dict[str, StageUsage],
+        clock: _Clock,
+        decisions: list[Decision],
+        critical_path_s: float,
+        *,
+        plan: Plan | None = None,
+    ) -> SolveResult:
+        """The result of a run answered by one call (sequential, or not split)."""
         partial = thread.status is ThreadStatus.cancelled
-        metrics = _metrics([thread], {"solve": usage}, clock(), partial, thread.latency_s)
         return SolveResult(
             run_id=new_run_id(),
             status=run_status([thread], partial),
             question=question,
-            strategy="sequential",
+            strategy=strategy,
             answer=answer,
+            confidence=thread.confidence,
+            plan=plan,
             results=[thread],
-            metrics=metrics,
+            metrics=_metrics([thread], stages, clock(), partial, critical_path_s),
             decisions=decisions,
             partial=partial,
             backend=self.solver.backend,
