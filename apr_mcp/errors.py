@@ -153,6 +153,10 @@ class StreamInterrupted(ModelError):
     """The response stream ended before the model finished."""
 
     retryable = True
+    #: True when the server itself ended the stream (an end marker with no stop reason): a server
+    #: that serves one request at a time cuts a running answer when another one waits, so this
+    #: is pushback from load, not a network fault.
+    by_server: bool = False
 
 
 class ModelOutputError(ModelError):

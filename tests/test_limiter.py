@@ -12,7 +12,13 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from apr_mcp.errors import ConfigError, ModelTimeoutError, RateLimitError, ServerError
+from apr_mcp.errors import (
+    ConfigError,
+    ModelTimeoutError,
+    RateLimitError,
+    ServerError,
+    StreamInterrupted,
+)
 from apr_mcp.llm.base import Message, Model, ModelRequest, ModelResponse, TokenCallback
 from apr_mcp.llm.limiter import AdaptiveLimiter, LimitedModel, find_limiter
 
@@ -286,6 +292,24 @@ async def test_server_errors_only_overload_statuses_lower(status: int, lowered: 
         await LimitedModel(inner, limiter).complete(REQ)
     assert (limiter.limit < 4) is lowered
     assert limiter.in_flight == 0
+
+
+@pytest.mark.parametrize(("by_server", "lowered"), [(True, True), (False, False)])
+async def test_a_server_that_cuts_running_answers_counts_as_load(
+    by_server: bool, lowered: bool
+) -> None:
+    # llama-cpp-python ends a running stream when another request waits: that is load. A
+    # stream that merely broke off (network) says nothing about load.
+    error = StreamInterrupted("stream ended without a finish_reason")
+    error.by_server = by_server
+    inner = GatedModel(errors=[error])
+    inner.gate.set()
+    limiter = AdaptiveLimiter(4, max_limit=4)
+    with pytest.raises(StreamInterrupted):
+        await LimitedModel(inner, limiter).complete(REQ)
+    assert (limiter.limit < 4) is lowered
+    if lowered:
+        assert "interrupted a running answer" in limiter.history[-1].reason
 
 
 async def test_timeouts_and_cancellation_release_without_lowering() -> None:

@@ -732,6 +732,7 @@ class JSONStream:
                 model=self._model,
             )
             err.partial_text = text
+            err.by_server = self.done
             raise err
         return text
 

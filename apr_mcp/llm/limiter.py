@@ -63,7 +63,7 @@ from typing import Literal, NamedTuple
 import anyio
 import anyio.lowlevel
 
-from ..errors import ConfigError, RateLimitError, ServerError
+from ..errors import ConfigError, RateLimitError, ServerError, StreamInterrupted
 from .base import Model, ModelRequest, ModelResponse, TokenCallback, WrapperModel
 
 __all__ = [
@@ -568,6 +568,16 @@ class LimitedModel(WrapperModel):
                 slot,
                 "overload" if overload else "neutral",
                 detail=f"overloaded (HTTP {exc.status_code})",
+            )
+            raise
+        except StreamInterrupted as exc:
+            # llama-cpp-python (by default) ends a running answer when another request waits:
+            # more at once only means more answers cut, so it counts as load.
+            limiter.release(
+                slot,
+                "overload" if exc.by_server else "neutral",
+                detail="the server interrupted a running answer (it serves one request at a "
+                "time; see docs/local-models.md)",
             )
             raise
         except BaseException:  # other failures and cancellation say nothing about load
