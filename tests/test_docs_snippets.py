@@ -12,9 +12,11 @@ would reach the network fails instead of reaching it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -162,18 +164,26 @@ def test_snippet_runs(block: Block, sandbox: tuple[Path, dict[str, str]]) -> Non
         command = [sys.executable, str(source)]
     else:
         command = ["bash", "-e", "-o", "pipefail", "-c", _script(block)]
+    # Its own process group, ended whatever happens: a block that leaves something running in
+    # the background (a server started with `&`) must not outlive the test.
+    proc = subprocess.Popen(
+        command,
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            command,
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{block.id} ran longer than {TIMEOUT_S} s")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     assert done.returncode == 0, (
         f"{block.id} exited {done.returncode}\n--- stdout\n{done.stdout[-2000:]}"
         f"\n--- stderr\n{done.stderr[-2000:]}"
