@@ -97,9 +97,13 @@ class SolveConsole:
             self._streamed = (self._streamed + event.message)[-_STREAM_TAIL:]
             if self.stream_answer:
                 self._answer.append(event.message)
-                # Through the live display's proxy on a terminal, so the text scrolls above it.
-                sys.stdout.write(event.message)
-                sys.stdout.flush()
+                try:
+                    # Through the live display's proxy on a terminal, so it scrolls above it.
+                    sys.stdout.write(event.message)
+                    sys.stdout.flush()
+                except BrokenPipeError:  # `solve … | head`: the reader has what it wanted
+                    self.stream_answer = False
+                    self.out.quiet = True
             if self._live is not None:
                 self._live.refresh()
             return
@@ -148,10 +152,13 @@ class SolveConsole:
         self, result: SolveResult, *, status: Literal["answered", "partial", "failed"] = "answered"
     ) -> None:
         streamed = "".join(self._answer).strip()
+        answer = result.answer.strip()
         if not streamed:
             self.out.print(result.answer, markup=False, soft_wrap=True)
-        elif streamed != result.answer.strip():
-            # The stream was the whole chain of thought, or cut short: say what the answer is.
+        elif streamed.endswith(answer):
+            self.out.print()  # the stream ended with the answer: end its line only
+        else:
+            # The stream was cut short, or is not the answer itself: say what the answer is.
             self.out.print()
             self.out.print()
             self.out.print(f"Answer: {result.answer}", markup=False, soft_wrap=True)
@@ -169,7 +176,8 @@ class SolveConsole:
             "failed": " · FAILED: no usable result",
         }
         self.out.print(
-            f"run {result.run_id} · {result.strategy} · {m.threads} threads · "
+            f"run {result.run_id} · {result.strategy} · {m.threads} "
+            f"thread{'' if m.threads == 1 else 's'} · "
             f"wall {m.wall_s:.2f}s · critical path {m.critical_path_s:.2f}s · "
             f"{tokens} · max context {m.max_context_tokens} · "
             f"cache hits {m.cache_hits}/{m.model_calls} calls{tail[status]}",

@@ -55,7 +55,7 @@ _NAMED = re.compile(
     rf"""(?ix)
     (?P<head>(?<![A-Za-z0-9])(?:{_NAMES})(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?
        (?>(?:(?:bearer|basic|token)\s+)?))  # atomic: a scheme is never taken for the value
-    (?P<value>(?!\[REDACTED\])[^\s"'\\,;&}}\]<>]+)
+    (?P<value>(?!\[REDACTED\])(?!(?:null|none|unset|true|false)\b)[^\s"'\\,;&}}\]<>]+)
     """
 )
 #: Substrings (lower case) without which :data:`_NAMED` cannot match.

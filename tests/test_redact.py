@@ -341,3 +341,10 @@ async def test_answers_keep_their_code_but_lose_configured_secrets(tmp_path: Pat
     for surface in (text, trace):
         assert secret not in surface and REDACTED in surface
         assert "password = get_password()" in surface and "api_key=os.environ" in surface
+
+
+def test_an_unset_credential_stays_visibly_unset() -> None:
+    # doctor prints settings as JSON: a missing key must read null, not [REDACTED].
+    assert redact('{"api_key": null, "http_token": null}') == '{"api_key": null, "http_token": null}'
+    assert redact("password = None") == "password = None"
+    assert redact('"api_key": "abcd1234efgh"') == '"api_key": "[REDACTED]"'
