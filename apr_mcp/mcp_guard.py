@@ -10,6 +10,7 @@ times over (one validation error per bad item of a 256-item list), are cut to a 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -17,7 +18,13 @@ from mcp.shared.exceptions import MCPError
 
 from .redact import redact, redact_data
 
-__all__ = ["MAX_ERROR_MESSAGE_CHARS", "MAX_TOOL_ERROR_CHARS", "OutputGuard", "cap_text"]
+__all__ = [
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_TOOL_ERROR_CHARS",
+    "OutputGuard",
+    "cap_text",
+    "readable_argument_error",
+]
 
 #: Longest text of an ``isError`` tool result.
 MAX_TOOL_ERROR_CHARS = 2000
@@ -36,6 +43,27 @@ def cap_text(text: str, limit: int) -> str:
     return text[: max(0, limit - len(note))] + note
 
 
+# The SDK's text for arguments that fail validation: pydantic's multi-line report.
+_ARGS_ERROR = re.compile(
+    r"^Error executing tool (?P<tool>\S+): \d+ validation errors? for \S+\n(?P<body>.*)$", re.DOTALL
+)
+_ARG_LINE = re.compile(r"^(?P<loc>\S[^\n]*)\n\s+(?P<msg>[^\n]*?)(?: \[type=[^\n]*)?$", re.MULTILINE)
+
+
+def readable_argument_error(text: str) -> str:
+    """``Invalid arguments for solve: question: String should have at least 1 character`` instead
+    of pydantic's report (a line per field, each saying what to fix); other texts unchanged."""
+    match = _ARGS_ERROR.match(text)
+    if match is None:
+        return text
+    problems = [
+        f"{m.group('loc')}: {m.group('msg')}" for m in _ARG_LINE.finditer(match.group("body"))
+    ]
+    if not problems:
+        return text
+    return f"Invalid arguments for {match.group('tool')}: " + "; ".join(problems)
+
+
 def _cap_tool_error(result: dict[str, Any]) -> dict[str, Any]:
     content = result.get("content")
     if not isinstance(content, list):
@@ -43,7 +71,8 @@ def _cap_tool_error(result: dict[str, Any]) -> dict[str, Any]:
     capped = []
     for block in content:
         if isinstance(block, dict) and isinstance(block.get("text"), str):
-            block = {**block, "text": cap_text(block["text"], MAX_TOOL_ERROR_CHARS)}
+            text = readable_argument_error(block["text"])
+            block = {**block, "text": cap_text(text, MAX_TOOL_ERROR_CHARS)}
         capped.append(block)
     return {**result, "content": capped}
 

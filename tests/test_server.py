@@ -332,6 +332,10 @@ async def test_bad_arguments_come_back_as_errors(rig: Rig, mode: str) -> None:
             result = await client.call_tool(tool, args)
             assert result.is_error, (tool, args)
             assert field in _text(result), (tool, args, _text(result))
+            # One readable line per field, not pydantic's report with links and input dumps.
+            assert "input_value" not in _text(result) and "errors.pydantic" not in _text(result)
+        empty = await client.call_tool("solve", {"question": ""})
+        assert _text(empty).startswith("Invalid arguments for solve: question: ")
         # The server is still fine afterwards.
         ok = await client.call_tool("decompose", {"question": QUESTION})
         assert not ok.is_error
