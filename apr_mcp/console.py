@@ -167,7 +167,7 @@ class SolveConsole:
             self.out.print(thread_table(result))
         m = result.metrics
         spent_in, spent_out, saved_in, saved_out = token_totals(result)
-        tokens = f"tokens spent {spent_in}→{spent_out}"
+        tokens = f"tokens spent {spent_in}→{spent_out} (in→out)"
         if saved_in or saved_out:
             tokens += f" · cached {saved_in}→{saved_out} (saved, not spent)"
         tail = {
