@@ -57,7 +57,8 @@ def readable_argument_error(text: str) -> str:
     if match is None:
         return text
     problems = [
-        f"{m.group('loc')}: {m.group('msg')}" for m in _ARG_LINE.finditer(match.group("body"))
+        f"{m.group('loc')}: {m.group('msg').removeprefix('Value error, ')}"
+        for m in _ARG_LINE.finditer(match.group("body"))
     ]
     if not problems:
         return text

@@ -450,7 +450,7 @@ async def test_tool_arguments_are_not_coerced(tmp_path: Path, arguments: dict[st
         result = await client.call_tool("solve", arguments)
     assert result.is_error
     text = result.content[0].text  # type: ignore[union-attr]
-    assert "validation error" in text and len(text) <= 2000
+    assert text.startswith("Invalid arguments for solve: ") and len(text) <= 2000
 
 
 async def test_whole_numbers_still_accepted(tmp_path: Path) -> None:
