@@ -162,6 +162,7 @@ async def test_every_strategy_end_to_end(tmp_path: Path, dataset_path: Path) -> 
     assert page.count('<svg class="timeline"') == len(records)
     assert page.count('class="bar ') >= len(records)
     assert '<svg class="scatter"' in page and SIMULATED_LABEL in page
+    assert "<title>apr-mcp bench report (SIMULATED)</title>" in page  # also in the tab title
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     assert "http://" not in page and "https://" not in page

@@ -600,7 +600,8 @@ def render_html(
                 f'<p class="muted">{len(items) - max_items_per_dataset} more items in '
                 "results.jsonl.</p>"
             )
-    return html_page("apr-mcp bench report", "\n".join(b))
+    title = "apr-mcp bench report" + (" (SIMULATED)" if simulated else "")
+    return html_page(title, "\n".join(b))
 
 
 def write_reports(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:

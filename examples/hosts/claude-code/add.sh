@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Register apr-mcp with Claude Code (user scope). Pick ONE of the two commands.
-# `apr-mcp` must be on PATH (pip install apr-mcp / pip install -e .), or use its absolute path.
+# `apr-mcp` must be on PATH (`pip install -e .` in a clone, see the README), or use its absolute path.
 # Claude Code waits for tool calls as long as progress keeps arriving; apr-mcp reports per thread.
 
 # OpenAI (or any OpenAI-compatible endpoint): the key is read from your shell environment.
