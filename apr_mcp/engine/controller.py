@@ -34,6 +34,7 @@ from ..config import Settings
 from ..limits import MAX_PROMPT_CHARS
 from ..llm.base import Model
 from ..schemas import Decision, Subtask, ThreadResult, ThreadStatus
+from .text import one_line
 
 __all__ = [
     "Action",
@@ -387,5 +388,4 @@ def _follow_up_id(parent: str, taken: set[str]) -> str:
 
 
 def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)

@@ -26,6 +26,7 @@ import re
 from pydantic import BaseModel, Field
 
 from ..errors import ConfigError
+from .text import one_line
 
 __all__ = ["SplitSignals", "analyze", "concurrency_for", "width_for"]
 
@@ -480,5 +481,4 @@ def _inline_spans(text: str, markers: list[re.Match[str]]) -> list[tuple[int, in
 
 
 def _snippet(text: str, limit: int = 40) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)

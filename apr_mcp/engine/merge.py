@@ -24,6 +24,7 @@ from ..schemas import MergeResult, MergeStrategy, StageUsage, ThreadResult, Thre
 from ..tokens import count_messages, count_tokens, truncate_to_tokens
 from .protocol import strip_trailer
 from .schema_text import schema_text
+from .text import one_line
 
 __all__ = [
     "MERGE_LATE",
@@ -99,8 +100,7 @@ def _entry(result: ThreadResult, text: str) -> str:
         f"confidence {result.confidence:.2f}" if result.confidence is not None else "confidence ?"
     )
     flag = ", settles the question" if result.settles_question else ""
-    task = " ".join(result.prompt.split())
-    task = task if len(task) <= 160 else task[:159] + "…"
+    task = one_line(result.prompt, 160)
     return f"[{result.id}] ({conf}{flag})\nTask: {task}\nResult: {text}"
 
 
@@ -133,8 +133,7 @@ def _composable(result: ThreadResult) -> bool:
 
 
 def _heading(result: ThreadResult) -> str:
-    task = " ".join(result.prompt.split()).split("\n")[0]
-    task = task if len(task) <= 100 else task[:99] + "…"
+    task = one_line(result.prompt, 100)
     cut = (
         " (cut short: " + (result.reason or "stopped") + ")"
         if (result.status is ThreadStatus.cancelled)

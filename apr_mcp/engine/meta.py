@@ -33,6 +33,7 @@ from ..prompts import load_prompt
 from ..schemas import Subtask, ThreadResult, ThreadStatus
 from ..tokens import truncate_to_tokens
 from .controller import Action, Controller, Note, RunState, Spawn, Stop, normalise_prompt
+from .text import one_line
 
 __all__ = ["MetaController", "MetaDecision", "summarize_state"]
 
@@ -57,8 +58,7 @@ class MetaDecision(BaseModel):
 
 
 def _head(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def summarize_state(state: RunState) -> str:

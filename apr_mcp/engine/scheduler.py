@@ -46,6 +46,7 @@ from .controller import (
 from .events import EventSink
 from .protocol import parse_thread_reply, strip_trailer
 from .schema_text import schema_text
+from .text import one_line
 
 __all__ = ["DagOutcome", "Scheduler", "critical_path"]
 
@@ -611,5 +612,4 @@ def _parses(text: str, *, prompt: str) -> bool:
 
 
 def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
