@@ -165,8 +165,7 @@ class Scheduler:
         if final:
             self._inflight.pop("\0plan", None)
             self.state.tokens_before += tokens
-            self._charge("\0plan", 0)
-            self._inflight.pop("\0plan", None)
+            self._check_budget()
         else:
             self._charge("\0plan", tokens)
 
@@ -483,6 +482,9 @@ class Scheduler:
     def _charge(self, sid: str, estimate: int) -> None:
         """Record a running thread's estimated spend; stop the run once the budget is crossed."""
         self._inflight[sid] = estimate
+        self._check_budget()
+
+    def _check_budget(self) -> None:
         limit = self.settings.token_budget
         st = self.state
         if limit is None or st.stopping is not None:
